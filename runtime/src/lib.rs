@@ -1,1 +1,1 @@
-
+//! compc's reference runtime. (Stub: the interpreter is being written.)

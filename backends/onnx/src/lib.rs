@@ -1,1 +1,1 @@
-
+//! ONNX export. (Stub.)

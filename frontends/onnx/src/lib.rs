@@ -1,1 +1,1 @@
-
+//! ONNX import. (Stub.)
