@@ -1,1 +1,148 @@
-fn main() {}
+//! The `compc` command line.
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use compc::driver::{compile, load_model, CompileOptions};
+use compc::passes::{Exactness, Registry};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// compc compresses a trained model: `compc model.onnx -p quant,prune -o out`.
+#[derive(Parser)]
+#[command(name = "compc", version, args_conflicts_with_subcommands = true)]
+#[command(about = "A compiler and IR for neural-network compression")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    compile: CompileArgs,
+}
+
+#[derive(Args)]
+struct CompileArgs {
+    /// The model to compress (.onnx, or .cir text)
+    model: Option<PathBuf>,
+    /// Passes to run: `name{key=value,...},name2` (see `compc passes`)
+    #[arg(short = 'p', long = "passes", value_name = "PIPELINE")]
+    pipeline: Option<String>,
+    /// Output folder: gets model.onnx, report.md and report.json
+    #[arg(short = 'o', long = "out", value_name = "OUTDIR")]
+    out: Option<PathBuf>,
+    /// Calibration data (.npz: one array per model input, first axis = samples)
+    #[arg(long, value_name = "CALIB.npz")]
+    calib: Option<PathBuf>,
+    /// Print the IR after every pass to stderr
+    #[arg(long)]
+    print_ir_after_all: bool,
+    /// Replace OUTDIR if it exists and is not empty
+    #[arg(long)]
+    force: bool,
+    /// Seed for every random choice a pass makes
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print a model (.onnx or .cir) in compc's text format
+    Print {
+        file: PathBuf,
+    },
+    /// List the passes with their options
+    Passes,
+    /// Run a model with compc's reference runtime
+    Run {
+        /// A model (.onnx/.cir) or an output folder of compc
+        model: PathBuf,
+        /// Inputs (.npz, one array per model input)
+        #[arg(long, value_name = "IN.npz")]
+        inputs: PathBuf,
+        /// Where to write the outputs (.npz)
+        #[arg(long, value_name = "OUT.npz")]
+        output: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the whole chain of causes, outermost first.
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<()> {
+    let registry = Registry::with_builtin_passes();
+    match cli.command {
+        Some(Command::Print { file }) => {
+            let g = load_model(&file)?;
+            print!("{}", compc::ir::text::print(&g));
+            Ok(())
+        }
+        Some(Command::Passes) => {
+            print!("{}", list_passes(&registry));
+            Ok(())
+        }
+        Some(Command::Run { model, inputs, output }) => run_model(&model, &inputs, &output),
+        None => {
+            let a = cli.compile;
+            let model = a.model.context("no model given (usage: compc MODEL [-p PIPELINE] -o OUTDIR; see --help)")?;
+            let out = a.out.context("no output folder given: add -o OUTDIR")?;
+            let summary = compile(
+                &CompileOptions {
+                    model,
+                    pipeline: a.pipeline,
+                    out,
+                    calib: a.calib,
+                    print_ir_after_all: a.print_ir_after_all,
+                    force: a.force,
+                    seed: a.seed,
+                    progress: std::io::stderr().is_terminal(),
+                },
+                &registry,
+            )?;
+            let (i, o) = (&summary.ledger.input, &summary.ledger.output);
+            eprintln!(
+                "wrote {}: {} nodes, {} parameters, {} weight bytes (input: {} nodes, {} parameters, {} bytes)",
+                summary.out.display(),
+                o.nodes,
+                o.parameters,
+                o.weight_bytes,
+                i.nodes,
+                i.parameters,
+                i.weight_bytes
+            );
+            Ok(())
+        }
+    }
+}
+
+fn list_passes(registry: &Registry) -> String {
+    let mut s = String::new();
+    for d in registry.descriptors() {
+        let kind = match d.exactness {
+            Exactness::Exact => "exact",
+            Exactness::Lossy => "lossy",
+        };
+        s.push_str(&format!("{:<14} {:<6} {}\n", d.name, kind, d.summary));
+        for o in d.options {
+            s.push_str(&format!("{:<21} {o}\n                      {}\n", "", o.help));
+        }
+    }
+    s
+}
+
+fn run_model(model: &std::path::Path, inputs: &std::path::Path, output: &std::path::Path) -> Result<()> {
+    let g = load_model(model)?;
+    let ins = compc::runtime::npz::read_npz(inputs)
+        .map_err(|e| anyhow::anyhow!("inputs {}: {e}", inputs.display()))?;
+    let outs = compc::runtime::run(&g, &ins).map_err(|e| anyhow::anyhow!("{e}"))?;
+    compc::runtime::npz::write_npz(output, &outs)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", output.display()))?;
+    Ok(())
+}

@@ -1,1 +1,51 @@
+//! compc's passes and the machinery that runs them.
+//!
+//! A pass implements [`Pass`]; the [`Registry`] knows every pass by name with its option
+//! schema; a pipeline string `name{key=value,...},name2` is checked against the registry
+//! and run by the [`PassManager`], which verifies, times and records each pass in the
+//! [`Ledger`] that becomes the output's report.
 
+pub mod const_fold;
+pub mod context;
+pub mod cse;
+pub mod dce;
+pub mod ledger;
+pub mod manager;
+pub mod options;
+pub mod pass;
+pub mod pipeline;
+pub mod registry;
+
+pub use context::{CalibData, PassContext, PassRecord};
+pub use ledger::{GraphStats, Ledger, LedgerEntry};
+pub use manager::{PassManager, PipelineError};
+pub use options::{OptionKind, OptionSpec, OptionValue, PassOptions};
+pub use pass::{Changed, Exactness, Pass, PassError};
+pub use registry::{ConfiguredPass, PassDescriptor, Registry};
+
+/// Descriptors of every built-in pass.
+pub fn builtin_passes() -> Vec<PassDescriptor> {
+    vec![
+        PassDescriptor {
+            name: "dce",
+            summary: "remove nodes whose results nothing reads",
+            exactness: Exactness::Exact,
+            options: &[],
+            build: |_| Ok(Box::new(dce::Dce)),
+        },
+        PassDescriptor {
+            name: "cse",
+            summary: "share identical computations and identical constants",
+            exactness: Exactness::Exact,
+            options: &[],
+            build: |_| Ok(Box::new(cse::Cse)),
+        },
+        PassDescriptor {
+            name: "const-fold",
+            summary: "evaluate nodes whose inputs are constants (never quantization ops)",
+            exactness: Exactness::Exact,
+            options: &[],
+            build: |_| Ok(Box::new(const_fold::ConstFold)),
+        },
+    ]
+}

@@ -1,0 +1,100 @@
+//! What `compc MODEL -p PIPELINE -o OUT` does, as library functions.
+
+use crate::outdir::StagedDir;
+use anyhow::{bail, Context, Result};
+use compc_ir::Graph;
+use compc_passes::{CalibData, Ledger, PassManager, Registry};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Loads a model: `.cir` text or ONNX (anything else is tried as ONNX).
+pub fn load_model(path: &Path) -> Result<Graph> {
+    if !path.exists() {
+        bail!("model {} does not exist", path.display());
+    }
+    if path.is_dir() {
+        let inner = path.join("model.onnx");
+        if inner.is_file() {
+            return load_model(&inner);
+        }
+        bail!("{} is a folder without a model.onnx", path.display());
+    }
+    if path.extension().is_some_and(|e| e == "cir") {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        return compc_ir::text::parse(&text)
+            .map_err(|e| anyhow::anyhow!("{}:{e}", path.display()));
+    }
+    compc_frontend_onnx::import_file(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+pub struct CompileOptions {
+    pub model: PathBuf,
+    pub pipeline: Option<String>,
+    pub out: PathBuf,
+    pub calib: Option<PathBuf>,
+    pub print_ir_after_all: bool,
+    pub force: bool,
+    pub seed: u64,
+    pub progress: bool,
+}
+
+pub struct CompileSummary {
+    pub out: PathBuf,
+    pub ledger: Ledger,
+}
+
+/// Loads, transforms and writes `out/model.onnx`, `out/report.md`, `out/report.json`.
+/// Everything that can fail on the user's input fails before the output folder appears.
+pub fn compile(opts: &CompileOptions, registry: &Registry) -> Result<CompileSummary> {
+    // Check the pipeline first: a typo should not cost a model load.
+    let pipeline_text = opts.pipeline.clone().unwrap_or_default();
+    let passes = if pipeline_text.trim().is_empty() {
+        Vec::new()
+    } else {
+        registry.parse(&pipeline_text).map_err(anyhow::Error::msg)?
+    };
+    let model_abs = std::fs::canonicalize(&opts.model)
+        .with_context(|| format!("model {} does not exist", opts.model.display()))?;
+    if let Ok(out_abs) = std::fs::canonicalize(&opts.out) {
+        if model_abs.starts_with(&out_abs) {
+            bail!(
+                "output folder {} contains the input model; choose another output folder",
+                opts.out.display()
+            );
+        }
+    }
+    let staged = StagedDir::new(&opts.out, opts.force)?;
+    let mut g = load_model(&opts.model)?;
+    let calib = match &opts.calib {
+        Some(p) => Some(CalibData {
+            tensors: compc_runtime::npz::read_npz(p)
+                .map_err(|e| anyhow::anyhow!("calibration data {}: {e}", p.display()))?,
+        }),
+        None => None,
+    };
+    let mut pm = PassManager::new(passes);
+    pm.calib = calib.as_ref();
+    pm.seed = opts.seed;
+    pm.progress = opts.progress;
+    if opts.print_ir_after_all {
+        pm.print_ir_after_all = Some(Box::new(std::io::stderr()));
+    }
+    let mut ledger = pm.run(&mut g)?;
+    ledger.model = opts.model.display().to_string();
+    ledger.pipeline = pipeline_text;
+
+    let model_path = staged.path().join("model.onnx");
+    compc_backend_onnx::export_file(&g, &model_path, &compc_backend_onnx::ExportOptions::default())
+        .map_err(|e| anyhow::anyhow!("cannot write the ONNX model: {e}"))?;
+    write_file(&staged.path().join("report.json"), ledger.to_json().as_bytes())?;
+    write_file(&staged.path().join("report.md"), ledger.to_markdown().as_bytes())?;
+    let out = staged.commit()?;
+    Ok(CompileSummary { out, ledger })
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = std::fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(bytes).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
