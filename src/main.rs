@@ -48,6 +48,9 @@ enum Command {
     /// Print a model (.onnx or .cir) in compc's text format
     Print {
         file: PathBuf,
+        /// Also list the idioms found (linear layers, norms, attention, MLPs, residuals)
+        #[arg(long)]
+        idioms: bool,
     },
     /// List the passes with their options
     Passes,
@@ -79,9 +82,13 @@ fn main() -> ExitCode {
 fn dispatch(cli: Cli) -> Result<()> {
     let registry = Registry::with_builtin_passes();
     match cli.command {
-        Some(Command::Print { file }) => {
+        Some(Command::Print { file, idioms }) => {
             let g = load_model(&file)?;
             print!("{}", compc::ir::text::print(&g));
+            if idioms {
+                let found = compc::passes::idioms::Idioms::find(&g)?;
+                print!("{}", found.describe(&g));
+            }
             Ok(())
         }
         Some(Command::Passes) => {

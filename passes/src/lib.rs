@@ -9,6 +9,7 @@ pub mod const_fold;
 pub mod context;
 pub mod cse;
 pub mod dce;
+pub mod idioms;
 pub mod ledger;
 pub mod manager;
 pub mod options;
