@@ -6,6 +6,8 @@
 //! - [`WeightStore`]: tensor data outside the graph, owned or memory-mapped.
 //! - [`verify`]: structural and type checks whose errors name the node.
 //! - [`infer`]: shape inference for the ops compc supports.
+//! - [`region`]: cut a subgraph out as a standalone graph and splice a replacement back
+//!   (the door to other IR forms: e-graphs, MLIR).
 //! - [`text`]: the textual form (printer and parser, byte-for-byte round trip).
 
 pub mod attr;
@@ -13,6 +15,7 @@ pub mod dtype;
 pub mod graph;
 pub mod infer;
 pub mod op;
+pub mod region;
 pub mod shape;
 pub mod text;
 pub mod verify;

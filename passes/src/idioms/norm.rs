@@ -76,8 +76,16 @@ fn normalize_tail(g: &Graph, mean_sq: NodeId, d: ValueRef) -> Option<(ValueRef, 
     }
     nodes.push(sqrt);
     let next = single_user(g, sqrt)?;
+    // `1 / sqrt(..)` written as a division is the reciprocal too.
+    let is_reciprocal = match g.node(next).op {
+        Op::Unary(UnaryOp::Reciprocal) => true,
+        Op::Binary(BinaryOp::Div) => {
+            g.node(next).input(0).and_then(|n| scalar_const(g, n)) == Some(1.0)
+        }
+        _ => false,
+    };
     let out = match g.node(next).op {
-        Op::Unary(UnaryOp::Reciprocal) => {
+        _ if is_reciprocal => {
             nodes.push(next);
             let mul = single_user(g, next)?;
             let (a, b) = binary_operands(g, mul, BinaryOp::Mul)?;

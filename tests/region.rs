@@ -1,0 +1,42 @@
+//! Regions: cut the pure part of a real model out as a standalone graph, take it through
+//! text and back (as an optimizer or backend would through its own form), splice it in,
+//! and check the model computes the same.
+
+mod common;
+use common::*;
+use compc::ir::region::{extract, pure_regions, splice};
+
+#[test]
+fn extract_print_parse_splice_keeps_the_function() {
+    for (m, e) in [("decoder", "torchscript"), ("cnn", "dynamo"), ("encoder", "dynamo")] {
+        let mut g = compc::driver::load_model(&model_path(m, e)).unwrap();
+        let regions = pure_regions(&g).unwrap();
+        assert!(!regions.is_empty(), "{m}.{e}");
+        // The largest region: most of the model.
+        let nodes = regions.into_iter().max_by_key(|r| r.len()).unwrap();
+        let region = extract(&g, &nodes).unwrap();
+        assert!(!region.outputs.is_empty(), "{m}.{e}");
+        compc::ir::verify::verify(&region.graph).unwrap();
+        // Round trip the region through another form (here: text with its weights).
+        let text = compc::ir::text::print(&region.graph);
+        let back = compc::ir::text::parse_with_weights(&text, &region.graph.weights).unwrap();
+        let before = g.node_count();
+        splice(&mut g, &region, &back).unwrap();
+        compc::ir::verify::verify(&g).unwrap();
+        assert_eq!(g.node_count(), before, "{m}.{e}: same number of nodes after splicing");
+        let got = compc::runtime::run(&g, &read_npz(&inputs_path(m, "b3"))).unwrap();
+        let (_, rel) = max_errors(&got, &read_npz(&expected_path(m, e, "b3")), 1e-3).unwrap();
+        assert!(rel <= 1e-4, "{m}.{e}: rel error {rel} after splice");
+    }
+}
+
+#[test]
+fn splice_checks_the_signature() {
+    let g = compc::driver::load_model(&model_path("cnn", "torchscript")).unwrap();
+    let nodes = pure_regions(&g).unwrap().into_iter().max_by_key(|r| r.len()).unwrap();
+    let region = extract(&g, &nodes).unwrap();
+    let empty = compc::ir::Graph::new("empty");
+    let mut g2 = g.clone();
+    let err = splice(&mut g2, &region, &empty).unwrap_err().to_string();
+    assert!(err.contains("replacement has 0 inputs"), "{err}");
+}
