@@ -470,3 +470,79 @@ fn cyclic_graph_prints_without_panicking() {
     );
     assert!(parse(&text).is_err());
 }
+
+#[test]
+fn canonical_nans_print_as_nan() {
+    let mut g = Graph::new("nans");
+    let f32s = Weight::from_f32("a", vec![2], &[f32::NAN, 1.0]).expect("weight");
+    let f64s = Weight::from_bytes("b", DType::F64, vec![1], f64::NAN.to_le_bytes().to_vec())
+        .expect("weight");
+    let f16s = Weight::from_bytes(
+        "c",
+        DType::F16,
+        vec![1],
+        half::f16::NAN.to_le_bytes().to_vec(),
+    )
+    .expect("weight");
+    for w in [f32s, f64s, f16s] {
+        let c = g.add_const(w);
+        g.outputs.push(compc_ir::GraphOutput {
+            name: format!("o{}", g.outputs.len()),
+            value: c.into(),
+        });
+    }
+    let text = roundtrip(&g);
+    assert!(text.contains("dense<[nan, 1.0]>"), "{text}");
+    assert!(
+        text.contains("dense<[nan]>} : () -> tensor<1xf64>"),
+        "{text}"
+    );
+    assert!(
+        text.contains("dense<[nan]>} : () -> tensor<1xf16>"),
+        "{text}"
+    );
+}
+
+#[test]
+fn input_op_outside_the_input_list_prints_in_the_body() {
+    let mut g = Graph::new("g");
+    let t = TensorType::known(DType::F32, &[1]);
+    let stray = g.add_node(Op::Input, vec![], vec![t.clone()], "stray");
+    let r = g.add_node(
+        Op::Unary(compc_ir::op::UnaryOp::Relu),
+        vec![Some(stray.into())],
+        vec![t],
+        "",
+    );
+    g.outputs.push(compc_ir::GraphOutput {
+        name: "y".into(),
+        value: r.into(),
+    });
+    let text = roundtrip(&g);
+    assert!(
+        text.contains("  %0 = \"input\"() : () -> tensor<1xf32> loc(\"stray\")\n"),
+        "{text}"
+    );
+    let p = parse(&text).expect("parses");
+    assert!(p.inputs().is_empty());
+}
+
+#[test]
+fn hand_written_reference_without_sha_resolves_with_a_store() {
+    let mut store = compc_ir::WeightStore::new();
+    store.add(f32_weight("w", vec![32]));
+    let src = "graph @g() -> (y: tensor<32xf32>) {\n  %w = \"const\"() {weight = @w} : () -> tensor<32xf32>\n  return %w\n}\n";
+    let g = parse_with_weights(src, &store).expect("resolves");
+    let hash = store
+        .iter()
+        .next()
+        .map(|(_, w)| w.content_hash())
+        .expect("weight");
+    let expected = format!("graph @g() -> (y: tensor<32xf32>) {{\n  %0 = \"const\"() {{sha = \"{hash:016x}\", weight = @w}} : () -> tensor<32xf32>\n  return %0\n}}\n");
+    assert_eq!(print(&g), expected);
+    let err = parse_with_weights(&src.replace("32xf32", "16xf32"), &store).expect_err("wrong type");
+    assert_eq!(
+        err.to_string(),
+        "2:19: weight `@w` is tensor<32xf32> in the store, the text says tensor<16xf32>"
+    );
+}

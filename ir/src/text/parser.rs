@@ -53,11 +53,11 @@ impl Parser<'_> {
     // ---- token stream ----
 
     pub(super) fn peek(&mut self) -> Result<&Token, ParseError> {
-        if self.peeked.is_none() {
-            self.peeked = Some(self.lex.next_token()?);
-        }
-        // Just filled above; `get_or_insert` cannot propagate the lexer's error.
-        Ok(self.peeked.as_ref().expect("peeked token is set"))
+        let t = match self.peeked.take() {
+            Some(t) => t,
+            None => self.lex.next_token()?,
+        };
+        Ok(self.peeked.insert(t))
     }
 
     pub(super) fn bump(&mut self) -> Result<Token, ParseError> {
