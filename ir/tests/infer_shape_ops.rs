@@ -87,6 +87,22 @@ fn llama_reshape_chain_keeps_batch_and_seq() {
 }
 
 #[test]
+fn run_time_parts_of_a_shape_keep_the_rest() {
+    let mut g = Graph::new("t");
+    let x = input(&mut g, "x", "{batch}x{seq}x64xf32");
+    let n = input(&mut g, "n", "1xi64");
+    let shape = node(&mut g, Op::Shape(ShapeOf::default()), &[x], 1);
+    let i0 = scalar_i64(&mut g, "i0", 0);
+    let b = node(&mut g, Op::Gather(Axis0 { axis: 0 }), &[shape, i0], 1);
+    let ub = unsqueeze0(&mut g, b);
+    let eight = ints(&mut g, "eight", &[8]);
+    let target = node(&mut g, Op::Concat(Concat { axis: 0 }), &[ub, n, eight], 1);
+    let r = node(&mut g, Op::Reshape(Reshape::default()), &[x, target], 1);
+    infer_graph(&mut g).unwrap();
+    assert_eq!(out(&g, r, 0), "tensor<{batch}x?x8xf32>");
+}
+
+#[test]
 fn reshape_minus_one_cancels_symbols() {
     let mut g = Graph::new("t");
     let x = input(&mut g, "x", "{batch}x{seq}x4096xf32");

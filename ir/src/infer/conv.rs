@@ -86,6 +86,9 @@ impl Window {
             });
         }
         let Some(k) = k else { return Ok(Dim::Unknown) };
+        if k <= 0 {
+            return Err(format!("spatial dim {i}: kernel size {k} is not positive"));
+        }
         let eff_k = (self.dilations[i] as i128) * (k as i128 - 1) + 1;
         let Dim::Known(n) = input else {
             // Stride 1 with pads that exactly cover the kernel keeps the size.
@@ -125,10 +128,13 @@ fn spatial(x: &TensorType) -> Result<Option<&[Dim]>, String> {
 
 fn kernel_of(attr: &[i64], w: Option<&[Dim]>, n: usize) -> Result<Vec<Option<i64>>, String> {
     if !attr.is_empty() {
-        return Ok(per_dim(attr, n, 1, "kernel_shape")?
-            .into_iter()
-            .map(Some)
-            .collect());
+        let k = per_dim(attr, n, 1, "kernel_shape")?;
+        if let Some(bad) = k.iter().find(|&&k| k <= 0) {
+            return Err(format!(
+                "kernel_shape entries must be positive, found {bad}"
+            ));
+        }
+        return Ok(k.into_iter().map(Some).collect());
     }
     Ok((0..n)
         .map(|i| {

@@ -80,45 +80,46 @@ pub(crate) fn split(cx: &Cx, s: &Split) -> Out {
     };
     let axis = norm_axis(s.axis, dims.len())?;
     let d = &dims[axis];
-    let sizes: Vec<Dim> = if let Some(sp) = &s.split {
-        sizes_of(sp.iter().map(|&v| Elem::Num(v)), n, d)?
-    } else if cx.node.input(1).is_some() {
-        match cx.value(1) {
-            Some(v) => sizes_of(v.elems.iter().cloned(), n, d)?,
-            None => vec![Dim::Unknown; n],
-        }
-    } else if let Some(parts) = s.num_outputs {
-        if parts != n as i64 {
-            return Err(format!(
-                "num_outputs is {parts} but the node has {n} outputs"
-            ));
-        }
-        match d {
-            // Opset 18: the last chunk is smaller when the dim does not divide.
-            Dim::Known(len) => {
-                let chunk = len.div_ceil(n as u64);
-                let last = len.checked_sub(chunk * (n as u64 - 1)).ok_or_else(|| {
+    let sizes: Vec<Dim> =
+        if let Some(sp) = &s.split {
+            sizes_of(sp.iter().map(|&v| Elem::Num(v)), n, d)?
+        } else if cx.node.input(1).is_some() {
+            match cx.value(1) {
+                Some(v) => sizes_of(v.elems.iter().cloned(), n, d)?,
+                None => vec![Dim::Unknown; n],
+            }
+        } else if let Some(parts) = s.num_outputs {
+            if parts != n as i64 {
+                return Err(format!(
+                    "num_outputs is {parts} but the node has {n} outputs"
+                ));
+            }
+            match d {
+                // Opset 18: the last chunk is smaller when the dim does not divide.
+                Dim::Known(len) => {
+                    let chunk = len.div_ceil(n as u64);
+                    let last = len.checked_sub(chunk.saturating_mul(n as u64 - 1)).ok_or_else(|| {
                     format!("dim {axis} of size {len} cannot be split into {n} chunks of {chunk}")
                 })?;
-                let mut v = vec![Dim::Known(chunk); n - 1];
-                v.push(Dim::Known(last));
-                v
+                    let mut v = vec![Dim::Known(chunk); n - 1];
+                    v.push(Dim::Known(last));
+                    v
+                }
+                d if n == 1 => vec![d.clone()],
+                _ => vec![Dim::Unknown; n],
             }
-            d if n == 1 => vec![d.clone()],
-            _ => vec![Dim::Unknown; n],
-        }
-    } else {
-        match d {
-            Dim::Known(len) if len % n as u64 != 0 => {
-                return Err(format!(
-                    "dim {axis} of size {len} cannot be split into {n} equal parts"
-                ))
+        } else {
+            match d {
+                Dim::Known(len) if len % n as u64 != 0 => {
+                    return Err(format!(
+                        "dim {axis} of size {len} cannot be split into {n} equal parts"
+                    ))
+                }
+                Dim::Known(len) => vec![Dim::Known(len / n as u64); n],
+                d if n == 1 => vec![d.clone()],
+                _ => vec![Dim::Unknown; n],
             }
-            Dim::Known(len) => vec![Dim::Known(len / n as u64); n],
-            d if n == 1 => vec![d.clone()],
-            _ => vec![Dim::Unknown; n],
-        }
-    };
+        };
     Ok(sizes
         .into_iter()
         .map(|sz| {
@@ -272,13 +273,13 @@ pub(crate) fn gather_nd(cx: &Cx, batch_dims: i64) -> Out {
     let Some(Dim::Known(k)) = id.last() else {
         return Ok(vec![TensorType::unranked(data.dtype)]);
     };
-    let start = b + *k as usize;
-    if start > dd.len() {
+    let start = usize::try_from(*k).ok().and_then(|k| k.checked_add(b));
+    let Some(start) = start.filter(|&s| s <= dd.len()) else {
         return Err(format!(
             "index tuples of length {k} do not fit data of rank {} (batch_dims {b})",
             dd.len()
         ));
-    }
+    };
     let mut out = id[..id.len() - 1].to_vec();
     out.extend_from_slice(&dd[start..]);
     Ok(vec![TensorType::new(data.dtype, Shape::Ranked(out))])

@@ -197,16 +197,29 @@ pub(crate) fn eval(
         Op::Concat(_) => {
             let mut elems = Vec::new();
             for i in 0..node.inputs().len() {
-                let v = val(i)?;
-                if v.scalar {
-                    return None;
+                match val(i) {
+                    Some(v) if v.scalar => return None,
+                    Some(v) => elems.extend(v.elems.iter().cloned()),
+                    // A part computed at run time still has a known length: the other
+                    // parts keep their place (`[batch, seq, ?, 64]`).
+                    None => {
+                        let n = unknown_len(tys.get(i).copied().flatten()?)?;
+                        elems.extend(std::iter::repeat_n(Elem::Unknown, n));
+                    }
                 }
-                elems.extend(v.elems.iter().cloned());
             }
             (elems.len() <= MAX_ELEMS).then(|| SymValue::vector(elems))
         }
         Op::Unsqueeze(ax) => {
-            let v = val(0)?;
+            let unknown = SymValue {
+                scalar: true,
+                elems: vec![Elem::Unknown],
+            };
+            let v = match val(0) {
+                Some(v) => v,
+                None if tys.first().copied().flatten()?.shape.rank() == Some(0) => &unknown,
+                None => return None,
+            };
             let axes = match &ax.axes {
                 Some(a) => a.clone(),
                 None => nums(1)?,
@@ -292,6 +305,14 @@ pub(crate) fn eval(
             let v = *decode_to_i64(lit.dtype, &lit.bytes, 1).ok()?.first()?;
             Some(SymValue::vector(vec![Elem::Num(v); n]))
         }
+        _ => None,
+    }
+}
+
+/// Length of a 1-D value whose elements are not known.
+fn unknown_len(t: &TensorType) -> Option<usize> {
+    match t.shape.dims()? {
+        [Dim::Known(n)] => usize::try_from(*n).ok().filter(|n| *n <= MAX_ELEMS),
         _ => None,
     }
 }
