@@ -77,8 +77,11 @@ impl<'g> Emitter<'g> {
                     n.describe(id)
                 )));
             }
+            let ty = n.outputs.first().ok_or_else(|| {
+                ExportError::Graph(format!("graph input {} has no type", n.describe(id)))
+            })?;
             self.values.insert(ValueRef::new(id, 0), n.name.clone());
-            self.inputs.push(value_info(&n.name, &n.outputs[0]));
+            self.inputs.push(value_info(&n.name, ty));
         }
         // Graph outputs name the values they read, unless that value is a graph input, a
         // weight or another output's: then an Identity node gives it the second name.
