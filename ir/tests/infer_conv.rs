@@ -254,10 +254,29 @@ fn resize_by_scales_or_sizes() {
         &[Some(y), None, None, Some(small)],
         1,
     );
+    // torchscript builds the scales with a Concat of constants.
+    let ones = g.add_const(Weight::from_f32("ones", vec![2], &[1.0, 1.0]).unwrap());
+    let twos = g.add_const(Weight::from_f32("twos", vec![2], &[2.0, 2.0]).unwrap());
+    let cat = node(
+        &mut g,
+        Op::Concat(compc_ir::op::Concat { axis: 0 }),
+        &[ones, twos],
+        1,
+    );
+    let by_cat = node_opt(
+        &mut g,
+        Op::Resize(Resize::default()),
+        &[Some(x), None, Some(cat)],
+        1,
+    );
     infer_graph(&mut g).unwrap();
     assert_eq!(
         g.node(by_scale).outputs[0].to_string(),
         "tensor<1x3x?x25xf32>"
+    );
+    assert_eq!(
+        g.node(by_cat).outputs[0].to_string(),
+        "tensor<1x3x?x20xf32>"
     );
     assert_eq!(
         g.node(by_size).outputs[0].to_string(),

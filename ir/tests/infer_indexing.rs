@@ -249,8 +249,13 @@ fn slice_with_symbolic_end_keeps_the_symbol() {
     );
     let zero = ints(&mut g, "zero", &[0]);
     let s = node(&mut g, Op::Slice, &[cache, zero, shape], 1);
+    // A table of the maximum length sliced to the sequence: `min(512, seq)`, taken to be
+    // `seq` as ONNX does.
+    let table = input(&mut g, "table", "512x64xf32");
+    let t = node(&mut g, Op::Slice, &[table, zero, shape], 1);
     infer_graph(&mut g).unwrap();
     assert_eq!(out(&g, s, 0), "tensor<{seq}x64xf32>");
+    assert_eq!(out(&g, t, 0), "tensor<{seq}x64xf32>");
 }
 
 #[test]

@@ -214,10 +214,17 @@ fn slice_dim(d: &Dim, start: &Elem, end: &Elem, step: i64) -> Result<Dim, String
         let n = i64::try_from(*n).map_err(|_| "dim is too large")?;
         return Ok(Dim::Known(slice_range(n, *s, *e, step)?.1 as u64));
     }
-    // Whole-axis slices keep a symbolic dim: `x[0:]`, `x[:seq]` on a `{seq}` axis, `x[::-1]`.
+    // `x[:seq]` is `min(dim, seq)`; like ONNX's own inference, take it to be `seq`
+    // (exporters slice position tables of a maximum length to the sequence length,
+    // and a longer sequence would fail downstream anyway).
+    if let (Elem::Num(0), Elem::Sym(e)) = (start, end) {
+        if step == 1 {
+            return Ok(Dim::Sym(e.clone()));
+        }
+    }
+    // Whole-axis slices keep a symbolic dim: `x[0:]`, `x[::-1]`.
     let whole = match (start, end) {
         (Elem::Num(s), Elem::Num(e)) if step == 1 => (*s == 0 || *s <= -TO_END) && *e >= TO_END,
-        (Elem::Num(0), Elem::Sym(e)) if step == 1 => *d == Dim::Sym(e.clone()),
         (Elem::Num(s), Elem::Num(e)) if step == -1 => (*s == -1 || *s >= TO_END) && *e <= -TO_END,
         _ => false,
     };

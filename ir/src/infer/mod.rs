@@ -200,17 +200,13 @@ impl<'a> Cx<'a> {
         self.value(i).and_then(SymValue::nums)
     }
 
-    /// Input `i` as floats: a small constant of any numeric type, or known integers.
+    /// Input `i` as floats: known integers, a small constant of any numeric type, or a
+    /// Concat of such constants (how torchscript spells Resize scales).
     pub fn floats(&self, i: usize) -> Option<Vec<f32>> {
         if let Some(v) = self.ints(i) {
             return Some(v.into_iter().map(|x| x as f32).collect());
         }
-        let v = self.node.input(i)?;
-        let w = symbolic::weight_of(self.g, v)?;
-        if w.numel() > MAX_ELEMS as u64 {
-            return None;
-        }
-        w.to_f32_vec().ok()
+        const_floats(self.g, self.node.input(i)?, 0)
     }
 
     /// Input `i` used as a shape: its elements as dims, or `None` if its length is
@@ -232,6 +228,23 @@ impl<'a> Cx<'a> {
             .collect::<Result<Vec<_>, _>>()
             .map(Some)
     }
+}
+
+fn const_floats(g: &Graph, v: ValueRef, depth: usize) -> Option<Vec<f32>> {
+    if let Some(w) = symbolic::weight_of(g, v) {
+        return (w.numel() <= MAX_ELEMS as u64 && w.dims.len() <= 1)
+            .then(|| w.to_f32_vec().ok())
+            .flatten();
+    }
+    let node = g.node(v.node);
+    if depth > 4 || v.slot != 0 || !matches!(node.op, Op::Concat(_)) {
+        return None;
+    }
+    let mut out = Vec::new();
+    for i in node.inputs() {
+        out.extend(const_floats(g, (*i)?, depth + 1)?);
+    }
+    (out.len() <= MAX_ELEMS).then_some(out)
 }
 
 /// Merges an inferred type with the declared one: the inferred element type wins, and
