@@ -1,6 +1,6 @@
 //! Shape and type inference (ONNX semantics, opsets 13–23). One rule per op, grouped by
-//! family; small integer values that feed shapes are followed symbolically (see
-//! [`symbolic`]) so dynamic dims survive `Reshape`/`Expand` chains.
+//! family; small integer values that feed shapes are followed symbolically (`symbolic.rs`)
+//! so dynamic dims survive `Reshape`/`Expand` chains.
 
 mod arity;
 mod conv;
@@ -33,9 +33,15 @@ pub struct InferError {
 /// per dim the more precise of inferred and declared is kept, the inferred element type
 /// wins, and a known dim that contradicts a declared known dim is an error.
 pub fn infer_graph(g: &mut Graph) -> Result<(), InferError> {
-    let order = g.topo_order().map_err(|e| InferError {
-        node: "graph".into(),
-        message: e.to_string(),
+    let order = g.topo_order().map_err(|e| match e {
+        crate::graph::GraphError::Cycle(node) => InferError {
+            node,
+            message: "is on a cycle".into(),
+        },
+        other => InferError {
+            node: "graph".into(),
+            message: other.to_string(),
+        },
     })?;
     let mut inf = Inferrer::default();
     for id in order {
