@@ -288,22 +288,25 @@ pub fn conv_transpose(
     } else {
         None
     };
-    if let Some(t) = target {
+    // With an explicit output size ORT pads by the (non-negative) excess; a larger target
+    // just extends the output at the end with positions no input reaches.
+    if let Some(t) = &target {
         for d in 0..r {
             let total = full[d].saturating_sub(t[d]);
             let half = total / 2;
             (pb[d], pe[d]) = if a.auto_pad == "SAME_UPPER" {
-                (total - half, half)
-            } else {
                 (half, total - half)
+            } else {
+                (total - half, half)
             };
         }
     }
     let mut outs = Vec::with_capacity(r);
     for d in 0..r {
-        match full[d].checked_sub(pb[d] + pe[d]) {
-            Some(o) => outs.push(o),
-            None => bail!(
+        match (&target, full[d].checked_sub(pb[d] + pe[d])) {
+            (Some(t), _) => outs.push(t[d]),
+            (None, Some(o)) => outs.push(o),
+            (None, None) => bail!(
                 "conv_transpose pads {:?}/{:?} exceed the output extent {}",
                 pb,
                 pe,
