@@ -49,9 +49,10 @@ fn compiles_a_fixture_into_an_output_folder() {
     assert_eq!(passes.len(), 3);
     assert_eq!(passes[0]["pass"], "const-fold");
     assert_eq!(passes[0]["exactness"], "exact");
-    // The cleanup pipeline removes the exporter's shape arithmetic, never parameters.
+    // The cleanup pipeline shares the exporter's duplicated constants and shape
+    // arithmetic: fewer nodes, and never more parameters.
     assert!(report["output"]["nodes"].as_u64() < report["input"]["nodes"].as_u64());
-    assert_eq!(report["output"]["parameters"], report["input"]["parameters"]);
+    assert!(report["output"]["parameters"].as_u64() <= report["input"]["parameters"].as_u64());
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(md.contains("## const-fold"), "{md}");
     // Nothing but the output folder is left in its parent (the staging folder is gone).

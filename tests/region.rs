@@ -28,8 +28,8 @@ fn extract_print_parse_splice_keeps_the_function() {
         compc::ir::verify::verify(&g).unwrap();
         assert_eq!(ops(&g), before, "{m}.{e}: same number of ops after splicing");
         let got = compc::runtime::run(&g, &read_npz(&inputs_path(m, "b3"))).unwrap();
-        let (_, rel) = max_errors(&got, &read_npz(&expected_path(m, e, "b3")), 1e-3).unwrap();
-        assert!(rel <= 1e-4, "{m}.{e}: rel error {rel} after splice");
+        allclose(&got, &read_npz(&expected_path(m, e, "b3")), 1e-4, 1e-5)
+            .unwrap_or_else(|err| panic!("{m}.{e} after splice: {err}"));
     }
 }
 

@@ -85,3 +85,38 @@ pub fn max_errors(got: &[(String, Tensor)], want: &[(String, Tensor)], floor: f3
     }
     Ok((max_abs, max_rel))
 }
+
+/// numpy's `allclose` criterion, `|a - b| <= atol + rtol * |b|` for every element (NaN
+/// only matches NaN, infinities must be equal). Returns the worst violation, if any.
+pub fn allclose(got: &[(String, Tensor)], want: &[(String, Tensor)], rtol: f32, atol: f32) -> Result<(), String> {
+    for (name, w) in want {
+        let g = got
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| t)
+            .ok_or_else(|| format!("output `{name}` missing"))?;
+        if g.shape() != w.shape() {
+            return Err(format!("output `{name}`: shape {:?}, expected {:?}", g.shape(), w.shape()));
+        }
+        let mut worst: Option<(f32, usize, f32, f32)> = None;
+        for (i, (a, b)) in g.to_f32_vec().iter().zip(w.to_f32_vec()).enumerate() {
+            let ok = if a.is_nan() || b.is_nan() {
+                a.is_nan() && b.is_nan()
+            } else if a.is_infinite() || b.is_infinite() {
+                *a == b
+            } else {
+                (a - b).abs() <= atol + rtol * b.abs()
+            };
+            if !ok {
+                let excess = (a - b).abs() - rtol * b.abs();
+                if worst.is_none_or(|(e, ..)| excess > e || excess.is_nan()) {
+                    worst = Some((excess, i, *a, b));
+                }
+            }
+        }
+        if let Some((_, i, a, b)) = worst {
+            return Err(format!("output `{name}`[{i}]: {a} vs {b} (rtol {rtol}, atol {atol})"));
+        }
+    }
+    Ok(())
+}
