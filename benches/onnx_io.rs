@@ -20,19 +20,46 @@ const WIDTH: u64 = 4096;
 fn big_mlp() -> Graph {
     let mut g = Graph::new("big_mlp");
     g.opsets.insert(String::new(), 17);
-    let x = g.add_input("x", TensorType::new(DType::F32, Shape::Ranked(vec![Dim::Sym("batch".into()), Dim::Known(WIDTH)])));
+    let x = g.add_input(
+        "x",
+        TensorType::new(
+            DType::F32,
+            Shape::Ranked(vec![Dim::Sym("batch".into()), Dim::Known(WIDTH)]),
+        ),
+    );
     let mut v = ValueRef::new(x, 0);
-    let ty = TensorType::new(DType::F32, Shape::Ranked(vec![Dim::Sym("batch".into()), Dim::Known(WIDTH)]));
+    let ty = TensorType::new(
+        DType::F32,
+        Shape::Ranked(vec![Dim::Sym("batch".into()), Dim::Known(WIDTH)]),
+    );
     let n = (WIDTH * WIDTH) as usize;
     for l in 0..LAYERS {
         // Deterministic, cheap-to-make values; their content does not matter for I/O speed.
-        let vals: Vec<f32> = (0..n).map(|i| ((i * 31 + l * 7) % 1000) as f32 * 1e-6).collect();
-        let w = g.add_const(Weight::from_f32(format!("layer{l}.weight"), vec![WIDTH, WIDTH], &vals).expect("weight"));
-        let mm = g.add_node(Op::MatMul, vec![Some(v), Some(ValueRef::new(w, 0))], vec![ty.clone()], format!("layer{l}/MatMul"));
-        let act = g.add_node(Op::Unary(UnaryOp::Relu), vec![Some(ValueRef::new(mm, 0))], vec![ty.clone()], format!("layer{l}/Relu"));
+        let vals: Vec<f32> = (0..n)
+            .map(|i| ((i * 31 + l * 7) % 1000) as f32 * 1e-6)
+            .collect();
+        let w = g.add_const(
+            Weight::from_f32(format!("layer{l}.weight"), vec![WIDTH, WIDTH], &vals)
+                .expect("weight"),
+        );
+        let mm = g.add_node(
+            Op::MatMul,
+            vec![Some(v), Some(ValueRef::new(w, 0))],
+            vec![ty.clone()],
+            format!("layer{l}/MatMul"),
+        );
+        let act = g.add_node(
+            Op::Unary(UnaryOp::Relu),
+            vec![Some(ValueRef::new(mm, 0))],
+            vec![ty.clone()],
+            format!("layer{l}/Relu"),
+        );
         v = ValueRef::new(act, 0);
     }
-    g.outputs.push(GraphOutput { name: "y".into(), value: v });
+    g.outputs.push(GraphOutput {
+        name: "y".into(),
+        value: v,
+    });
     g
 }
 
@@ -54,7 +81,11 @@ fn measure(model: &Path, out_dir: &Path, external: bool) {
     let bytes: u64 = compc::passes::GraphStats::of(&g).weight_bytes;
     let t1 = Instant::now();
     let opts = ExportOptions {
-        external_data: if external { ExternalData::Always } else { ExternalData::Never },
+        external_data: if external {
+            ExternalData::Always
+        } else {
+            ExternalData::Never
+        },
         ..Default::default()
     };
     export_file(&g, &out_dir.join("model.onnx"), &opts).expect("export");
@@ -110,29 +141,44 @@ fn runtime_latency(root: &Path, model: &str, case: &str, reps: usize) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if let (Some("--measure"), Some(model), Some(out), Some(ext)) =
-        (args.get(1).map(String::as_str), args.get(2), args.get(3), args.get(4))
-    {
+    if let (Some("--measure"), Some(model), Some(out), Some(ext)) = (
+        args.get(1).map(String::as_str),
+        args.get(2),
+        args.get(3),
+        args.get(4),
+    ) {
         measure(Path::new(model), Path::new(out), ext == "external");
         return;
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let dir = tempfile::tempdir().expect("temp dir");
-    println!("## import + export of a {LAYERS}×{WIDTH}×{WIDTH} f32 MLP ({} MiB of weights)\n", LAYERS as u64 * WIDTH * WIDTH * 4 >> 20);
+    println!(
+        "## import + export of a {LAYERS}×{WIDTH}×{WIDTH} f32 MLP ({} MiB of weights)\n",
+        (LAYERS as u64 * WIDTH * WIDTH * 4) >> 20
+    );
     let g = big_mlp();
     for external in [false, true] {
         let kind = if external { "external" } else { "embedded" };
         let src = dir.path().join(kind);
         std::fs::create_dir_all(&src).expect("dir");
         let opts = ExportOptions {
-            external_data: if external { ExternalData::Always } else { ExternalData::Never },
+            external_data: if external {
+                ExternalData::Always
+            } else {
+                ExternalData::Never
+            },
             ..Default::default()
         };
         export_file(&g, &src.join("model.onnx"), &opts).expect("write source model");
         let out = dir.path().join(format!("{kind}-out"));
         std::fs::create_dir_all(&out).expect("dir");
         let o = Command::new(std::env::current_exe().expect("self"))
-            .args(["--measure", src.join("model.onnx").to_str().expect("utf-8"), out.to_str().expect("utf-8"), kind])
+            .args([
+                "--measure",
+                src.join("model.onnx").to_str().expect("utf-8"),
+                out.to_str().expect("utf-8"),
+                kind,
+            ])
             .output()
             .expect("child runs");
         println!("{kind}: {}", String::from_utf8_lossy(&o.stdout).trim());
@@ -141,9 +187,17 @@ fn main() {
         }
     }
     drop(g);
-    println!("\n## compc run vs onnxruntime (median ms, {} threads each)\n", rayon::current_num_threads());
+    println!(
+        "\n## compc run vs onnxruntime (median ms, {} threads each)\n",
+        rayon::current_num_threads()
+    );
     println!("| model | compc | onnxruntime | ratio |\n|---|---:|---:|---:|");
-    for (m, c) in [("cnn", "b3"), ("encoder", "b3"), ("decoder", "b1"), ("decoder", "b3")] {
+    for (m, c) in [
+        ("cnn", "b3"),
+        ("encoder", "b3"),
+        ("decoder", "b1"),
+        ("decoder", "b3"),
+    ] {
         runtime_latency(&root, m, c, 20);
     }
 }

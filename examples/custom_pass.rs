@@ -23,9 +23,9 @@ pub struct FoldMulOne {
 /// True if `v` is a constant whose every element equals 1.
 fn is_all_ones(g: &Graph, v: ValueRef) -> bool {
     match g.const_weight(v) {
-        Some(w) if w.dtype.is_float() && !w.is_missing() && w.numel() <= 1 << 20 => {
-            w.to_f32_vec().is_ok_and(|vals| vals.iter().all(|&x| x == 1.0))
-        }
+        Some(w) if w.dtype.is_float() && !w.is_missing() && w.numel() <= 1 << 20 => w
+            .to_f32_vec()
+            .is_ok_and(|vals| vals.iter().all(|&x| x == 1.0)),
         _ => false,
     }
 }
@@ -44,7 +44,9 @@ impl Pass for FoldMulOne {
         for id in g.topo_order()? {
             let node = g.node(id);
             let Op::Binary(kind) = node.op else { continue };
-            let (Some(a), Some(b)) = (node.input(0), node.input(1)) else { continue };
+            let (Some(a), Some(b)) = (node.input(0), node.input(1)) else {
+                continue;
+            };
             let out_ty = node.outputs[0].clone();
             // x * 1 and 1 * x; x / 1 only with the option (1 / x is not x).
             let keep = match kind {
@@ -93,7 +95,9 @@ pub fn run_pipeline(src: &str, pipeline: &str) -> Result<String, String> {
     registry.register(descriptor());
     let passes = registry.parse(pipeline)?;
     let mut g = compc::ir::text::parse(src).map_err(|e| e.to_string())?;
-    PassManager::new(passes).run(&mut g).map_err(|e| e.to_string())?;
+    PassManager::new(passes)
+        .run(&mut g)
+        .map_err(|e| e.to_string())?;
     Ok(compc::ir::text::print(&g))
 }
 

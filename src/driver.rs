@@ -22,8 +22,7 @@ pub fn load_model(path: &Path) -> Result<Graph> {
     if path.extension().is_some_and(|e| e == "cir") {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
-        return compc_ir::text::parse(&text)
-            .map_err(|e| anyhow::anyhow!("{}:{e}", path.display()));
+        return compc_ir::text::parse(&text).map_err(|e| anyhow::anyhow!("{}:{e}", path.display()));
     }
     compc_frontend_onnx::import_file(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
@@ -85,16 +84,28 @@ pub fn compile(opts: &CompileOptions, registry: &Registry) -> Result<CompileSumm
     ledger.pipeline = pipeline_text;
 
     let model_path = staged.path().join("model.onnx");
-    compc_backend_onnx::export_file(&g, &model_path, &compc_backend_onnx::ExportOptions::default())
-        .map_err(|e| anyhow::anyhow!("cannot write the ONNX model: {e}"))?;
-    write_file(&staged.path().join("report.json"), ledger.to_json().as_bytes())?;
-    write_file(&staged.path().join("report.md"), ledger.to_markdown().as_bytes())?;
+    compc_backend_onnx::export_file(
+        &g,
+        &model_path,
+        &compc_backend_onnx::ExportOptions::default(),
+    )
+    .map_err(|e| anyhow::anyhow!("cannot write the ONNX model: {e}"))?;
+    write_file(
+        &staged.path().join("report.json"),
+        ledger.to_json().as_bytes(),
+    )?;
+    write_file(
+        &staged.path().join("report.md"),
+        ledger.to_markdown().as_bytes(),
+    )?;
     let out = staged.commit()?;
     Ok(CompileSummary { out, ledger })
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut f = std::fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
-    f.write_all(bytes).with_context(|| format!("cannot write {}", path.display()))?;
+    let mut f =
+        std::fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(bytes)
+        .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }

@@ -95,10 +95,16 @@ fn dispatch(cli: Cli) -> Result<()> {
             print!("{}", list_passes(&registry));
             Ok(())
         }
-        Some(Command::Run { model, inputs, output }) => run_model(&model, &inputs, &output),
+        Some(Command::Run {
+            model,
+            inputs,
+            output,
+        }) => run_model(&model, &inputs, &output),
         None => {
             let a = cli.compile;
-            let model = a.model.context("no model given (usage: compc MODEL [-p PIPELINE] -o OUTDIR; see --help)")?;
+            let model = a.model.context(
+                "no model given (usage: compc MODEL [-p PIPELINE] -o OUTDIR; see --help)",
+            )?;
             let out = a.out.context("no output folder given: add -o OUTDIR")?;
             let summary = compile(
                 &CompileOptions {
@@ -138,13 +144,20 @@ fn list_passes(registry: &Registry) -> String {
         };
         s.push_str(&format!("{:<14} {:<6} {}\n", d.name, kind, d.summary));
         for o in d.options {
-            s.push_str(&format!("{:<21} {o}\n                      {}\n", "", o.help));
+            s.push_str(&format!(
+                "{:<21} {o}\n                      {}\n",
+                "", o.help
+            ));
         }
     }
     s
 }
 
-fn run_model(model: &std::path::Path, inputs: &std::path::Path, output: &std::path::Path) -> Result<()> {
+fn run_model(
+    model: &std::path::Path,
+    inputs: &std::path::Path,
+    output: &std::path::Path,
+) -> Result<()> {
     let g = load_model(model)?;
     let ins = compc::runtime::npz::read_npz(inputs)
         .map_err(|e| anyhow::anyhow!("inputs {}: {e}", inputs.display()))?;

@@ -35,7 +35,11 @@ impl StagedDir {
             _ => PathBuf::from("."),
         };
         if !parent.is_dir() {
-            bail!("cannot create output folder {}: {} is not a folder", dest.display(), parent.display());
+            bail!(
+                "cannot create output folder {}: {} is not a folder",
+                dest.display(),
+                parent.display()
+            );
         }
         let staging = tempfile::Builder::new()
             .prefix(".compc-out-")
@@ -62,12 +66,14 @@ impl StagedDir {
             if let Err(e) = std::fs::rename(&staged, &self.dest) {
                 let _ = std::fs::rename(&old, &self.dest);
                 let _ = std::fs::remove_dir_all(&staged);
-                return Err(e).with_context(|| format!("cannot move output into {}", self.dest.display()));
+                return Err(e)
+                    .with_context(|| format!("cannot move output into {}", self.dest.display()));
             }
             let _ = std::fs::remove_dir_all(&old);
         } else if let Err(e) = std::fs::rename(&staged, &self.dest) {
             let _ = std::fs::remove_dir_all(&staged);
-            return Err(e).with_context(|| format!("cannot move output into {}", self.dest.display()));
+            return Err(e)
+                .with_context(|| format!("cannot move output into {}", self.dest.display()));
         }
         Ok(self.dest)
     }

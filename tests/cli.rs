@@ -12,7 +12,9 @@ fn compc(args: &[&str]) -> Output {
 }
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/models")
+        .join(name)
 }
 
 fn stderr(o: &Output) -> String {
@@ -22,10 +24,20 @@ fn stderr(o: &Output) -> String {
 /// Asserts a clean failure: exit ≠ 0, one `error:` line mentioning `needle`, no panic.
 fn assert_fails(o: &Output, needle: &str) {
     let err = stderr(o);
-    assert!(!o.status.success(), "expected failure, got success; stderr: {err}");
+    assert!(
+        !o.status.success(),
+        "expected failure, got success; stderr: {err}"
+    );
     assert!(!err.contains("panicked"), "panic: {err}");
-    assert!(err.starts_with("error: "), "stderr does not start with `error: `: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "more than one line: {err}");
+    assert!(
+        err.starts_with("error: "),
+        "stderr does not start with `error: `: {err}"
+    );
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "more than one line: {err}"
+    );
     assert!(err.contains(needle), "stderr lacks `{needle}`: {err}");
 }
 
@@ -38,7 +50,13 @@ fn compiles_a_fixture_into_an_output_folder() {
     let dir = tmp();
     let out = dir.path().join("out");
     let model = fixture("decoder.torchscript.onnx");
-    let o = compc(&[model.to_str().unwrap(), "-p", "const-fold,cse,dce", "-o", out.to_str().unwrap()]);
+    let o = compc(&[
+        model.to_str().unwrap(),
+        "-p",
+        "const-fold,cse,dce",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     for f in ["model.onnx", "report.md", "report.json"] {
         assert!(out.join(f).is_file(), "{f} missing");
@@ -64,7 +82,11 @@ fn compiles_a_fixture_into_an_output_folder() {
 fn no_passes_is_a_plain_round_trip() {
     let dir = tmp();
     let out = dir.path().join("out");
-    let o = compc(&[fixture("cnn.torchscript.onnx").to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    let o = compc(&[
+        fixture("cnn.torchscript.onnx").to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(out.join("model.onnx").is_file());
 }
@@ -105,8 +127,17 @@ fn a_missing_model_is_named() {
 fn an_unknown_pass_lists_the_valid_ones() {
     let dir = tmp();
     let out = dir.path().join("out");
-    let o = compc(&[fixture("cnn.torchscript.onnx").to_str().unwrap(), "-p", "dce,fold-everything", "-o", out.to_str().unwrap()]);
-    assert_fails(&o, "unknown pass `fold-everything`; valid passes: const-fold, cse, dce");
+    let o = compc(&[
+        fixture("cnn.torchscript.onnx").to_str().unwrap(),
+        "-p",
+        "dce,fold-everything",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_fails(
+        &o,
+        "unknown pass `fold-everything`; valid passes: const-fold, cse, dce",
+    );
     assert!(!out.exists());
 }
 
@@ -114,7 +145,13 @@ fn an_unknown_pass_lists_the_valid_ones() {
 fn an_unknown_option_is_refused() {
     let dir = tmp();
     let out = dir.path().join("out");
-    let o = compc(&[fixture("cnn.torchscript.onnx").to_str().unwrap(), "-p", "dce{level=3}", "-o", out.to_str().unwrap()]);
+    let o = compc(&[
+        fixture("cnn.torchscript.onnx").to_str().unwrap(),
+        "-p",
+        "dce{level=3}",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
     assert_fails(&o, "pass `dce` takes no options, got `level`");
     assert!(!out.exists());
 }
@@ -123,7 +160,13 @@ fn an_unknown_option_is_refused() {
 fn a_malformed_pipeline_says_where() {
     let dir = tmp();
     let out = dir.path().join("out");
-    let o = compc(&[fixture("cnn.torchscript.onnx").to_str().unwrap(), "-p", "dce{", "-o", out.to_str().unwrap()]);
+    let o = compc(&[
+        fixture("cnn.torchscript.onnx").to_str().unwrap(),
+        "-p",
+        "dce{",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
     assert_fails(&o, "dce");
     assert!(!out.exists());
 }
@@ -135,7 +178,11 @@ fn an_unwritable_output_folder_is_refused() {
     let file = dir.path().join("file");
     std::fs::write(&file, "x").unwrap();
     let out = file.join("out");
-    let o = compc(&[fixture("cnn.torchscript.onnx").to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    let o = compc(&[
+        fixture("cnn.torchscript.onnx").to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
     assert_fails(&o, "cannot create output folder");
     assert!(!out.exists());
 }
@@ -149,8 +196,16 @@ fn a_non_empty_output_folder_needs_force() {
     let model = fixture("cnn.torchscript.onnx");
     let o = compc(&[model.to_str().unwrap(), "-o", out.to_str().unwrap()]);
     assert_fails(&o, "--force");
-    assert_eq!(std::fs::read_to_string(out.join("keep.txt")).unwrap(), "mine");
-    let o = compc(&[model.to_str().unwrap(), "-o", out.to_str().unwrap(), "--force"]);
+    assert_eq!(
+        std::fs::read_to_string(out.join("keep.txt")).unwrap(),
+        "mine"
+    );
+    let o = compc(&[
+        model.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--force",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(out.join("model.onnx").is_file());
     assert!(!out.join("keep.txt").exists());
@@ -162,7 +217,12 @@ fn the_output_folder_may_not_hold_the_input() {
     let model = dir.path().join("model.onnx");
     std::fs::copy(fixture("cnn.torchscript.onnx"), &model).unwrap();
     let before = std::fs::read(&model).unwrap();
-    let o = compc(&[model.to_str().unwrap(), "-o", dir.path().to_str().unwrap(), "--force"]);
+    let o = compc(&[
+        model.to_str().unwrap(),
+        "-o",
+        dir.path().to_str().unwrap(),
+        "--force",
+    ]);
     assert_fails(&o, "contains the input model");
     assert_eq!(std::fs::read(&model).unwrap(), before);
 }
@@ -173,7 +233,11 @@ fn passes_lists_every_pass_with_its_kind() {
     assert!(o.status.success());
     let s = String::from_utf8_lossy(&o.stdout);
     for name in ["const-fold", "cse", "dce"] {
-        assert!(s.lines().any(|l| l.starts_with(name) && l.contains("exact")), "{s}");
+        assert!(
+            s.lines()
+                .any(|l| l.starts_with(name) && l.contains("exact")),
+            "{s}"
+        );
     }
 }
 
@@ -187,7 +251,10 @@ fn print_of_printed_text_reproduces_it() {
         std::fs::write(&cir, &o.stdout).unwrap();
         let again = compc(&["print", cir.to_str().unwrap()]);
         assert!(again.status.success(), "{}", stderr(&again));
-        assert_eq!(String::from_utf8_lossy(&again.stdout), String::from_utf8_lossy(&o.stdout));
+        assert_eq!(
+            String::from_utf8_lossy(&again.stdout),
+            String::from_utf8_lossy(&o.stdout)
+        );
     }
 }
 
@@ -195,14 +262,22 @@ fn print_of_printed_text_reproduces_it() {
 fn parse_errors_give_line_and_column() {
     let dir = tmp();
     let cir = dir.path().join("bad.cir");
-    std::fs::write(&cir, "graph @g(%x: tensor<4xf32>) -> (y: tensor<4xf32>) {\n  %0 = \"relu\"(%x) = \n}\n").unwrap();
+    std::fs::write(
+        &cir,
+        "graph @g(%x: tensor<4xf32>) -> (y: tensor<4xf32>) {\n  %0 = \"relu\"(%x) = \n}\n",
+    )
+    .unwrap();
     let o = compc(&["print", cir.to_str().unwrap()]);
     assert_fails(&o, "bad.cir:2:");
 }
 
 #[test]
 fn idioms_are_listed_on_request() {
-    let o = compc(&["print", "--idioms", fixture("decoder.torchscript.onnx").to_str().unwrap()]);
+    let o = compc(&[
+        "print",
+        "--idioms",
+        fixture("decoder.torchscript.onnx").to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let s = String::from_utf8_lossy(&o.stdout);
     assert!(s.contains("// idioms:"), "{s}");

@@ -19,7 +19,10 @@ struct Lcg(u64);
 
 impl Lcg {
     fn next_f32(&mut self) -> f32 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
     }
 }
@@ -50,7 +53,8 @@ fn random_inputs(g: &Graph, rng: &mut Lcg) -> Option<Vec<(String, Tensor)>> {
 }
 
 fn has_missing_weights(g: &Graph) -> bool {
-    g.node_ids().any(|id| matches!(g.node(id).op, Op::Const(w) if g.weights.get(w).is_missing()))
+    g.node_ids()
+        .any(|id| matches!(g.node(id).op, Op::Const(w) if g.weights.get(w).is_missing()))
 }
 
 /// Runs the runtime before and after; `None` when the case cannot be run numerically.
@@ -58,12 +62,18 @@ fn numeric_check(before: &Graph, after: &Graph) -> Result<Option<()>, String> {
     if has_missing_weights(before) {
         return Ok(None);
     }
-    let Some(inputs) = random_inputs(before, &mut Lcg(42)) else { return Ok(None) };
+    let Some(inputs) = random_inputs(before, &mut Lcg(42)) else {
+        return Ok(None);
+    };
     let a = compc::runtime::run(before, &inputs).map_err(|e| format!("before: {e}"))?;
     let b = compc::runtime::run(after, &inputs).map_err(|e| format!("after: {e}"))?;
     for ((name, x), (_, y)) in a.iter().zip(&b) {
         if x.shape() != y.shape() {
-            return Err(format!("output {name}: shape {:?} became {:?}", x.shape(), y.shape()));
+            return Err(format!(
+                "output {name}: shape {:?} became {:?}",
+                x.shape(),
+                y.shape()
+            ));
         }
         for (p, q) in x.to_f32_vec().iter().zip(y.to_f32_vec()) {
             if (p - q).abs() > 1e-5 * (1.0 + p.abs()) && !(p.is_nan() && q.is_nan()) {
@@ -81,19 +91,29 @@ fn run_case(registry: &Registry, pipeline: &str, src: &str) -> String {
     };
     let printed = compc::ir::text::print(&g);
     let reparsed = compc::ir::text::parse(&printed).expect("printed IR parses");
-    assert_eq!(compc::ir::text::print(&reparsed), printed, "text round trip");
+    assert_eq!(
+        compc::ir::text::print(&reparsed),
+        printed,
+        "text round trip"
+    );
     let passes = match registry.parse(pipeline) {
         Ok(p) => p,
         Err(e) => return format!("error: {e}\n"),
     };
-    let exact = passes.iter().all(|p| p.pass.exactness() == Exactness::Exact);
+    let exact = passes
+        .iter()
+        .all(|p| p.pass.exactness() == Exactness::Exact);
     let before = g.clone();
     if let Err(e) = PassManager::new(passes).run(&mut g) {
         return format!("error: {e}\n");
     }
     let out = compc::ir::text::print(&g);
     let reparsed = compc::ir::text::parse(&out).expect("printed IR parses");
-    assert_eq!(compc::ir::text::print(&reparsed), out, "text round trip after the pipeline");
+    assert_eq!(
+        compc::ir::text::print(&reparsed),
+        out,
+        "text round trip after the pipeline"
+    );
     if exact {
         match numeric_check(&before, &g) {
             Ok(Some(())) => format!("{out}// numerically equal to the input on random data\n"),
@@ -113,7 +133,12 @@ fn filetests() {
         let first = src.lines().next().unwrap_or_default();
         let pipeline = first
             .strip_prefix("// RUN:")
-            .unwrap_or_else(|| panic!("{}: first line must be `// RUN: <pipeline>`", path.display()))
+            .unwrap_or_else(|| {
+                panic!(
+                    "{}: first line must be `// RUN: <pipeline>`",
+                    path.display()
+                )
+            })
             .trim()
             .to_string();
         let mut out = String::new();

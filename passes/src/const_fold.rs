@@ -69,7 +69,11 @@ fn evaluate(g: &Graph, id: NodeId) -> Result<Option<Vec<Tensor>>, PassError> {
             },
         }
     }
-    if node.outputs.iter().any(|t| t.shape.numel().is_none_or(|n| n > MAX_FOLDED_ELEMENTS)) {
+    if node
+        .outputs
+        .iter()
+        .any(|t| t.shape.numel().is_none_or(|n| n > MAX_FOLDED_ELEMENTS))
+    {
         return Ok(None);
     }
     let refs: Vec<Option<&Tensor>> = inputs.iter().map(|t| t.as_ref()).collect();
@@ -88,7 +92,9 @@ impl Pass for ConstFold {
     fn run(&self, g: &mut Graph, cx: &mut PassContext) -> Result<Changed, PassError> {
         let mut folded = 0;
         for id in g.topo_order()? {
-            let Some(results) = evaluate(g, id)? else { continue };
+            let Some(results) = evaluate(g, id)? else {
+                continue;
+            };
             let base = if g.node(id).name.is_empty() {
                 format!("folded_{}", id.index())
             } else {
@@ -100,7 +106,11 @@ impl Pass for ConstFold {
                 if !g.is_used(v) {
                     continue;
                 }
-                let name = if n == 1 { base.clone() } else { format!("{base}_{slot}") };
+                let name = if n == 1 {
+                    base.clone()
+                } else {
+                    format!("{base}_{slot}")
+                };
                 let w: Weight = t.to_weight(&name)?;
                 if w.dtype == DType::Str {
                     continue;
@@ -113,7 +123,9 @@ impl Pass for ConstFold {
         let removed = remove_dead_nodes(g)?;
         cx.touch(folded);
         if folded > 0 {
-            cx.note(format!("folded {folded} nodes into constants ({removed} nodes removed)"));
+            cx.note(format!(
+                "folded {folded} nodes into constants ({removed} nodes removed)"
+            ));
         }
         Ok(Changed::from_bool(folded > 0))
     }

@@ -57,9 +57,9 @@ impl<'a> PassContext<'a> {
             return indicatif::ProgressBar::hidden();
         }
         let pb = indicatif::ProgressBar::new(len);
-        if let Ok(style) = indicatif::ProgressStyle::with_template(
-            "{msg:>12} [{bar:30}] {pos}/{len} ({elapsed})",
-        ) {
+        if let Ok(style) =
+            indicatif::ProgressStyle::with_template("{msg:>12} [{bar:30}] {pos}/{len} ({elapsed})")
+        {
             pb.set_style(style.progress_chars("=> "));
         }
         pb.set_message(what.to_string());

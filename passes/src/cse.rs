@@ -81,7 +81,9 @@ impl Pass for Cse {
         let removed = remove_dead_nodes(g)?;
         cx.touch(merged);
         if merged > 0 {
-            cx.note(format!("merged {merged} duplicate nodes ({removed} removed)"));
+            cx.note(format!(
+                "merged {merged} duplicate nodes ({removed} removed)"
+            ));
         }
         Ok(Changed::from_bool(merged > 0))
     }

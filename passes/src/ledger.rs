@@ -105,13 +105,23 @@ impl Ledger {
     pub fn to_markdown(&self) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "# compc report: {}\n", self.model);
-        let pipeline = if self.pipeline.is_empty() { "(none)" } else { &self.pipeline };
+        let pipeline = if self.pipeline.is_empty() {
+            "(none)"
+        } else {
+            &self.pipeline
+        };
         let _ = writeln!(s, "Pipeline: `{pipeline}`\n");
         let _ = writeln!(s, "| | input | output | ratio |");
         let _ = writeln!(s, "|---|---:|---:|---:|");
         let (i, o) = (&self.input, &self.output);
         let _ = writeln!(s, "| nodes | {} | {} | |", i.nodes, o.nodes);
-        let _ = writeln!(s, "| parameters | {} | {} | {} |", i.parameters, o.parameters, ratio(i.parameters, o.parameters));
+        let _ = writeln!(
+            s,
+            "| parameters | {} | {} | {} |",
+            i.parameters,
+            o.parameters,
+            ratio(i.parameters, o.parameters)
+        );
         let _ = writeln!(
             s,
             "| weight bytes | {} | {} | {} |",
@@ -119,10 +129,19 @@ impl Ledger {
             human_bytes(o.weight_bytes),
             ratio(i.weight_bytes, o.weight_bytes)
         );
-        let dtypes: BTreeSet<&String> = i.bytes_by_dtype.keys().chain(o.bytes_by_dtype.keys()).collect();
+        let dtypes: BTreeSet<&String> = i
+            .bytes_by_dtype
+            .keys()
+            .chain(o.bytes_by_dtype.keys())
+            .collect();
         for d in dtypes {
             let b = |m: &BTreeMap<String, u64>| human_bytes(m.get(d).copied().unwrap_or(0));
-            let _ = writeln!(s, "| {d} weights | {} | {} | |", b(&i.bytes_by_dtype), b(&o.bytes_by_dtype));
+            let _ = writeln!(
+                s,
+                "| {d} weights | {} | {} | |",
+                b(&i.bytes_by_dtype),
+                b(&o.bytes_by_dtype)
+            );
         }
         for e in &self.passes {
             let opts: Vec<String> = e.options.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -130,7 +149,11 @@ impl Ledger {
                 s,
                 "\n## {}{}\n",
                 e.pass,
-                if opts.is_empty() { String::new() } else { format!("{{{}}}", opts.join(",")) }
+                if opts.is_empty() {
+                    String::new()
+                } else {
+                    format!("{{{}}}", opts.join(","))
+                }
             );
             let _ = writeln!(
                 s,
@@ -139,7 +162,11 @@ impl Ledger {
                     Exactness::Exact => "exact",
                     Exactness::Lossy => "lossy",
                 },
-                if e.changed { "changed the graph" } else { "no change" },
+                if e.changed {
+                    "changed the graph"
+                } else {
+                    "no change"
+                },
                 e.seconds,
                 e.record.nodes_touched
             );

@@ -71,7 +71,11 @@ impl<'a> PassManager<'a> {
             }
             ledger.passes.push(LedgerEntry {
                 pass: name,
-                options: cp.options.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                options: cp
+                    .options
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
                 exactness: cp.pass.exactness(),
                 changed: changed == crate::pass::Changed::Yes,
                 seconds,

@@ -24,7 +24,9 @@ pub fn parse_pipeline(src: &str) -> Result<Vec<PipelineEntry>, String> {
             if entries.is_empty() {
                 return Err("empty pipeline: expected a pass name".into());
             }
-            return Err(format!("pipeline ends after `,` at column {i}: expected a pass name"));
+            return Err(format!(
+                "pipeline ends after `,` at column {i}: expected a pass name"
+            ));
         }
         let start = i;
         while i < chars.len() && is_name(chars[i]) {
@@ -107,7 +109,8 @@ mod tests {
 
     #[test]
     fn parses_names_and_options() {
-        let p = parse_pipeline("quant{bits=4, group=128,method=gptq}, prune{sparsity=0.5},dce").unwrap();
+        let p = parse_pipeline("quant{bits=4, group=128,method=gptq}, prune{sparsity=0.5},dce")
+            .unwrap();
         assert_eq!(p.len(), 3);
         assert_eq!(p[0].name, "quant");
         assert_eq!(
@@ -118,15 +121,32 @@ mod tests {
                 ("method".to_string(), "gptq".to_string())
             ]
         );
-        assert_eq!(p[2], PipelineEntry { name: "dce".into(), options: vec![] });
+        assert_eq!(
+            p[2],
+            PipelineEntry {
+                name: "dce".into(),
+                options: vec![]
+            }
+        );
     }
 
     #[test]
     fn errors_say_where() {
-        assert_eq!(parse_pipeline("").unwrap_err(), "empty pipeline: expected a pass name");
-        assert!(parse_pipeline("dce,").unwrap_err().contains("expected a pass name"));
-        assert!(parse_pipeline("quant{bits}").unwrap_err().contains("expected `=` after option `bits`"));
-        assert!(parse_pipeline("quant{bits=4").unwrap_err().contains("unclosed"));
-        assert!(parse_pipeline("dce cse").unwrap_err().contains("expected `,` between passes at column 5"));
+        assert_eq!(
+            parse_pipeline("").unwrap_err(),
+            "empty pipeline: expected a pass name"
+        );
+        assert!(parse_pipeline("dce,")
+            .unwrap_err()
+            .contains("expected a pass name"));
+        assert!(parse_pipeline("quant{bits}")
+            .unwrap_err()
+            .contains("expected `=` after option `bits`"));
+        assert!(parse_pipeline("quant{bits=4")
+            .unwrap_err()
+            .contains("unclosed"));
+        assert!(parse_pipeline("dce cse")
+            .unwrap_err()
+            .contains("expected `,` between passes at column 5"));
     }
 }

@@ -16,15 +16,21 @@ pub fn fixtures() -> PathBuf {
 }
 
 pub fn model_path(model: &str, exporter: &str) -> PathBuf {
-    fixtures().join("models").join(format!("{model}.{exporter}.onnx"))
+    fixtures()
+        .join("models")
+        .join(format!("{model}.{exporter}.onnx"))
 }
 
 pub fn inputs_path(model: &str, case: &str) -> PathBuf {
-    fixtures().join("models").join(format!("{model}.inputs.{case}.npz"))
+    fixtures()
+        .join("models")
+        .join(format!("{model}.inputs.{case}.npz"))
 }
 
 pub fn expected_path(model: &str, exporter: &str, case: &str) -> PathBuf {
-    fixtures().join("models").join(format!("{model}.{exporter}.expected.{case}.npz"))
+    fixtures()
+        .join("models")
+        .join(format!("{model}.{exporter}.expected.{case}.npz"))
 }
 
 /// True if `python3` can import onnxruntime; otherwise says why the caller skips.
@@ -60,7 +66,11 @@ pub fn read_npz(p: &Path) -> Vec<(String, Tensor)> {
 
 /// Largest absolute and relative differences between two output sets, matched by name.
 /// Relative error is |a-b| / max(|b|, floor) so values near zero do not dominate.
-pub fn max_errors(got: &[(String, Tensor)], want: &[(String, Tensor)], floor: f32) -> Result<(f32, f32), String> {
+pub fn max_errors(
+    got: &[(String, Tensor)],
+    want: &[(String, Tensor)],
+    floor: f32,
+) -> Result<(f32, f32), String> {
     let mut max_abs = 0f32;
     let mut max_rel = 0f32;
     for (name, w) in want {
@@ -70,7 +80,11 @@ pub fn max_errors(got: &[(String, Tensor)], want: &[(String, Tensor)], floor: f3
             .map(|(_, t)| t)
             .ok_or_else(|| format!("output `{name}` missing"))?;
         if g.shape() != w.shape() {
-            return Err(format!("output `{name}`: shape {:?}, expected {:?}", g.shape(), w.shape()));
+            return Err(format!(
+                "output `{name}`: shape {:?}, expected {:?}",
+                g.shape(),
+                w.shape()
+            ));
         }
         for (a, b) in g.to_f32_vec().iter().zip(w.to_f32_vec()) {
             if a.is_nan() != b.is_nan() || (a.is_infinite() || b.is_infinite()) && a != &b {
@@ -88,7 +102,12 @@ pub fn max_errors(got: &[(String, Tensor)], want: &[(String, Tensor)], floor: f3
 
 /// numpy's `allclose` criterion, `|a - b| <= atol + rtol * |b|` for every element (NaN
 /// only matches NaN, infinities must be equal). Returns the worst violation, if any.
-pub fn allclose(got: &[(String, Tensor)], want: &[(String, Tensor)], rtol: f32, atol: f32) -> Result<(), String> {
+pub fn allclose(
+    got: &[(String, Tensor)],
+    want: &[(String, Tensor)],
+    rtol: f32,
+    atol: f32,
+) -> Result<(), String> {
     for (name, w) in want {
         let g = got
             .iter()
@@ -96,7 +115,11 @@ pub fn allclose(got: &[(String, Tensor)], want: &[(String, Tensor)], rtol: f32, 
             .map(|(_, t)| t)
             .ok_or_else(|| format!("output `{name}` missing"))?;
         if g.shape() != w.shape() {
-            return Err(format!("output `{name}`: shape {:?}, expected {:?}", g.shape(), w.shape()));
+            return Err(format!(
+                "output `{name}`: shape {:?}, expected {:?}",
+                g.shape(),
+                w.shape()
+            ));
         }
         let mut worst: Option<(f32, usize, f32, f32)> = None;
         for (i, (a, b)) in g.to_f32_vec().iter().zip(w.to_f32_vec()).enumerate() {
@@ -115,7 +138,9 @@ pub fn allclose(got: &[(String, Tensor)], want: &[(String, Tensor)], rtol: f32, 
             }
         }
         if let Some((_, i, a, b)) = worst {
-            return Err(format!("output `{name}`[{i}]: {a} vs {b} (rtol {rtol}, atol {atol})"));
+            return Err(format!(
+                "output `{name}`[{i}]: {a} vs {b} (rtol {rtol}, atol {atol})"
+            ));
         }
     }
     Ok(())

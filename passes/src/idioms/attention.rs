@@ -32,7 +32,12 @@ pub struct Attention {
 /// Traces `v` back to the output of a linear layer through ops that do not mix tokens:
 /// layout ops, scaling by constants, and RoPE (q·cos + rotate_half(q)·sin). Returns the
 /// linear's index and whether RoPE-like arithmetic was crossed.
-fn trace_to_linear(g: &Graph, v: ValueRef, linears: &HashMap<ValueRef, usize>, depth: usize) -> Option<(usize, bool)> {
+fn trace_to_linear(
+    g: &Graph,
+    v: ValueRef,
+    linears: &HashMap<ValueRef, usize>,
+    depth: usize,
+) -> Option<(usize, bool)> {
     let v = skip_layout_ops(g, v);
     if let Some(&i) = linears.get(&v) {
         return Some((i, false));
@@ -43,7 +48,11 @@ fn trace_to_linear(g: &Graph, v: ValueRef, linears: &HashMap<ValueRef, usize>, d
     let node = g.node(v.node);
     let rope_step = matches!(
         node.op,
-        Op::Concat(_) | Op::Unary(UnaryOp::Neg) | Op::Slice | Op::Split(_) | Op::Binary(BinaryOp::Add)
+        Op::Concat(_)
+            | Op::Unary(UnaryOp::Neg)
+            | Op::Slice
+            | Op::Split(_)
+            | Op::Binary(BinaryOp::Add)
     );
     match node.op {
         Op::Binary(BinaryOp::Mul | BinaryOp::Div | BinaryOp::Add | BinaryOp::Sub)
@@ -83,11 +92,18 @@ fn scores_matmul(g: &Graph, softmax: NodeId) -> Option<(NodeId, bool)> {
             }
             Op::Where => {
                 masked = true;
-                v = node.input(2).filter(|x| leads_to_matmul(g, *x)).or(node.input(1))?;
+                v = node
+                    .input(2)
+                    .filter(|x| leads_to_matmul(g, *x))
+                    .or(node.input(1))?;
             }
             Op::Binary(BinaryOp::Mul | BinaryOp::Div) => {
                 let a = node.input(0)?;
-                v = if g.const_weight(a).is_some() { node.input(1)? } else { a };
+                v = if g.const_weight(a).is_some() {
+                    node.input(1)?
+                } else {
+                    a
+                };
             }
             _ => return None,
         }
@@ -127,19 +143,35 @@ fn context_matmul(g: &Graph, softmax: NodeId) -> Option<NodeId> {
 }
 
 pub fn find_attention(g: &Graph, order: &[NodeId], linears: &[Linear]) -> Vec<Attention> {
-    let by_output: HashMap<ValueRef, usize> = linears.iter().enumerate().map(|(i, l)| (l.output, i)).collect();
-    let by_input: HashMap<ValueRef, Vec<usize>> = linears.iter().enumerate().fold(HashMap::new(), |mut m, (i, l)| {
-        m.entry(skip_layout_ops(g, l.input)).or_default().push(i);
-        m
-    });
+    let by_output: HashMap<ValueRef, usize> = linears
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.output, i))
+        .collect();
+    let by_input: HashMap<ValueRef, Vec<usize>> =
+        linears
+            .iter()
+            .enumerate()
+            .fold(HashMap::new(), |mut m, (i, l)| {
+                m.entry(skip_layout_ops(g, l.input)).or_default().push(i);
+                m
+            });
     let mut out = Vec::new();
     for &id in order {
         if !matches!(g.node(id).op, Op::Softmax(_)) {
             continue;
         }
-        let Some((sm, masked)) = scores_matmul(g, id) else { continue };
-        let Some(cm) = context_matmul(g, id) else { continue };
-        let (Some(qa), Some(kb), Some(vv)) = (g.node(sm).input(0), g.node(sm).input(1), g.node(cm).input(1)) else {
+        let Some((sm, masked)) = scores_matmul(g, id) else {
+            continue;
+        };
+        let Some(cm) = context_matmul(g, id) else {
+            continue;
+        };
+        let (Some(qa), Some(kb), Some(vv)) = (
+            g.node(sm).input(0),
+            g.node(sm).input(1),
+            g.node(cm).input(1),
+        ) else {
             continue;
         };
         let (Some((q, rq)), Some((k, rk)), Some((v, _))) = (
@@ -151,9 +183,14 @@ pub fn find_attention(g: &Graph, order: &[NodeId], linears: &[Linear]) -> Vec<At
         };
         // The output projection reads P·V after transposes/reshapes back to [b, s, d].
         let ctx = ValueRef::new(cm, 0);
-        let o = by_input.get(&ctx).and_then(|v| v.first().copied()).or_else(|| {
-            linears.iter().position(|l| skip_layout_ops(g, l.input) == ctx)
-        });
+        let o = by_input
+            .get(&ctx)
+            .and_then(|v| v.first().copied())
+            .or_else(|| {
+                linears
+                    .iter()
+                    .position(|l| skip_layout_ops(g, l.input) == ctx)
+            });
         let scores_ty = g.node(sm).outputs.first();
         let num_heads = scores_ty
             .and_then(|t| t.shape.dims().map(|d| d.to_vec()))

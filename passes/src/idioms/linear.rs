@@ -58,12 +58,16 @@ pub fn find_linears(g: &Graph, order: &[NodeId]) -> Vec<Linear> {
     let mut out = Vec::new();
     for &id in order {
         let node = g.node(id);
-        let (Some(x), Some(w)) = (node.input(0), node.input(1)) else { continue };
+        let (Some(x), Some(w)) = (node.input(0), node.input(1)) else {
+            continue;
+        };
         let found = match &node.op {
             Op::MatMul => {
                 let (kind, wv) = if g.const_weight(w).is_some() {
                     (LinearKind::MatMul, w)
-                } else if let (Op::DequantizeLinear(_), Some(q)) = (&g.node(w.node).op, g.node(w.node).input(0)) {
+                } else if let (Op::DequantizeLinear(_), Some(q)) =
+                    (&g.node(w.node).op, g.node(w.node).input(0))
+                {
                     if g.const_weight(q).is_none() {
                         continue;
                     }
@@ -77,8 +81,19 @@ pub fn find_linears(g: &Graph, order: &[NodeId]) -> Vec<Linear> {
                     _ => (None, None),
                 };
                 let bias = bias_add(g, id, fout);
-                let output = bias.map(|(a, _)| ValueRef::new(a, 0)).unwrap_or(ValueRef::new(id, 0));
-                Linear { node: id, kind, input: x, weight: wv, bias, in_features: fin, out_features: fout, output }
+                let output = bias
+                    .map(|(a, _)| ValueRef::new(a, 0))
+                    .unwrap_or(ValueRef::new(id, 0));
+                Linear {
+                    node: id,
+                    kind,
+                    input: x,
+                    weight: wv,
+                    bias,
+                    in_features: fin,
+                    out_features: fout,
+                    output,
+                }
             }
             Op::Gemm(a) if g.const_weight(w).is_some() && !a.trans_a => {
                 let d = dims(g, w);

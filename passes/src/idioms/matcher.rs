@@ -38,7 +38,10 @@ pub fn skip_layout_ops(g: &Graph, mut v: ValueRef) -> ValueRef {
 
 /// Users of output 0 of `id`.
 pub fn users0(g: &Graph, id: NodeId) -> Vec<NodeId> {
-    g.value_users(ValueRef::new(id, 0)).into_iter().map(|(n, _)| n).collect()
+    g.value_users(ValueRef::new(id, 0))
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect()
 }
 
 /// Small constant as f32 values (≤ 64 elements), e.g. an epsilon or an exponent.

@@ -80,7 +80,11 @@ fn activation_name(ops: &[String]) -> &'static str {
 }
 
 pub fn find_mlps(g: &Graph, linears: &[Linear], exclude_down: &BTreeSet<usize>) -> Vec<Mlp> {
-    let by_output: HashMap<ValueRef, usize> = linears.iter().enumerate().map(|(i, l)| (l.output, i)).collect();
+    let by_output: HashMap<ValueRef, usize> = linears
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.output, i))
+        .collect();
     let mut out = Vec::new();
     for (down, l) in linears.iter().enumerate() {
         if exclude_down.contains(&down) {
@@ -94,19 +98,32 @@ pub fn find_mlps(g: &Graph, linears: &[Linear], exclude_down: &BTreeSet<usize>) 
         let mut found = BTreeSet::new();
         let mut ops = Vec::new();
         let mut budget = 32;
-        if !elementwise_sources(g, start, &by_output, &mut found, &mut ops, &mut budget) || ops.is_empty() {
+        if !elementwise_sources(g, start, &by_output, &mut found, &mut ops, &mut budget)
+            || ops.is_empty()
+        {
             continue;
         }
         let srcs: Vec<usize> = found.into_iter().collect();
         let act = activation_name(&ops);
         match srcs.as_slice() {
-            [up] => out.push(Mlp { up: *up, gate: None, down, activation: act }),
+            [up] => out.push(Mlp {
+                up: *up,
+                gate: None,
+                down,
+                activation: act,
+            }),
             [a, b] if linears[*a].input == linears[*b].input => {
                 // The gate is the one the activation is applied to: for SwiGLU the sigmoid's
                 // input. Fall back to graph order (gate first, as exporters write it).
-                let gate_is_b = sigmoid_reads(g, linears[*b].output) && !sigmoid_reads(g, linears[*a].output);
+                let gate_is_b =
+                    sigmoid_reads(g, linears[*b].output) && !sigmoid_reads(g, linears[*a].output);
                 let (gate, up) = if gate_is_b { (*b, *a) } else { (*a, *b) };
-                out.push(Mlp { up, gate: Some(gate), down, activation: act });
+                out.push(Mlp {
+                    up,
+                    gate: Some(gate),
+                    down,
+                    activation: act,
+                });
             }
             _ => {}
         }

@@ -65,7 +65,13 @@ impl Idioms {
         let attention = attention::find_attention(g, &order, &linears);
         let o_projs: BTreeSet<usize> = attention.iter().filter_map(|a| a.o).collect();
         let mlps = mlp::find_mlps(g, &linears, &o_projs);
-        let mut idioms = Idioms { linears, norms, attention, mlps, ..Default::default() };
+        let mut idioms = Idioms {
+            linears,
+            norms,
+            attention,
+            mlps,
+            ..Default::default()
+        };
         idioms.residuals = idioms.find_residuals(g, &order);
         idioms.blocks = idioms.find_blocks(g);
         Ok(idioms)
@@ -90,7 +96,9 @@ impl Idioms {
             if node.op != Op::Binary(BinaryOp::Add) {
                 continue;
             }
-            let (Some(a), Some(b)) = (node.input(0), node.input(1)) else { continue };
+            let (Some(a), Some(b)) = (node.input(0), node.input(1)) else {
+                continue;
+            };
             if g.const_weight(a).is_some() || g.const_weight(b).is_some() {
                 continue;
             }
@@ -108,31 +116,58 @@ impl Idioms {
             if g.value_type(stream).map(|t| &t.shape) != g.value_type(branch).map(|t| &t.shape) {
                 continue;
             }
-            out.push(Residual { add: id, stream, branch, kind });
+            out.push(Residual {
+                add: id,
+                stream,
+                branch,
+                kind,
+            });
         }
         out
     }
 
     fn find_blocks(&self, g: &Graph) -> Vec<Block> {
-        let norm_out: HashMap<ValueRef, usize> = self.norms.iter().enumerate().map(|(i, n)| (n.output, i)).collect();
+        let norm_out: HashMap<ValueRef, usize> = self
+            .norms
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.output, i))
+            .collect();
         let mut blocks = Vec::new();
         for (ri, r) in self.residuals.iter().enumerate() {
             if r.kind != BranchKind::Attention {
                 continue;
             }
-            let Some(ai) = self.attention.iter().position(|a| a.o.is_some_and(|o| self.linears[o].output == r.branch)) else {
+            let Some(ai) = self
+                .attention
+                .iter()
+                .position(|a| a.o.is_some_and(|o| self.linears[o].output == r.branch))
+            else {
                 continue;
             };
-            let mut block = Block { attention: Some(ai), mlp: None, residuals: vec![ri], norms: vec![] };
+            let mut block = Block {
+                attention: Some(ai),
+                mlp: None,
+                residuals: vec![ri],
+                norms: vec![],
+            };
             let a = &self.attention[ai];
             if let Some(&n) = norm_out.get(&self.linears[a.q].input) {
                 block.norms.push(n);
             }
             // The MLP residual that continues this block's stream.
             let after = ValueRef::new(r.add, 0);
-            if let Some((mi, m)) = self.residuals.iter().enumerate().find(|(_, m)| m.kind == BranchKind::Mlp && m.stream == after) {
+            if let Some((mi, m)) = self
+                .residuals
+                .iter()
+                .enumerate()
+                .find(|(_, m)| m.kind == BranchKind::Mlp && m.stream == after)
+            {
                 block.residuals.push(mi);
-                block.mlp = self.mlps.iter().position(|x| self.linears[x.down].output == m.branch);
+                block.mlp = self
+                    .mlps
+                    .iter()
+                    .position(|x| self.linears[x.down].output == m.branch);
                 if let Some(mlp) = block.mlp.map(|i| &self.mlps[i]) {
                     if let Some(&n) = norm_out.get(&self.linears[mlp.up].input) {
                         block.norms.push(n);
@@ -162,7 +197,10 @@ impl Idioms {
             self.blocks.len()
         );
         for (i, l) in self.linears.iter().enumerate() {
-            let w = g.const_weight(l.weight).map(|w| w.name.as_str()).unwrap_or("?");
+            let w = g
+                .const_weight(l.weight)
+                .map(|w| w.name.as_str())
+                .unwrap_or("?");
             let _ = writeln!(
                 s,
                 "// linear[{i}] {:?} {} -> {}{} weight @{w}: {}",
@@ -179,13 +217,17 @@ impl Idioms {
                 "// norm[{i}] {:?}{} eps={} ({} nodes): {}",
                 n.kind,
                 if n.decomposed { " decomposed" } else { "" },
-                n.epsilon.map(|e| format!("{e:e}")).unwrap_or_else(|| "?".into()),
+                n.epsilon
+                    .map(|e| format!("{e:e}"))
+                    .unwrap_or_else(|| "?".into()),
                 n.nodes.len(),
                 d(n.output.node)
             );
         }
         for (i, a) in self.attention.iter().enumerate() {
-            let o = a.o.map(|o| format!("linear[{o}]")).unwrap_or_else(|| "?".into());
+            let o =
+                a.o.map(|o| format!("linear[{o}]"))
+                    .unwrap_or_else(|| "?".into());
             let _ = writeln!(
                 s,
                 "// attention[{i}] q=linear[{}] k=linear[{}] v=linear[{}] o={o} heads={} kv_heads={} head_dim={}{}{}: {}",
@@ -201,8 +243,15 @@ impl Idioms {
             );
         }
         for (i, m) in self.mlps.iter().enumerate() {
-            let gate = m.gate.map(|x| format!(" gate=linear[{x}]")).unwrap_or_default();
-            let _ = writeln!(s, "// mlp[{i}] {} up=linear[{}]{gate} down=linear[{}]", m.activation, m.up, m.down);
+            let gate = m
+                .gate
+                .map(|x| format!(" gate=linear[{x}]"))
+                .unwrap_or_default();
+            let _ = writeln!(
+                s,
+                "// mlp[{i}] {} up=linear[{}]{gate} down=linear[{}]",
+                m.activation, m.up, m.down
+            );
         }
         for (i, r) in self.residuals.iter().enumerate() {
             let _ = writeln!(s, "// residual[{i}] {:?}: {}", r.kind, d(r.add));

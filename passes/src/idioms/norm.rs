@@ -65,10 +65,15 @@ fn is_mean_over_last(g: &Graph, id: NodeId) -> bool {
 
 /// From the variance-like mean `m = mean(d²)`, match `+eps → sqrt → (1/·)·d` and return
 /// (normalized value, epsilon, nodes). `d` is x for RMSNorm, x - mean(x) for LayerNorm.
-fn normalize_tail(g: &Graph, mean_sq: NodeId, d: ValueRef) -> Option<(ValueRef, Option<f32>, Vec<NodeId>)> {
+fn normalize_tail(
+    g: &Graph,
+    mean_sq: NodeId,
+    d: ValueRef,
+) -> Option<(ValueRef, Option<f32>, Vec<NodeId>)> {
     let mut nodes = vec![mean_sq];
     let add = single_user(g, mean_sq)?;
-    let (_, eps) = split_const_operand(g, add).filter(|_| g.node(add).op == Op::Binary(BinaryOp::Add))?;
+    let (_, eps) =
+        split_const_operand(g, add).filter(|_| g.node(add).op == Op::Binary(BinaryOp::Add))?;
     nodes.push(add);
     let sqrt = single_user(g, add)?;
     if g.node(sqrt).op != Op::Unary(UnaryOp::Sqrt) {
@@ -151,7 +156,16 @@ fn decomposed(g: &Graph, mean_sq: NodeId) -> Option<Norm> {
             }
         }
     }
-    Some(Norm { kind, decomposed: true, input, scale, bias, epsilon, nodes, output })
+    Some(Norm {
+        kind,
+        decomposed: true,
+        input,
+        scale,
+        bias,
+        epsilon,
+        nodes,
+        output,
+    })
 }
 
 pub fn find_norms(g: &Graph, order: &[NodeId]) -> Vec<Norm> {
