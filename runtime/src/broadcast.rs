@@ -104,6 +104,9 @@ fn walk<const K: usize>(
 /// Fills `n` outputs with `g(start, chunk)` over chunks, in parallel when large.
 fn fill_chunks<O: Send + Copy + Default>(n: usize, g: impl Fn(usize, &mut [O]) + Sync) -> Vec<O> {
     let mut out = vec![O::default(); n];
+    if n == 0 {
+        return out;
+    }
     if n >= PAR_MIN {
         out.par_chunks_mut(CHUNK)
             .enumerate()
