@@ -39,7 +39,15 @@ fn dtype_of(tc: TypeChar, size: u64) -> Option<DType> {
 /// Reads every array of an `.npz` file, in archive order.
 pub fn read_npz(path: &Path) -> Result<Vec<(String, Tensor)>> {
     let mut ar = npyz::npz::NpzArchive::open(path).map_err(|e| io_err(path, e))?;
-    let names: Vec<String> = ar.array_names().map(str::to_string).collect();
+    // `array_names` iterates a hash map; the archive index keeps the order numpy wrote.
+    let zip = ar.zip_archive();
+    let mut names = Vec::with_capacity(zip.len());
+    for i in 0..zip.len() {
+        let f = zip.by_index(i).map_err(|e| io_err(path, e))?;
+        if let Some(n) = npyz::npz::array_name_from_file_name(f.name()) {
+            names.push(n.to_string());
+        }
+    }
     let mut out = Vec::with_capacity(names.len());
     for name in names {
         let err = |msg: String| io_err(path, format!("array `{name}`: {msg}"));
