@@ -1,3 +1,6 @@
+// Expected values are pasted from numpy / onnxruntime output at full printed precision.
+#![allow(clippy::excessive_precision)]
+
 mod common;
 use common::*;
 use compc_ir::op::{Conv, ConvTranspose, Pool};
@@ -52,17 +55,20 @@ fn naive_conv(
     (vec![n, m, oh, ow], out)
 }
 
+/// (batch, in channels, out channels, group, strides, dilations, pads).
+type Case = (
+    usize,
+    usize,
+    usize,
+    usize,
+    [usize; 2],
+    [usize; 2],
+    [usize; 4],
+);
+
 #[test]
 fn conv2d_matches_naive_with_groups_pads_strides_dilations() {
-    let cases: &[(
-        usize,
-        usize,
-        usize,
-        usize,
-        [usize; 2],
-        [usize; 2],
-        [usize; 4],
-    )] = &[
+    let cases: &[Case] = &[
         (2, 4, 6, 1, [1, 1], [1, 1], [0, 0, 0, 0]),
         (1, 4, 6, 2, [2, 1], [1, 2], [1, 0, 2, 1]),
         (2, 6, 6, 6, [1, 2], [1, 1], [1, 1, 1, 1]), // depthwise

@@ -1,3 +1,6 @@
+// Expected values are pasted from numpy / onnxruntime output at full printed precision.
+#![allow(clippy::excessive_precision)]
+
 mod common;
 use common::*;
 use compc_ir::op::{Einsum, Gemm};
