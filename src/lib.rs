@@ -19,5 +19,7 @@ pub mod onnx {
     pub use compc_frontend_onnx as import;
 }
 
+pub mod calib;
 pub mod driver;
+pub mod eval;
 pub mod outdir;

@@ -65,6 +65,43 @@ enum Command {
         #[arg(long, value_name = "OUT.npz")]
         output: PathBuf,
     },
+    /// Compare a transformed model with the original: fidelity, perplexity, size, FLOPs
+    Eval {
+        original: PathBuf,
+        transformed: PathBuf,
+        /// Model inputs (.npz) or held-out text (.txt, for byte-level LMs)
+        #[arg(long, value_name = "EVAL")]
+        data: PathBuf,
+        /// Window length in bytes for text data
+        #[arg(long, default_value_t = 256)]
+        seq_len: usize,
+        /// Windows per batch for text data
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        /// Evaluate at most this many windows of text
+        #[arg(long)]
+        max_windows: Option<usize>,
+        /// Also write the report as JSON here
+        #[arg(long, value_name = "FILE.json")]
+        json: Option<PathBuf>,
+    },
+    /// Build calibration data for a byte-level LM from text (seeded random windows)
+    MakeCalib {
+        text: PathBuf,
+        #[arg(short = 'o', long = "out", value_name = "CALIB.npz")]
+        out: PathBuf,
+        /// Number of sequences
+        #[arg(long, default_value_t = 128)]
+        samples: usize,
+        /// Bytes per sequence
+        #[arg(long, default_value_t = 128)]
+        seq_len: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Name of the model input the array is for
+        #[arg(long, default_value = "input_ids")]
+        input: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -100,6 +137,42 @@ fn dispatch(cli: Cli) -> Result<()> {
             inputs,
             output,
         }) => run_model(&model, &inputs, &output),
+        Some(Command::Eval {
+            original,
+            transformed,
+            data,
+            seq_len,
+            batch,
+            max_windows,
+            json,
+        }) => {
+            let a = load_model(&original)?;
+            let b = load_model(&transformed)?;
+            let data = compc::eval::EvalData::load(&data, seq_len, batch, max_windows)?;
+            let report = compc::eval::evaluate(&a, &b, &data)?;
+            print!("{}", report.to_table());
+            if let Some(path) = json {
+                let text = serde_json::to_string_pretty(&report)?;
+                std::fs::write(&path, text)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            Ok(())
+        }
+        Some(Command::MakeCalib {
+            text,
+            out,
+            samples,
+            seq_len,
+            seed,
+            input,
+        }) => {
+            compc::calib::write_text_calib(&text, &out, &input, samples, seq_len, seed)?;
+            eprintln!(
+                "wrote {}: {samples} sequences of {seq_len} bytes (seed {seed})",
+                out.display()
+            );
+            Ok(())
+        }
         None => {
             let a = cli.compile;
             let model = a.model.context(

@@ -11,6 +11,7 @@
 //! - [`text`]: the textual form (printer and parser, byte-for-byte round trip).
 
 pub mod attr;
+pub mod cost;
 pub mod dtype;
 pub mod graph;
 pub mod infer;
