@@ -172,7 +172,10 @@ impl Graph {
         name: impl Into<String>,
     ) -> NodeId {
         for v in inputs.iter().flatten() {
-            assert!(self.graph.contains_node(v.node.0), "input {v:?} is not in the graph");
+            assert!(
+                self.graph.contains_node(v.node.0),
+                "input {v:?} is not in the graph"
+            );
         }
         let id = self.add_node_raw(Node {
             op,
@@ -182,7 +185,14 @@ impl Graph {
         });
         for (i, v) in inputs.iter().enumerate() {
             if let Some(v) = v {
-                self.graph.add_edge(v.node.0, id.0, Edge { from_slot: v.slot, to_input: i as u32 });
+                self.graph.add_edge(
+                    v.node.0,
+                    id.0,
+                    Edge {
+                        from_slot: v.slot,
+                        to_input: i as u32,
+                    },
+                );
             }
         }
         id
@@ -221,7 +231,10 @@ impl Graph {
     }
 
     pub fn value_type(&self, v: ValueRef) -> Option<&TensorType> {
-        self.graph.node_weight(v.node.0)?.outputs.get(v.slot as usize)
+        self.graph
+            .node_weight(v.node.0)?
+            .outputs
+            .get(v.slot as usize)
     }
 
     /// The weight behind a value, if the value is produced by a `Const` node.
@@ -302,7 +315,10 @@ impl Graph {
     /// Sets input `idx` of `id` (growing the list with `None` if needed).
     pub fn set_input(&mut self, id: NodeId, idx: usize, v: Option<ValueRef>) {
         if let Some(v) = v {
-            assert!(self.graph.contains_node(v.node.0), "input {v:?} is not in the graph");
+            assert!(
+                self.graph.contains_node(v.node.0),
+                "input {v:?} is not in the graph"
+            );
         }
         let old: Vec<_> = self
             .graph
@@ -319,7 +335,14 @@ impl Graph {
         }
         node.inputs[idx] = v;
         if let Some(v) = v {
-            self.graph.add_edge(v.node.0, id.0, Edge { from_slot: v.slot, to_input: idx as u32 });
+            self.graph.add_edge(
+                v.node.0,
+                id.0,
+                Edge {
+                    from_slot: v.slot,
+                    to_input: idx as u32,
+                },
+            );
         }
     }
 

@@ -18,9 +18,18 @@ pub enum RegionError {
     #[error("the region contains graph input {0}; inputs stay outside regions")]
     ContainsInput(String),
     #[error("replacement has {got} {what}, the region has {want}")]
-    Signature { what: &'static str, got: usize, want: usize },
+    Signature {
+        what: &'static str,
+        got: usize,
+        want: usize,
+    },
     #[error("replacement {what} {index} is {got}, the region's is {want}")]
-    Type { what: &'static str, index: usize, got: String, want: String },
+    Type {
+        what: &'static str,
+        index: usize,
+        got: String,
+        want: String,
+    },
     #[error(transparent)]
     Graph(#[from] crate::graph::GraphError),
 }
@@ -76,7 +85,10 @@ pub fn extract(g: &Graph, nodes: &BTreeSet<NodeId>) -> Result<Region, RegionErro
                     ValueRef::new(r.add_const_ref(rw), 0)
                 }
                 _ => {
-                    let ty = g.value_type(v).cloned().ok_or_else(|| RegionError::Missing(format!("{v:?}")))?;
+                    let ty = g
+                        .value_type(v)
+                        .cloned()
+                        .ok_or_else(|| RegionError::Missing(format!("{v:?}")))?;
                     inputs.push(v);
                     ValueRef::new(r.add_input(format!("in{}", inputs.len() - 1), ty), 0)
                 }
@@ -112,9 +124,17 @@ pub fn extract(g: &Graph, nodes: &BTreeSet<NodeId>) -> Result<Region, RegionErro
     }
     outputs.sort();
     for (i, v) in outputs.iter().enumerate() {
-        r.outputs.push(GraphOutput { name: format!("out{i}"), value: map[v] });
+        r.outputs.push(GraphOutput {
+            name: format!("out{i}"),
+            value: map[v],
+        });
     }
-    Ok(Region { graph: r, inputs, outputs, nodes: nodes.clone() })
+    Ok(Region {
+        graph: r,
+        inputs,
+        outputs,
+        nodes: nodes.clone(),
+    })
 }
 
 /// Replaces `region` in `g` by `replacement`, a graph with the region's signature: its
@@ -123,16 +143,31 @@ pub fn extract(g: &Graph, nodes: &BTreeSet<NodeId>) -> Result<Region, RegionErro
 pub fn splice(g: &mut Graph, region: &Region, replacement: &Graph) -> Result<(), RegionError> {
     let sig = |what, got, want| RegionError::Signature { what, got, want };
     if replacement.inputs().len() != region.inputs.len() {
-        return Err(sig("inputs", replacement.inputs().len(), region.inputs.len()));
+        return Err(sig(
+            "inputs",
+            replacement.inputs().len(),
+            region.inputs.len(),
+        ));
     }
     if replacement.outputs.len() != region.outputs.len() {
-        return Err(sig("outputs", replacement.outputs.len(), region.outputs.len()));
+        return Err(sig(
+            "outputs",
+            replacement.outputs.len(),
+            region.outputs.len(),
+        ));
     }
     for (i, (&rin, outer)) in replacement.inputs().iter().zip(&region.inputs).enumerate() {
         let got = &replacement.node(rin).outputs[0];
-        let want = g.value_type(*outer).ok_or_else(|| RegionError::Missing(format!("{outer:?}")))?;
+        let want = g
+            .value_type(*outer)
+            .ok_or_else(|| RegionError::Missing(format!("{outer:?}")))?;
         if got.dtype != want.dtype || got.shape.rank() != want.shape.rank() {
-            return Err(RegionError::Type { what: "input", index: i, got: got.to_string(), want: want.to_string() });
+            return Err(RegionError::Type {
+                what: "input",
+                index: i,
+                got: got.to_string(),
+                want: want.to_string(),
+            });
         }
     }
     let mut map: HashMap<ValueRef, ValueRef> = HashMap::new();
@@ -164,7 +199,11 @@ pub fn splice(g: &mut Graph, region: &Region, replacement: &Graph) -> Result<(),
         g.replace_all_uses(*outer, new);
     }
     // Remove the old nodes, readers first.
-    let order: Vec<NodeId> = g.topo_order()?.into_iter().filter(|id| region.nodes.contains(id)).collect();
+    let order: Vec<NodeId> = g
+        .topo_order()?
+        .into_iter()
+        .filter(|id| region.nodes.contains(id))
+        .collect();
     for id in order.into_iter().rev() {
         g.remove_node(id)?;
     }

@@ -28,7 +28,9 @@ pub enum WeightData {
     },
     /// Known by name, type and content hash only: IR parsed from text that referred to a
     /// weight it did not carry. Printing reproduces the reference; computing on it fails.
-    Missing { hash: u64 },
+    Missing {
+        hash: u64,
+    },
 }
 
 impl fmt::Debug for WeightData {
@@ -113,12 +115,20 @@ impl Weight {
         Weight::new(name, dtype, dims, WeightData::Owned(bytes.into()))
     }
 
-    pub fn from_f32(name: impl Into<String>, dims: Vec<u64>, values: &[f32]) -> Result<Weight, WeightError> {
+    pub fn from_f32(
+        name: impl Into<String>,
+        dims: Vec<u64>,
+        values: &[f32],
+    ) -> Result<Weight, WeightError> {
         let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
         Weight::from_bytes(name, DType::F32, dims, bytes)
     }
 
-    pub fn from_i64(name: impl Into<String>, dims: Vec<u64>, values: &[i64]) -> Result<Weight, WeightError> {
+    pub fn from_i64(
+        name: impl Into<String>,
+        dims: Vec<u64>,
+        values: &[i64],
+    ) -> Result<Weight, WeightError> {
         let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
         Weight::from_bytes(name, DType::I64, dims, bytes)
     }
@@ -186,8 +196,14 @@ impl Weight {
 /// Decodes little-endian storage of `dtype` into f32.
 pub fn decode_to_f32(dtype: DType, b: &[u8], numel: usize) -> Result<Vec<f32>, String> {
     Ok(match dtype {
-        DType::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
-        DType::F64 => b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
+        DType::F32 => b
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect(),
+        DType::F64 => b
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)
+            .collect(),
         DType::F16 => b
             .chunks_exact(2)
             .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
@@ -197,19 +213,40 @@ pub fn decode_to_f32(dtype: DType, b: &[u8], numel: usize) -> Result<Vec<f32>, S
             .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
             .collect(),
         DType::Str => return Err("string tensors have no numeric value".into()),
-        _ => decode_to_i64(dtype, b, numel)?.into_iter().map(|v| v as f32).collect(),
+        _ => decode_to_i64(dtype, b, numel)?
+            .into_iter()
+            .map(|v| v as f32)
+            .collect(),
     })
 }
 
 /// Decodes little-endian storage of an integer or bool `dtype` into i64.
 pub fn decode_to_i64(dtype: DType, b: &[u8], numel: usize) -> Result<Vec<i64>, String> {
     Ok(match dtype {
-        DType::I64 => b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect(),
-        DType::U64 => b.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap()) as i64).collect(),
-        DType::I32 => b.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64).collect(),
-        DType::U32 => b.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap()) as i64).collect(),
-        DType::I16 => b.chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]]) as i64).collect(),
-        DType::U16 => b.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]) as i64).collect(),
+        DType::I64 => b
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+            .collect(),
+        DType::U64 => b
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap()) as i64)
+            .collect(),
+        DType::I32 => b
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64)
+            .collect(),
+        DType::U32 => b
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes(c.try_into().unwrap()) as i64)
+            .collect(),
+        DType::I16 => b
+            .chunks_exact(2)
+            .map(|c| i16::from_le_bytes([c[0], c[1]]) as i64)
+            .collect(),
+        DType::U16 => b
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]) as i64)
+            .collect(),
         DType::I8 => b.iter().map(|&x| x as i8 as i64).collect(),
         DType::U8 | DType::Bool => b.iter().map(|&x| x as i64).collect(),
         DType::I4 | DType::U4 => (0..numel)
@@ -265,6 +302,9 @@ impl WeightStore {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (WeightId, &Weight)> {
-        self.weights.iter().enumerate().map(|(i, w)| (WeightId(i as u32), w))
+        self.weights
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (WeightId(i as u32), w))
     }
 }
