@@ -142,6 +142,18 @@ pub struct Tensor {
     data: TensorData,
 }
 
+/// Largest element count a kernel will allocate: a bad shape input (`Range` to
+/// `INT64_MAX`, `Tile` by a billion) must be an error, not an allocation abort.
+pub const MAX_NUMEL: usize = 1 << 32;
+
+/// Element count of an output shape a kernel is about to allocate.
+pub fn checked_numel(shape: &[usize], what: &str) -> Result<usize> {
+    match numel_of(shape) {
+        Some(n) if n <= MAX_NUMEL => Ok(n),
+        _ => bail!("{what}: output shape {shape:?} is too large"),
+    }
+}
+
 /// Number of elements of a shape, `None` on overflow.
 pub fn numel_of(shape: &[usize]) -> Option<usize> {
     shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d))

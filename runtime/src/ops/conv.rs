@@ -314,6 +314,9 @@ pub fn conv_transpose(
             ),
         }
     }
+    let mut full_shape = vec![n, m];
+    full_shape.extend(&outs);
+    crate::tensor::checked_numel(&full_shape, "conv_transpose")?;
     let kn: usize = kernel.iter().product();
     let (ip, op): (usize, usize) = (ins.iter().product(), outs.iter().product());
     // Output-plane index each input position lands on for every kernel offset.

@@ -264,6 +264,7 @@ pub fn one_hot(idx: &Tensor, depth: &Tensor, values: &Tensor, axis: i64) -> Resu
         idx.shape()[ax..].iter().product::<usize>(),
     );
     let d = d as usize;
+    crate::tensor::checked_numel(&[outer, d, inner], "one_hot")?;
     let mut map = vec![0usize; outer * d * inner];
     for o in 0..outer {
         for i in 0..inner {

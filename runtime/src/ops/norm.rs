@@ -84,7 +84,11 @@ pub fn layer_norm(
     let sc = expand_to(scale, norm_shape, "scale")?;
     let bi = bias.map(|b| expand_to(b, norm_shape, "bias")).transpose()?;
     let mut v = x.to_f32_vec();
-    let (mean, inv) = normalize_rows(&mut v, row, eps as f64, !rms);
+    let (mut mean, mut inv) = normalize_rows(&mut v, row, eps as f64, !rms);
+    // Rows of zero elements have no statistics.
+    let rows: usize = x.shape()[..ax].iter().product();
+    mean.resize(rows, f32::NAN);
+    inv.resize(rows, f32::NAN);
     if row > 0 {
         v.par_chunks_mut(row).for_each(|r| {
             for (i, y) in r.iter_mut().enumerate() {

@@ -41,7 +41,9 @@ fn plan(
             }
             for (&ax, &v) in axes.iter().zip(&sv) {
                 sc[ax] = v;
-                out[ax] = (ins[ax] as f64 * v).floor() as usize;
+                out[ax] = (ins[ax] as f64 * v)
+                    .floor()
+                    .min(crate::tensor::MAX_NUMEL as f64 + 1.0) as usize;
             }
         }
         (None, Some(s)) => {
@@ -68,7 +70,10 @@ fn plan(
                     }
                     Some(c) => {
                         sc[ax] = c;
-                        out[ax] = (ins[ax] as f64 * c).round() as usize;
+                        out[ax] = (ins[ax] as f64 * c)
+                            .round()
+                            .min(crate::tensor::MAX_NUMEL as f64 + 1.0)
+                            as usize;
                     }
                 }
             }
@@ -218,6 +223,7 @@ pub fn resize(
         bail!("resize coordinate_transformation_mode `tf_crop_and_resize` is not supported");
     }
     let (out, sc) = plan(x, a, scales, sizes)?;
+    crate::tensor::checked_numel(&out, "resize")?;
     if x.shape().iter().zip(&out).any(|(&i, &o)| i == 0 && o > 0) {
         bail!("resize cannot enlarge an empty axis of {:?}", x.shape());
     }

@@ -5,7 +5,7 @@
 
 use crate::broadcast::{broadcast_shapes, cartesian_index, expand_index, norm_axis, permute_index};
 use crate::error::{bail, Result};
-use crate::tensor::{map_data, numel_of, Elem, Tensor, TensorData};
+use crate::tensor::{checked_numel, map_data, numel_of, Elem, Tensor, TensorData};
 use compc_ir::{Literal, Weight};
 
 /// Integer values of a shape/index input.
@@ -308,6 +308,7 @@ pub fn slice(
 pub fn expand(x: &Tensor, shape: &Tensor) -> Result<Tensor> {
     let want = dims_from(&ints(shape, "expand shape")?, "expand shape")?;
     let out = broadcast_shapes(x.shape(), &want)?;
+    checked_numel(&out, "expand")?;
     x.take(&expand_index(x.shape(), &out), out, None)
 }
 
@@ -316,6 +317,13 @@ pub fn tile(x: &Tensor, repeats: &Tensor) -> Result<Tensor> {
     if reps.len() != x.rank() {
         bail!("tile repeats {reps:?} do not match rank {}", x.rank());
     }
+    let dims: Vec<usize> = x
+        .shape()
+        .iter()
+        .zip(&reps)
+        .map(|(&n, &k)| n.saturating_mul(k))
+        .collect();
+    checked_numel(&dims, "tile")?;
     let per_axis: Vec<Vec<usize>> = x
         .shape()
         .iter()
@@ -355,9 +363,7 @@ pub fn constant_of_shape(shape: &Tensor, value: Option<&Literal>) -> Result<Tens
             v.numel()
         );
     }
-    let Some(n) = numel_of(&dims) else {
-        bail!("constant_of_shape {dims:?} is too large")
-    };
+    let n = checked_numel(&dims, "constant_of_shape")?;
     v.take(&vec![0; n], dims, None)
 }
 
@@ -386,7 +392,9 @@ pub fn range(start: &Tensor, limit: &Tensor, delta: &Tensor) -> Result<Tensor> {
             bail!("range delta is 0");
         }
         let span = l as i128 - s as i128;
-        let n = ((span + d as i128 - d.signum() as i128) / d as i128).max(0) as usize;
+        let n = ((span + d as i128 - d.signum() as i128) / d as i128).clamp(0, u32::MAX as i128 * 8)
+            as usize;
+        checked_numel(&[n], "range")?;
         return Tensor::from_i64_as(dt, vec![n], (0..n as i64).map(|i| s + i * d).collect());
     }
     let (s, l, d) = (
@@ -398,6 +406,7 @@ pub fn range(start: &Tensor, limit: &Tensor, delta: &Tensor) -> Result<Tensor> {
         bail!("range delta is {d}");
     }
     let n = ((l - s) / d).ceil().max(0.0) as usize;
+    checked_numel(&[n], "range")?;
     Tensor::from_f64_as(dt, vec![n], (0..n).map(|i| s + i as f64 * d).collect())
 }
 
@@ -456,9 +465,14 @@ pub fn pad(
     for (i, &ax) in axes.iter().enumerate() {
         let n = x.shape()[ax] as i64;
         let (b, e) = (p[i], p[i + axes.len()]);
-        let len = n + b + e;
+        let Some(len) = n.checked_add(b).and_then(|v| v.checked_add(e)) else {
+            bail!("pads {b}, {e} overflow");
+        };
         if len < 0 {
             bail!("pads {b}, {e} remove more than axis {ax} of size {n}");
+        }
+        if len as u64 > crate::tensor::MAX_NUMEL as u64 {
+            bail!("pads {b}, {e} make axis {ax} too large");
         }
         if n == 0 && mode != "constant" && len > 0 {
             bail!("pad mode `{mode}` cannot pad an empty axis");
