@@ -75,11 +75,13 @@ pub fn node_cost(op: &Op, inputs: &[Option<Concrete>], outputs: &[Concrete]) -> 
         | Op::ArgMax(_)
         | Op::ArgMin(_) => in_numel,
         Op::Softmax(_) | Op::LogSoftmax(_) => in_numel.saturating_mul(5),
-        Op::LayerNorm(_)
-        | Op::RmsNorm(_)
-        | Op::BatchNorm(_)
-        | Op::InstanceNorm(_)
-        | Op::GroupNorm(_) => in_numel.saturating_mul(5),
+        // x², the sum, the scaling by 1/√(mean + ε) and by the weight: what the
+        // decomposition `x · rsqrt(mean(x²) + ε) · w` counts, so fusing it is not costed
+        // as more arithmetic.
+        Op::RmsNorm(_) => in_numel.saturating_mul(4),
+        Op::LayerNorm(_) | Op::BatchNorm(_) | Op::InstanceNorm(_) | Op::GroupNorm(_) => {
+            in_numel.saturating_mul(5)
+        }
         Op::Hadamard(_) => {
             let n = in0.and_then(|t| t.1.last().copied()).unwrap_or(1).max(1);
             in_numel.saturating_mul(64 - n.leading_zeros() as u64)

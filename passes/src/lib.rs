@@ -9,6 +9,7 @@ pub mod const_fold;
 pub mod context;
 pub mod cse;
 pub mod dce;
+pub mod egraph;
 pub mod idioms;
 pub mod ledger;
 pub mod manager;
@@ -47,6 +48,13 @@ pub fn builtin_passes() -> Vec<PassDescriptor> {
             exactness: Exactness::Exact,
             options: &[],
             build: |_| Ok(Box::new(const_fold::ConstFold)),
+        },
+        PassDescriptor {
+            name: "egraph-opt",
+            summary: "equality saturation (egg) over pure regions: layout chains, identities, scale/BN/bias folding, fused GELU/norms; extracts the cheapest graph",
+            exactness: Exactness::Exact,
+            options: egraph::OPTIONS,
+            build: |o| Ok(Box::new(egraph::EgraphOpt::from_options(o)?)),
         },
     ]
 }

@@ -1,0 +1,156 @@
+//! Linear chains: `(x·A)·B = x·(A·B)` for constant A [n, m] and B [m, p] when it saves
+//! FLOPs (n·p < n·m + m·p per row of x); a MatMul by a constant identity matrix — what a
+//! rotation followed by its transpose multiplies out to — is its input; the normalized
+//! Hadamard transform is its own inverse.
+
+use super::{child, ops_where, rewrite, root_ty, same, Rw};
+use crate::egraph::analysis::{add_const, add_typed, const_of, ty, weight_of, EG};
+use crate::egraph::language::ENode;
+use compc_ir::{DType, Op, Weight};
+use compc_runtime::Tensor;
+use egg::Id;
+
+pub fn rules() -> Vec<Rw> {
+    vec![
+        rewrite("matmul-chain", matmul_chain, build_chain),
+        rewrite("matmul-identity", matmul_identity, same),
+        rewrite("hadamard-hadamard", hadamard_pair, same),
+    ]
+}
+
+/// Products of more multiply-adds than this are not formed at compile time.
+const MAX_PRODUCT_MACS: u64 = 1 << 31;
+
+/// Dims of a constant f32 matrix.
+fn matrix(eg: &EG, id: Id) -> Option<(u64, u64)> {
+    let t = ty(eg, id)?;
+    match (t.dtype, t.shape.as_known()?.as_slice(), weight_of(eg, id)) {
+        (DType::F32, &[r, c], Some(_)) => Some((r, c)),
+        _ => None,
+    }
+}
+
+fn matmul_chain(eg: &EG, id: Id) -> Vec<(Id, Id, Id)> {
+    let mut out = Vec::new();
+    for (_, c) in ops_where(eg, id, |o| matches!(o, Op::MatMul)) {
+        let (Some(y), Some(b)) = (child(eg, &c, 0), child(eg, &c, 1)) else {
+            continue;
+        };
+        let Some((m, p)) = matrix(eg, b) else {
+            continue;
+        };
+        for (_, ic) in ops_where(eg, y, |o| matches!(o, Op::MatMul)) {
+            let (Some(x), Some(a)) = (child(eg, &ic, 0), child(eg, &ic, 1)) else {
+                continue;
+            };
+            let Some((n, m2)) = matrix(eg, a) else {
+                continue;
+            };
+            let saves =
+                n.saturating_mul(p) < n.saturating_mul(m).saturating_add(m.saturating_mul(p));
+            let small = n.saturating_mul(m).saturating_mul(p) <= MAX_PRODUCT_MACS;
+            if m2 == m && saves && small && super::rank(eg, x).is_some_and(|r| r >= 1) {
+                out.push((x, a, b));
+            }
+        }
+    }
+    out
+}
+
+/// `A·B` in f64, rounded once to f32.
+fn product(a: &Tensor, b: &Tensor) -> Option<Tensor> {
+    let (&[n, m], &[m2, p]) = (a.shape(), b.shape()) else {
+        return None;
+    };
+    if m != m2 {
+        return None;
+    }
+    let (av, bv) = (a.to_f32_vec(), b.to_f32_vec());
+    let mut out = vec![0f64; n * p];
+    for i in 0..n {
+        for k in 0..m {
+            let aik = av[i * m + k] as f64;
+            if aik == 0.0 {
+                continue;
+            }
+            for j in 0..p {
+                out[i * p + j] += aik * bv[k * p + j] as f64;
+            }
+        }
+    }
+    Some(super::tensor_f32(vec![n, p], out))
+}
+
+fn build_chain(eg: &mut EG, id: Id, (x, a, b): (Id, Id, Id)) -> Option<Id> {
+    let (wa, wb) = (weight_of(eg, a)?, weight_of(eg, b)?);
+    let key = format!("chain:{wa}:{wb}");
+    let ab = match eg.analysis.memo.get(&key) {
+        Some(&ab) => ab,
+        None => {
+            let p = product(&*const_of(eg, a)?, &*const_of(eg, b)?)?;
+            let name = format!(
+                "{}.{}",
+                eg.analysis.weights[wa as usize].name, eg.analysis.weights[wb as usize].name
+            );
+            let ab = add_const(eg, &name, &p)?;
+            eg.analysis.memo.insert(key, ab);
+            ab
+        }
+    };
+    let t = root_ty(eg, id);
+    Some(add_typed(eg, ENode::new_op(Op::MatMul, vec![x, ab]), t))
+}
+
+/// How far from the identity a matrix may be and still count as one: f32 products of an
+/// orthogonal matrix and its transpose land within a few ulps of 1 and 0, growing as √n.
+fn identity_tolerance(n: usize) -> f64 {
+    (1e-6 * (n as f64).sqrt() / 8.0).max(1e-6)
+}
+
+/// Reads the weight's bytes directly and stops at the first entry that is off, so the
+/// check costs nothing on ordinary (non-identity) weights however large.
+fn is_identity_weight(w: &Weight) -> bool {
+    let (&[n, m], DType::F32, Ok(bytes)) = (w.dims.as_slice(), w.dtype, w.bytes()) else {
+        return false;
+    };
+    if n != m {
+        return false;
+    }
+    let n = n as usize;
+    let tol = identity_tolerance(n);
+    bytes.chunks_exact(4).enumerate().all(|(i, c)| {
+        let v = f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64;
+        let want = if i / n == i % n { 1.0 } else { 0.0 };
+        (v - want).abs() <= tol
+    })
+}
+
+fn matmul_identity(eg: &EG, id: Id) -> Vec<Id> {
+    let mut out = Vec::new();
+    for (_, c) in ops_where(eg, id, |o| matches!(o, Op::MatMul)) {
+        let (Some(x), Some(w)) = (child(eg, &c, 0), child(eg, &c, 1)) else {
+            continue;
+        };
+        let identity = weight_of(eg, w)
+            .is_some_and(|wi| is_identity_weight(&eg.analysis.weights[wi as usize]));
+        if identity && super::rank(eg, x).is_some_and(|r| r >= 1) {
+            out.push(x);
+        }
+    }
+    out
+}
+
+fn hadamard_pair(eg: &EG, id: Id) -> Vec<Id> {
+    let mut out = Vec::new();
+    for (op, c) in ops_where(eg, id, |o| matches!(o, Op::Hadamard(_))) {
+        let Some(y) = child(eg, &c, 0) else { continue };
+        for (inner, ic) in ops_where(eg, y, |o| matches!(o, Op::Hadamard(_))) {
+            if inner == op {
+                if let Some(x) = child(eg, &ic, 0) {
+                    out.push(x);
+                }
+            }
+        }
+    }
+    out
+}

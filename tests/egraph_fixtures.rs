@@ -1,0 +1,126 @@
+//! `egraph-opt` on the exported fixture models (CNN, encoder, decoder from both torch
+//! exporters, and the trained LM when it is there):
+//! - the reference runtime gives the same outputs before and after, to 1e-5 relative;
+//! - the node count and the cost-model FLOPs do not grow, and shrink on the transformers;
+//! - the exported result runs in onnxruntime and matches the fixtures' expected outputs
+//!   (when the Python oracle is installed).
+
+mod common;
+use common::*;
+use compc::ir::Graph;
+use compc::passes::{GraphStats, PassManager, Registry};
+use compc::runtime::Tensor;
+use std::path::PathBuf;
+
+fn optimize(g: &mut Graph) -> compc::passes::LedgerEntry {
+    let passes = Registry::with_builtin_passes().parse("egraph-opt").unwrap();
+    let ledger = PassManager::new(passes).run(g).unwrap();
+    ledger.passes.into_iter().next().unwrap()
+}
+
+fn measured(e: &compc::passes::LedgerEntry, name: &str) -> f64 {
+    e.record
+        .errors
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| *v)
+        .unwrap_or_else(|| panic!("the ledger has no `{name}`"))
+}
+
+/// Outputs agree to `rel` relative to the output's own scale (its largest magnitude, at
+/// least 1), so values near zero are not judged by a vanishing denominator.
+fn same_outputs(a: &[(String, Tensor)], b: &[(String, Tensor)], rel: f32) -> Result<(), String> {
+    for ((name, x), (_, y)) in a.iter().zip(b) {
+        if x.shape() != y.shape() {
+            return Err(format!("{name}: shape {:?} vs {:?}", x.shape(), y.shape()));
+        }
+        let (x, y) = (x.to_f32_vec(), y.to_f32_vec());
+        let scale = x.iter().fold(1f32, |m, v| m.max(v.abs()));
+        for (i, (p, q)) in x.iter().zip(&y).enumerate() {
+            if (p - q).abs() > rel * scale.max(p.abs()) {
+                return Err(format!("{name}[{i}]: {p} vs {q} (scale {scale})"));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn lm_path() -> Option<PathBuf> {
+    let p = fixtures().join("lm/lm.torchscript.onnx");
+    p.exists().then_some(p)
+}
+
+#[test]
+fn egraph_opt_keeps_outputs_and_shrinks_the_fixtures() {
+    for m in MODELS {
+        for e in EXPORTERS {
+            let before = compc::driver::load_model(&model_path(m, e)).unwrap();
+            let mut g = before.clone();
+            let entry = optimize(&mut g);
+            for c in CASES {
+                let inputs = read_npz(&inputs_path(m, c));
+                let want = compc::runtime::run(&before, &inputs).unwrap();
+                let got = compc::runtime::run(&g, &inputs)
+                    .unwrap_or_else(|err| panic!("{m}.{e}.{c}: {err}"));
+                same_outputs(&got, &want, 1e-5)
+                    .unwrap_or_else(|err| panic!("{m}.{e}.{c} after egraph-opt: {err}"));
+            }
+            let (n0, n1) = (GraphStats::of(&before).nodes, GraphStats::of(&g).nodes);
+            let (f0, f1) = (
+                measured(&entry, "cost_model_flops_before"),
+                measured(&entry, "cost_model_flops_after"),
+            );
+            eprintln!("{m}.{e}: nodes {n0} → {n1}, cost-model FLOPs {f0:.4e} → {f1:.4e}");
+            assert!(n1 <= n0, "{m}.{e}: {n0} → {n1} nodes");
+            assert!(f1 <= f0, "{m}.{e}: FLOPs {f0} → {f1}");
+            if m != "cnn" {
+                assert!(n1 < n0, "{m}.{e}: node count did not shrink ({n0})");
+            }
+        }
+    }
+}
+
+#[test]
+fn egraph_opt_output_runs_in_onnxruntime() {
+    if !oracle_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for m in MODELS {
+        for e in EXPORTERS {
+            let mut g = compc::driver::load_model(&model_path(m, e)).unwrap();
+            optimize(&mut g);
+            let exported = dir.path().join(format!("{m}.{e}.onnx"));
+            compc::onnx::export::export_file(&g, &exported, &Default::default())
+                .unwrap_or_else(|err| panic!("{m}.{e}: {err}"));
+            for c in CASES {
+                let out = dir.path().join(format!("{m}.{e}.{c}.out.npz"));
+                ort_run(&exported, &inputs_path(m, c), &out)
+                    .unwrap_or_else(|err| panic!("{m}.{e}.{c}: {err}"));
+                same_outputs(&read_npz(&out), &read_npz(&expected_path(m, e, c)), 1e-5)
+                    .unwrap_or_else(|err| panic!("{m}.{e}.{c} in onnxruntime: {err}"));
+            }
+        }
+    }
+}
+
+#[test]
+fn egraph_opt_on_the_trained_lm() {
+    let Some(p) = lm_path() else {
+        eprintln!("skipping: tests/fixtures/lm/lm.torchscript.onnx is not there yet");
+        return;
+    };
+    let before = compc::driver::load_model(&p).unwrap();
+    let mut g = before.clone();
+    optimize(&mut g);
+    let (n0, n1) = (GraphStats::of(&before).nodes, GraphStats::of(&g).nodes);
+    eprintln!("lm: nodes {n0} → {n1}");
+    assert!(n1 < n0, "lm: {n0} → {n1} nodes");
+    // Token ids 1..=T in one batch row: enough to compare the function before and after.
+    let input = before.node(before.inputs()[0]);
+    let ids = Tensor::from_i64(vec![1, 8], (1..=8).collect());
+    let inputs = vec![(input.name.clone(), ids)];
+    let want = compc::runtime::run(&before, &inputs).unwrap();
+    let got = compc::runtime::run(&g, &inputs).unwrap();
+    same_outputs(&got, &want, 1e-5).unwrap();
+}
