@@ -20,6 +20,7 @@ pub mod onnx {
 }
 
 pub mod calib;
+pub mod conformance;
 pub mod driver;
 pub mod eval;
 pub mod outdir;

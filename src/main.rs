@@ -102,6 +102,8 @@ enum Command {
         #[arg(long, default_value = "input_ids")]
         input: String,
     },
+    /// Run the ONNX backend node test cases with compc's runtime and print the summary
+    Conformance(compc::conformance::CliArgs),
 }
 
 fn main() -> ExitCode {
@@ -173,6 +175,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Some(Command::Conformance(args)) => compc::conformance::cli(&args),
         None => {
             let a = cli.compile;
             let model = a.model.context(

@@ -65,6 +65,16 @@ pub fn import_file(path: &Path) -> Result<Graph, ImportError> {
     model::import(m, Some(dir))
 }
 
+/// Reads one serialized `TensorProto` (the `.pb` files of ONNX's test data) as a weight
+/// named after the tensor. External data is refused: there is no folder to resolve it in.
+pub fn read_tensor(bytes: &[u8]) -> Result<compc_ir::Weight, ImportError> {
+    use protobuf::Message;
+    let mut t = onnx_protobuf::TensorProto::parse_from_bytes(bytes)
+        .map_err(|e| ImportError::NotOnnx(format!("not a TensorProto: {e}")))?;
+    let name = t.name.clone();
+    tensor::weight(&mut t, &name, &mut external::ExternalFiles::new(None))
+}
+
 /// Reads an ONNX model from memory. External data is resolved in `base_dir`; without
 /// one, a model with external data is refused.
 pub fn import_bytes(bytes: &[u8], base_dir: Option<&Path>) -> Result<Graph, ImportError> {
