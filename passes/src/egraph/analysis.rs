@@ -191,6 +191,44 @@ fn fold_from_type(op: &Op, input: Option<&TensorType>) -> Option<Arc<Tensor>> {
     }
 }
 
+/// `Gather(Shape(x), i)` where the gathered dims of x are known: the dims, though the
+/// rest of x's shape is symbolic (exporters compute head sizes this way).
+fn fold_shape_gather(eg: &EG, op: &Op, children: &[Id]) -> Option<Arc<Tensor>> {
+    let Op::Gather(g) = op else { return None };
+    if g.axis != 0 || children.len() != 2 {
+        return None;
+    }
+    let idx = eg[eg.find(children[1])].data.konst.clone()?;
+    if !matches!(idx.dtype(), DType::I64 | DType::I32) || idx.rank() > 1 {
+        return None;
+    }
+    let dims = eg[eg.find(children[0])]
+        .nodes
+        .iter()
+        .find_map(|n| match n {
+            ENode::Op(k, c) => match (k.op(), c.first()) {
+                (Op::Shape(s), Some(&x)) => {
+                    let d = eg[eg.find(x)].data.ty.as_ref()?.shape.dims()?.to_vec();
+                    let r = d.len() as i64;
+                    let clamp = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
+                    let (start, end) = (clamp(s.start), clamp(s.end.unwrap_or(r)));
+                    Some(d.get(start..end.max(start))?.to_vec())
+                }
+                _ => None,
+            },
+            _ => None,
+        })?;
+    let n = dims.len() as i64;
+    let mut out = Vec::new();
+    for i in idx.to_i64_vec() {
+        let i = if i < 0 { i + n } else { i };
+        let d = dims.get(usize::try_from(i).ok()?)?.known()?;
+        out.push(i64::try_from(d).ok()?);
+    }
+    let shape = idx.shape().to_vec();
+    Some(Arc::new(Tensor::from_i64(shape, out)))
+}
+
 /// Output type of `op` from its children's types and constant values, by the IR's shape
 /// inference on a one-node graph.
 pub fn infer(
@@ -254,6 +292,7 @@ impl egg::Analysis<ENode> for TensorAnalysis {
                     let absent: Vec<_> = kids.iter().map(|k| k.2).collect();
                     fold(op, &vals, &absent)
                         .or_else(|| fold_from_type(op, kids.first().and_then(|k| k.0.as_ref())))
+                        .or_else(|| fold_shape_gather(eg, op, children))
                 };
                 let ty = match (&konst, pending) {
                     (Some(k), _) => Some(tensor_type(k)),

@@ -1,8 +1,8 @@
 //! A region graph (from `ir::region::extract`) into an e-graph, and the extracted choice
 //! back into a region graph with the same signature, for `ir::region::splice`.
 //!
-//! Names: an extracted node that is the same e-node as an original one keeps its name (so
-//! exported models keep their node names); new nodes get no name.
+//! Names: an extracted node takes the name of the original node of its class (so exported
+//! models keep their node names, and a fused op is named after what it replaced).
 
 use super::analysis::{add_typed, TensorAnalysis, EG};
 use super::language::ENode;
@@ -14,8 +14,8 @@ pub struct Converted {
     pub egraph: EG,
     /// The class of each region output, in order.
     pub roots: Vec<Id>,
-    /// Original e-nodes with their node names.
-    pub names: Vec<(ENode, String)>,
+    /// Original nodes' classes with their node names.
+    pub names: Vec<(Id, String)>,
 }
 
 /// Builds the e-graph of a region. Every op must have a single output (the pass keeps
@@ -63,10 +63,11 @@ pub fn to_egraph(r: &Graph) -> Result<Converted, String> {
                     }
                 }
                 let enode = ENode::new_op(op.clone(), kids);
+                let class = add_typed(&mut eg, enode, node.outputs.first().cloned());
                 if !node.name.is_empty() {
-                    names.push((enode.clone(), node.name.clone()));
+                    names.push((class, node.name.clone()));
                 }
-                add_typed(&mut eg, enode, node.outputs.first().cloned())
+                class
             }
         };
         map.insert(id, class);
@@ -94,7 +95,7 @@ pub fn from_choice(
     choice: &HashMap<Id, ENode>,
     roots: &[Id],
     region: &Graph,
-    names: &[(ENode, String)],
+    names: &[(Id, String)],
 ) -> Result<Graph, String> {
     let mut g = Graph::new(region.name.clone());
     g.opsets = region.opsets.clone();
@@ -106,10 +107,12 @@ pub fn from_choice(
             g.add_input(n.name.clone(), n.outputs[0].clone())
         })
         .collect();
-    let names: HashMap<ENode, &str> = names
-        .iter()
-        .map(|(n, s)| (n.clone().map_children(|c| eg.find(c)), s.as_str()))
-        .collect();
+    // One name per class: the first original node's. A new node that takes the class's
+    // place (a fused norm for its decomposition) takes its name.
+    let mut by_class: HashMap<Id, &str> = HashMap::new();
+    for (c, s) in names {
+        by_class.entry(eg.find(*c)).or_insert(s.as_str());
+    }
     let mut done: HashMap<Id, Option<ValueRef>> = HashMap::new();
     let mut weights: HashMap<u32, NodeId> = HashMap::new();
     // Post-order without recursion (graphs are deep): a class is emitted once all its
@@ -162,10 +165,7 @@ pub fn from_choice(
                         ins.push(*kv);
                     }
                     let ty = eg[c].data.ty.clone().ok_or("a chosen node has no type")?;
-                    let name = names
-                        .get(&node.clone().map_children(|x| eg.find(x)))
-                        .copied()
-                        .unwrap_or("");
+                    let name = by_class.get(&c).copied().unwrap_or("");
                     Some(ValueRef::new(
                         g.add_node(k.op().clone(), ins, vec![ty], name),
                         0,

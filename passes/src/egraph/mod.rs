@@ -1,13 +1,13 @@
 //! `egraph-opt`: equality saturation over the IR with egg.
 //!
-//! Each maximal pure region of the graph (`ir::region::pure_regions`, less multi-output
-//! ops, which stay outside) is cut out, turned into an e-graph (weights as leaves,
+//! The pure regions of the graph (`ir::region::pure_regions`, less multi-output ops, which
+//! stay outside) are cut out as one region, turned into an e-graph (weights as leaves,
 //! constant folding and types as the analysis), saturated with the rule families under
 //! explicit limits (iterations, e-nodes, seconds), and the cheapest equivalent graph under
 //! the cost model (`ir::cost` FLOPs + bytes, weights counted once) is extracted and spliced
-//! back. A region is replaced only if the extracted graph is cheaper; the verifier runs
-//! after each splice and a region whose result does not verify is put back as it was, so
-//! the pass never leaves a broken graph.
+//! back. The region is replaced only if the extracted graph is cheaper; the verifier runs
+//! after the splice and a result that does not verify is undone, so the pass never leaves
+//! a broken graph.
 //!
 //! - `language`: the egg `Language` (op + attributes as operator, inputs as children);
 //! - `analysis`: types and small constants per e-class, constant folding, the weight table;
@@ -36,7 +36,7 @@ pub const OPTIONS: &[OptionSpec] = &[
         name: "iters",
         kind: OptionKind::Int { min: 1, max: 1000 },
         default: Some("12"),
-        help: "saturation iterations per region, at most",
+        help: "saturation iterations, at most",
     },
     OptionSpec {
         name: "nodes",
@@ -45,7 +45,7 @@ pub const OPTIONS: &[OptionSpec] = &[
             max: 100_000_000,
         },
         default: Some("500000"),
-        help: "e-nodes per region, at most",
+        help: "e-nodes in the e-graph, at most",
     },
     OptionSpec {
         name: "seconds",
@@ -54,7 +54,7 @@ pub const OPTIONS: &[OptionSpec] = &[
             max: 86_400.0,
         },
         default: Some("10"),
-        help: "saturation time for the whole graph, at most",
+        help: "saturation time, at most",
     },
     OptionSpec {
         name: "sym_dim",
@@ -125,10 +125,10 @@ impl EgraphOpt {
     }
 }
 
-/// What happened to the regions of one run, for the ledger.
+/// What happened in one run, for the ledger.
 #[derive(Default)]
 struct Tally {
-    regions: usize,
+    region_nodes: usize,
     replaced: usize,
     kept_not_cheaper: usize,
     failed: Vec<String>,
@@ -238,17 +238,18 @@ impl Pass for EgraphOpt {
         let deadline = Instant::now() + Duration::from_secs_f64(self.seconds);
         let nodes_before = crate::ledger::GraphStats::of(g).nodes;
         let mut t = Tally::default();
-        let regions = pure_regions(g).map_err(|e| PassError::Invalid(e.to_string()))?;
-        for set in regions {
+        // All pure regions go into one e-graph: regions that only touch through graph
+        // inputs or custom ops still share subexpressions (CSE is free in an e-graph only
+        // when both copies are in it). A region need not be connected for extract/splice.
+        let set: std::collections::BTreeSet<_> = pure_regions(g)
+            .map_err(|e| PassError::Invalid(e.to_string()))?
+            .into_iter()
+            .flatten()
             // Multi-output ops stay outside: an e-node stands for one value.
-            let set: std::collections::BTreeSet<_> = set
-                .into_iter()
-                .filter(|&id| g.node(id).outputs.len() == 1)
-                .collect();
-            if set.is_empty() {
-                continue;
-            }
-            t.regions += 1;
+            .filter(|&id| g.node(id).outputs.len() == 1)
+            .collect();
+        if !set.is_empty() {
+            t.region_nodes = set.len();
             match self.region(g, &set, &rules, deadline, &mut t) {
                 Ok(true) => t.replaced += 1,
                 Ok(false) => {}
@@ -270,19 +271,26 @@ impl Pass for EgraphOpt {
         let nodes_after = crate::ledger::GraphStats::of(g).nodes;
         cx.touch(nodes_before.abs_diff(nodes_after));
         cx.note(format!(
-            "limits: {} iterations, {} e-nodes per region, {} s in all; rules: {}",
+            "limits: {} iterations, {} e-nodes, {} s; rules: {}",
             self.iters,
             self.nodes,
             self.seconds,
             self.families.join(", ")
         ));
-        let stops: Vec<String> = t.stops.iter().map(|(k, v)| format!("{k} ×{v}")).collect();
+        let stops: Vec<String> = t.stops.keys().cloned().collect();
+        let outcome = if t.replaced > 0 {
+            "replaced".to_string()
+        } else if t.kept_not_cheaper > 0 {
+            "kept (the extracted graph was not cheaper)".to_string()
+        } else if let Some(e) = t.failed.first() {
+            format!("kept ({e})")
+        } else {
+            "nothing to optimize".to_string()
+        };
         cx.note(format!(
-            "{} regions ({} replaced, {} kept: extraction not cheaper); {} iterations, stopped: {}; \
-             e-nodes {} → {} ({} classes); saturation {:.3} s, extraction {:.3} s",
-            t.regions,
-            t.replaced,
-            t.kept_not_cheaper,
+            "{} pure nodes in one e-graph: {} iterations, stopped: {}; e-nodes {} → {} ({} classes); \
+             saturation {:.3} s, extraction {:.3} s; region {outcome}",
+            t.region_nodes,
             t.iterations,
             if stops.is_empty() { "-".into() } else { stops.join(", ") },
             t.enodes_before,
@@ -304,9 +312,6 @@ impl Pass for EgraphOpt {
             "cost model (symbolic dims at {}): {:.4e} → {:.4e} FLOPs, {:.4e} → {:.4e} FLOPs + bytes + node overhead",
             self.sym_dim, t.flops_before, t.flops_after, t.cost_before, t.cost_after
         ));
-        for e in &t.failed {
-            cx.note(format!("region skipped: {e}"));
-        }
         cx.measured("cost_model_flops_before", t.flops_before);
         cx.measured("cost_model_flops_after", t.flops_after);
         cx.measured("egraph_iterations", t.iterations as f64);
