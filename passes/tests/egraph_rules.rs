@@ -168,6 +168,21 @@ graph @g(%x: tensor<{b}x{s}x6xf32>) -> (y: tensor<{b}x{s}x2x3xf32>) {
 }"#,
     ),
     (
+        "shape-slice",
+        "shape",
+        r#"
+graph @g(%x: tensor<{b}x{s}x6xf32>) -> (y: tensor<1xi64>, z: tensor<1xi64>) {
+  %i = "const"() {value = dense<[1]>} : () -> tensor<i64>
+  %j = "const"() {value = dense<[-1]>} : () -> tensor<1xi64>
+  %0 = "shape"(%x) : (tensor<{b}x{s}x6xf32>) -> tensor<3xi64>
+  %1 = "gather"(%0, %i) : (tensor<3xi64>, tensor<i64>) -> tensor<i64>
+  %2 = "unsqueeze"(%1) {axes = [0]} : (tensor<i64>) -> tensor<1xi64>
+  %3 = "shape"(%x) {end = 2} : (tensor<{b}x{s}x6xf32>) -> tensor<2xi64>
+  %4 = "gather"(%3, %j) : (tensor<2xi64>, tensor<1xi64>) -> tensor<1xi64>
+  return %2, %4
+}"#,
+    ),
+    (
         "binary-neutral",
         "identity",
         r#"
@@ -276,6 +291,24 @@ graph @g(%x: tensor<{b}x2x5x5xf32>) -> (y: tensor<{b}x3x3x3xf32>) {
   %0 = "conv"(%x, %w) : (tensor<{b}x2x5x5xf32>, tensor<3x2x3x3xf32>) -> tensor<{b}x3x3x3xf32>
   %1 = "mul"(%0, %c) : (tensor<{b}x3x3x3xf32>, tensor<1x3x1x1xf32>) -> tensor<{b}x3x3x3xf32>
   return %1
+}"#,
+    ),
+    (
+        "scalar-toward-weights",
+        "scalar+scale",
+        r#"
+graph @g(%x: tensor<{b}x{s}x8xf32>, %k: tensor<{b}x2x4x{s}xf32>) -> (y: tensor<{b}x2x{s}x{s}xf32>) {
+  %w = "const"() {value = RAND(8x8)} : () -> tensor<8x8xf32>
+  %bias = "const"() {value = RAND(8)} : () -> tensor<8xf32>
+  %shape = "const"() {value = dense<[0, 0, 2, 4]>} : () -> tensor<4xi64>
+  %c = "const"() {value = dense<[2.0]>} : () -> tensor<f32>
+  %0 = "matmul"(%x, %w) : (tensor<{b}x{s}x8xf32>, tensor<8x8xf32>) -> tensor<{b}x{s}x8xf32>
+  %1 = "add"(%bias, %0) : (tensor<8xf32>, tensor<{b}x{s}x8xf32>) -> tensor<{b}x{s}x8xf32>
+  %2 = "reshape"(%1, %shape) : (tensor<{b}x{s}x8xf32>, tensor<4xi64>) -> tensor<{b}x{s}x2x4xf32>
+  %3 = "transpose"(%2) {perm = [0, 2, 1, 3]} : (tensor<{b}x{s}x2x4xf32>) -> tensor<{b}x2x{s}x4xf32>
+  %4 = "matmul"(%3, %k) : (tensor<{b}x2x{s}x4xf32>, tensor<{b}x2x4x{s}xf32>) -> tensor<{b}x2x{s}x{s}xf32>
+  %5 = "div"(%4, %c) : (tensor<{b}x2x{s}x{s}xf32>, tensor<f32>) -> tensor<{b}x2x{s}x{s}xf32>
+  return %5
 }"#,
     ),
     (

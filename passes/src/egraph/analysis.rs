@@ -38,6 +38,9 @@ pub struct TensorAnalysis {
     pub memo: HashMap<String, Id>,
     /// Weights created by folding, for their names.
     folded: usize,
+    /// The graph's default-domain opset: rules that write an op form that needs a newer
+    /// one check it.
+    pub opset: i64,
 }
 
 /// Ops never evaluated at compile time: folding `DequantizeLinear(int4 weight)` would
@@ -78,6 +81,13 @@ fn tensor_type(t: &Tensor) -> TensorType {
 }
 
 impl TensorAnalysis {
+    pub fn new(opset: i64) -> Self {
+        TensorAnalysis {
+            opset,
+            ..Default::default()
+        }
+    }
+
     /// Adds a weight, or finds an equal one already in the table.
     pub fn add_weight(&mut self, w: Weight) -> u32 {
         let key = (w.dtype, w.dims.clone(), w.content_hash());

@@ -21,7 +21,7 @@ pub struct Converted {
 /// Builds the e-graph of a region. Every op must have a single output (the pass keeps
 /// multi-output ops out of regions).
 pub fn to_egraph(r: &Graph) -> Result<Converted, String> {
-    let mut eg = EG::new(TensorAnalysis::default());
+    let mut eg = EG::new(TensorAnalysis::new(r.opsets.get("").copied().unwrap_or(17)));
     let mut map: HashMap<NodeId, Id> = HashMap::new();
     let mut names = Vec::new();
     let absent = eg.add(ENode::Absent);

@@ -16,6 +16,7 @@ pub mod fused;
 pub mod identity;
 pub mod linear;
 pub mod quant;
+pub mod scalar;
 pub mod scale;
 pub mod shape;
 
@@ -102,6 +103,7 @@ pub fn all() -> Vec<Rw> {
     v.extend(identity::rules());
     v.extend(quant::rules());
     v.extend(scale::rules());
+    v.extend(scalar::rules());
     v.extend(linear::rules());
     v.extend(conv_bn::rules());
     v.extend(bias::rules());
@@ -111,7 +113,7 @@ pub fn all() -> Vec<Rw> {
 
 /// Names of the rule families, as the `rules` option takes them.
 pub const FAMILIES: &[&str] = &[
-    "shape", "identity", "quant", "scale", "linear", "conv-bn", "bias", "fused",
+    "shape", "identity", "quant", "scale", "scalar", "linear", "conv-bn", "bias", "fused",
 ];
 
 /// The rules of the named families.
@@ -123,6 +125,7 @@ pub fn families(names: &[&str]) -> Vec<Rw> {
             "identity" => identity::rules(),
             "quant" => quant::rules(),
             "scale" => scale::rules(),
+            "scalar" => scalar::rules(),
             "linear" => linear::rules(),
             "conv-bn" => conv_bn::rules(),
             "bias" => bias::rules(),

@@ -20,6 +20,7 @@ pub fn rules() -> Vec<Rw> {
         rewrite("reshape-same", reshape_same, same),
         rewrite("reshape-chain", reshape_chain, build_reshape),
         rewrite("reshape-static", reshape_static, build_reshape),
+        rewrite("shape-slice", shape_slice, build_shape),
     ]
 }
 
@@ -213,4 +214,68 @@ fn build_reshape(eg: &mut EG, id: Id, (x, to): (Id, ReshapeTo)) -> Option<Id> {
     let t = root_ty(eg, id);
     let op = Op::Reshape(Reshape { allowzero });
     Some(add_typed(eg, ENode::new_op(op, vec![x, s]), t))
+}
+
+/// One dim of a shape picked out of `Shape(x)` by a constant index, as exporters write it
+/// (`Unsqueeze(Gather(Shape(x), i), 0)` or `Gather(Shape(x), [i])`), is `Shape(x)` with
+/// `start`/`end` (opset 15): one node instead of two or three.
+fn shape_slice(eg: &EG, id: Id) -> Vec<(Id, i64)> {
+    let mut out = Vec::new();
+    if eg.analysis.opset < 15 {
+        return out;
+    }
+    // `Gather(Shape(x), [i])` itself, or `Unsqueeze(Gather(Shape(x), i), 0)`.
+    out.extend(picked(eg, id, true));
+    for (op, c) in ops_where(eg, id, |o| matches!(o, Op::Unsqueeze(_))) {
+        if let (Op::Unsqueeze(a), Some(g)) = (&op, child(eg, &c, 0)) {
+            if a.axes.as_deref() == Some(&[0]) || a.axes.as_deref() == Some(&[-1]) {
+                out.extend(picked(eg, g, false));
+            }
+        }
+    }
+    out
+}
+
+/// `Gather(Shape(x){start}, i)` with i a constant scalar (or a one-element 1-D index when
+/// `one_d`): (x, absolute dim index).
+fn picked(eg: &EG, g: Id, one_d: bool) -> Vec<(Id, i64)> {
+    let mut out = Vec::new();
+    for (op, c) in ops_where(eg, g, |o| matches!(o, Op::Gather(_))) {
+        let (Op::Gather(ga), Some(s), Some(i)) = (&op, child(eg, &c, 0), child(eg, &c, 1)) else {
+            continue;
+        };
+        let idx_rank = super::rank(eg, i);
+        if ga.axis != 0 || idx_rank != Some(if one_d { 1 } else { 0 }) {
+            continue;
+        }
+        let Some(&[i]) = ints(eg, i).as_deref() else {
+            continue;
+        };
+        for (sop, sc) in ops_where(eg, s, |o| matches!(o, Op::Shape(_))) {
+            let (Op::Shape(sh), Some(x)) = (&sop, child(eg, &sc, 0)) else {
+                continue;
+            };
+            let Some(r) = super::rank(eg, x) else {
+                continue;
+            };
+            let r = r as i64;
+            let clamp = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r);
+            let (start, end) = (clamp(sh.start), clamp(sh.end.unwrap_or(r)));
+            let n = end - start;
+            let i = if i < 0 { i + n } else { i };
+            if (0..n).contains(&i) {
+                out.push((x, start + i));
+            }
+        }
+    }
+    out
+}
+
+fn build_shape(eg: &mut EG, id: Id, (x, d): (Id, i64)) -> Option<Id> {
+    let op = Op::Shape(compc_ir::op::ShapeOf {
+        start: d,
+        end: Some(d + 1),
+    });
+    let t = root_ty(eg, id);
+    Some(add_typed(eg, ENode::new_op(op, vec![x]), t))
 }
