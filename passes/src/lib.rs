@@ -5,6 +5,7 @@
 //! and run by the [`PassManager`], which verifies, times and records each pass in the
 //! [`Ledger`] that becomes the output's report.
 
+pub mod calib;
 pub mod const_fold;
 pub mod context;
 pub mod cse;
@@ -16,6 +17,7 @@ pub mod manager;
 pub mod options;
 pub mod pass;
 pub mod pipeline;
+pub mod quant;
 pub mod registry;
 
 pub use context::{CalibData, PassContext, PassRecord};
@@ -49,6 +51,7 @@ pub fn builtin_passes() -> Vec<PassDescriptor> {
             options: &[],
             build: |_| Ok(Box::new(const_fold::ConstFold)),
         },
+        quant::descriptor(),
         PassDescriptor {
             name: "egraph-opt",
             summary: "equality saturation (egg) over pure regions: layout chains, identities, scale/BN/bias folding, fused GELU/norms; extracts the cheapest graph",

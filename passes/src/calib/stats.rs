@@ -1,0 +1,125 @@
+//! Per-layer input statistics, accumulated batch by batch so no layer's activations are
+//! ever held whole: `XᵀX` (f64, for GPTQ/SparseGPT Hessians and AWQ's clip loss), the
+//! mean and the max of |x| per input channel (AWQ's and SmoothQuant's scales).
+
+use crate::pass::PassError;
+use compc_runtime::Tensor;
+use faer::linalg::matmul::matmul;
+use faer::{Accum, Mat, MatRef, Par};
+use rayon::prelude::*;
+
+#[derive(Clone, Debug)]
+pub struct InputStats {
+    /// Input features (the last axis of the layer's input).
+    pub n: usize,
+    /// Rows (tokens) seen.
+    pub tokens: u64,
+    /// `Σ x xᵀ`, n × n row-major, when requested.
+    xtx: Option<Vec<f64>>,
+    abs_sum: Vec<f64>,
+    abs_max: Vec<f32>,
+}
+
+impl InputStats {
+    /// Statistics of an `n`-feature input; `hessian` turns on the `XᵀX` accumulation.
+    pub fn new(n: usize, hessian: bool) -> InputStats {
+        InputStats {
+            n,
+            tokens: 0,
+            xtx: hessian.then(|| vec![0.0; n * n]),
+            abs_sum: vec![0.0; n],
+            abs_max: vec![0.0; n],
+        }
+    }
+
+    /// Adds a batch: any tensor whose last axis is `n` (leading axes are tokens).
+    pub fn add(&mut self, t: &Tensor, what: &str) -> Result<(), PassError> {
+        if t.shape().last() != Some(&self.n) {
+            return Err(PassError::Invalid(format!(
+                "{what}: calibration activation of shape {:?} does not end in {} features",
+                t.shape(),
+                self.n
+            )));
+        }
+        let x = t.f32_cow();
+        self.add_rows(&x)
+            .map_err(|e| PassError::Invalid(format!("{what}: {e}")))
+    }
+
+    /// Adds row-major rows of `n` values.
+    pub fn add_rows(&mut self, x: &[f32]) -> Result<(), String> {
+        let n = self.n;
+        if n == 0 || !x.len().is_multiple_of(n) {
+            return Err(format!("{} values are not rows of {n}", x.len()));
+        }
+        let rows = x.len() / n;
+        if rows == 0 {
+            return Ok(());
+        }
+        if x.iter().any(|v| !v.is_finite()) {
+            return Err("the activation has NaN or infinite values".into());
+        }
+        self.tokens += rows as u64;
+        // Per-channel |x| sum and max, split over column ranges.
+        let chunk = n.div_ceil(rayon::current_num_threads().max(1)).max(64);
+        self.abs_sum
+            .par_chunks_mut(chunk)
+            .zip(self.abs_max.par_chunks_mut(chunk))
+            .enumerate()
+            .for_each(|(ci, (sum, max))| {
+                let c0 = ci * chunk;
+                for row in x.chunks_exact(n) {
+                    let r = &row[c0..c0 + sum.len()];
+                    for ((s, m), &v) in sum.iter_mut().zip(max.iter_mut()).zip(r) {
+                        *s += v.abs() as f64;
+                        *m = m.max(v.abs());
+                    }
+                }
+            });
+        if let Some(acc) = self.xtx.as_mut() {
+            // XᵀX of the batch in f32 (GPTQ's reference accumulates in f32 too), added
+            // into the f64 running sum so many batches do not lose precision.
+            let xm = MatRef::from_row_major_slice(x, rows, n);
+            let mut part = Mat::<f32>::zeros(n, n);
+            matmul(
+                part.as_mut(),
+                Accum::Replace,
+                xm.transpose(),
+                xm,
+                1.0f32,
+                Par::rayon(0),
+            );
+            acc.par_chunks_mut(n).enumerate().for_each(|(i, row)| {
+                for (j, a) in row.iter_mut().enumerate() {
+                    *a += part[(i, j)] as f64;
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// The Hessian `H = 2XᵀX / N` (n × n, row-major), if accumulated.
+    pub fn hessian(&self) -> Option<Vec<f64>> {
+        let acc = self.xtx.as_ref()?;
+        let f = 2.0 / self.tokens.max(1) as f64;
+        Some(acc.iter().map(|v| v * f).collect())
+    }
+
+    /// `XᵀX / N`: the Gram matrix of the inputs (the Hessian without the factor 2).
+    pub fn gram(&self) -> Option<Vec<f64>> {
+        let acc = self.xtx.as_ref()?;
+        let f = 1.0 / self.tokens.max(1) as f64;
+        Some(acc.iter().map(|v| v * f).collect())
+    }
+
+    /// Mean |x| per channel.
+    pub fn mean_abs(&self) -> Vec<f32> {
+        let f = 1.0 / self.tokens.max(1) as f64;
+        self.abs_sum.iter().map(|v| (v * f) as f32).collect()
+    }
+
+    /// Max |x| per channel.
+    pub fn max_abs(&self) -> &[f32] {
+        &self.abs_max
+    }
+}

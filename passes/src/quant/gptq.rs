@@ -1,0 +1,271 @@
+//! GPTQ (Frantar et al., ICLR 2023; `IST-DASLab/gptq:gptq.py`, `fasterquant`), as in
+//! techniques.md §1.2: columns are quantized one at a time and each column's rounding
+//! error is spread over the columns not yet quantized, weighted by the inverse Hessian's
+//! Cholesky factor, so the layer's output on the calibration data moves as little as
+//! possible. Every row shares one Hessian, so one factorization serves all rows and the
+//! rows are processed in parallel.
+//!
+//! Details kept from the reference: dead inputs (`H_jj = 0`) are zeroed; damping
+//! `λ = damp · mean(diag H)`; Cholesky of `H⁻¹` (upper factor U, computed in f64 with
+//! faer and used in f32 like the reference); blocks of 128 columns with the lazy batch
+//! update of later columns as one matrix product; act-order (`argsort(diag H)`
+//! descending) with static groups, so groups stay contiguous in the original column
+//! order and export to blocked QDQ/MatMulNBits without `g_idx`. Groups without
+//! act-order are fitted on the current (already error-updated) columns, as the note in
+//! techniques.md prefers. A factorization that fails (H not positive definite) is
+//! retried with ten times the damping, up to five times.
+
+// The column loop indexes the weight row, the error row and U's row with one index.
+#![allow(clippy::needless_range_loop)]
+
+use super::grid::{code, dequant, Grid};
+use super::qmatrix::{effective_group, QMatrix};
+use faer::linalg::matmul::matmul;
+use faer::linalg::solvers::DenseSolveCore;
+use faer::{Accum, Mat, MatMut, MatRef, Par, Side};
+use rayon::prelude::*;
+
+#[derive(Clone, Copy, Debug)]
+pub struct GptqConfig {
+    pub grid: Grid,
+    /// Columns per group; 0 = per output channel.
+    pub group: usize,
+    /// Columns per lazy-update block (128 in the reference).
+    pub block: usize,
+    pub damp: f64,
+    pub act_order: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct GptqResult {
+    pub q: QMatrix,
+    /// `½ Σ (w − q)² / d²`, the reference's reported loss.
+    pub loss: f64,
+    /// The damping fraction that gave a positive definite matrix.
+    pub damp: f64,
+    /// Input features that were always zero.
+    pub dead: usize,
+}
+
+/// The upper Cholesky factor `U` of `(H + λI)⁻¹` (`H⁻¹ = UᵀU`), row-major f32, and the
+/// damping fraction used.
+pub fn inverse_cholesky(h: &[f64], n: usize, damp: f64) -> Result<(Vec<f32>, f64), String> {
+    let mean_diag = (0..n).map(|i| h[i * n + i]).sum::<f64>() / n.max(1) as f64;
+    let mut frac = damp;
+    for attempt in 0..6 {
+        if attempt > 0 {
+            frac = if frac > 0.0 { frac * 10.0 } else { 1e-6 };
+        }
+        let lambda = frac * mean_diag;
+        let hm = Mat::<f64>::from_fn(n, n, |i, j| {
+            h[i * n + j] + if i == j { lambda } else { 0.0 }
+        });
+        let Ok(llt) = hm.llt(Side::Lower) else {
+            continue;
+        };
+        let hinv = llt.inverse();
+        // Symmetrize: the inverse is symmetric in exact arithmetic; the factorization
+        // below reads only its lower half.
+        let Ok(l2) = hinv.llt(Side::Lower) else {
+            continue;
+        };
+        let l = l2.L();
+        let mut u = vec![0f32; n * n];
+        let mut finite = true;
+        for i in 0..n {
+            for j in i..n {
+                let v = l[(j, i)];
+                finite &= v.is_finite();
+                u[i * n + j] = v as f32;
+            }
+        }
+        if finite && (0..n).all(|i| u[i * n + i] > 0.0) {
+            return Ok((u, frac));
+        }
+    }
+    Err(format!(
+        "the Hessian is not positive definite even with damping {frac} (mean diagonal {mean_diag:e})"
+    ))
+}
+
+/// GPTQ of a W-form matrix `w` (`rows × cols`) with Hessian `h` (`cols × cols`, f64).
+pub fn gptq(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    h: &[f64],
+    cfg: &GptqConfig,
+) -> Result<GptqResult, String> {
+    let n = cols;
+    if w.len() != rows * n || h.len() != n * n {
+        return Err(format!(
+            "GPTQ needs a {rows}×{n} weight and a {n}×{n} Hessian, got {} and {} values",
+            w.len(),
+            h.len()
+        ));
+    }
+    if h.iter().any(|v| !v.is_finite()) {
+        return Err("the Hessian has NaN or infinite entries".into());
+    }
+    let grid = cfg.grid;
+    let qmax = grid.qmax();
+    let group = effective_group(n, cfg.group);
+    let per_channel = group >= n;
+    let ng = n.div_ceil(group);
+    let mut w = w.to_vec();
+    let mut h = h.to_vec();
+
+    // Per-channel parameters come from the weights as given (the reference fits them
+    // before zeroing dead columns).
+    let mut scales = vec![0f32; rows * ng];
+    let mut zeros = vec![0f32; rows * ng];
+    if per_channel {
+        scales
+            .par_iter_mut()
+            .zip(zeros.par_iter_mut())
+            .zip(w.par_chunks(n))
+            .for_each(|((s, z), row)| {
+                let p = grid.params_of(row);
+                *s = p.0;
+                *z = p.1;
+            });
+    }
+
+    let mut dead = 0;
+    for j in 0..n {
+        if h[j * n + j] == 0.0 {
+            h[j * n + j] = 1.0;
+            dead += 1;
+            for r in 0..rows {
+                w[r * n + j] = 0.0;
+            }
+        }
+    }
+
+    let static_groups = cfg.act_order && !per_channel;
+    if static_groups {
+        scales
+            .par_chunks_mut(ng)
+            .zip(zeros.par_chunks_mut(ng))
+            .zip(w.par_chunks(n))
+            .for_each(|((s, z), row)| {
+                for (gi, g) in row.chunks(group).enumerate() {
+                    let p = grid.params_of(g);
+                    s[gi] = p.0;
+                    z[gi] = p.1;
+                }
+            });
+    }
+
+    // perm[j] = original column quantized j-th.
+    let perm: Vec<usize> = if cfg.act_order {
+        let mut p: Vec<usize> = (0..n).collect();
+        p.sort_by(|&a, &b| h[b * n + b].total_cmp(&h[a * n + a]));
+        p
+    } else {
+        (0..n).collect()
+    };
+    let permuted = perm.iter().enumerate().any(|(i, &p)| i != p);
+    if permuted {
+        let wp: Vec<f32> = w
+            .par_chunks(n)
+            .flat_map_iter(|row| perm.iter().map(move |&p| row[p]))
+            .collect();
+        w = wp;
+        let hp: Vec<f64> = (0..n * n)
+            .into_par_iter()
+            .map(|k| h[perm[k / n] * n + perm[k % n]])
+            .collect();
+        h = hp;
+    }
+
+    let (u, damp_used) = inverse_cholesky(&h, n, cfg.damp)?;
+    drop(h);
+
+    // The block is a multiple of the group so dynamic groups never straddle blocks.
+    let block = if per_channel || static_groups {
+        cfg.block.max(1)
+    } else {
+        cfg.block.max(1).div_ceil(group) * group
+    };
+    let mut codes_p = vec![0u8; rows * n];
+    let mut loss = 0f64;
+    let mut err = vec![0f32; rows * block];
+    for i1 in (0..n).step_by(block) {
+        let i2 = (i1 + block).min(n);
+        let cnt = i2 - i1;
+        let dynamic = !per_channel && !static_groups;
+        let block_loss: f64 = w
+            .par_chunks_mut(n)
+            .zip(codes_p.par_chunks_mut(n))
+            .zip(err.par_chunks_mut(block))
+            .zip(scales.par_chunks_mut(ng))
+            .zip(zeros.par_chunks_mut(ng))
+            .with_min_len(4)
+            .map(|((((wr, cr), er), sr), zr)| {
+                let mut l = 0f64;
+                for c in 0..cnt {
+                    let j = i1 + c;
+                    if dynamic && j % group == 0 {
+                        let end = (c + group).min(cnt);
+                        let p = grid.params_of(&wr[j..i1 + end]);
+                        sr[j / group] = p.0;
+                        zr[j / group] = p.1;
+                    }
+                    let gi = if per_channel { 0 } else { perm[j] / group };
+                    let (s, z) = (sr[gi], zr[gi]);
+                    let x = wr[j];
+                    let qc = code(x, s, z, qmax);
+                    let q = dequant(qc, s, z);
+                    cr[j] = qc as u8;
+                    let d = u[j * n + j];
+                    let e = (x - q) / d;
+                    l += ((x - q) as f64 / d as f64).powi(2) / 2.0;
+                    let urow = &u[j * n..j * n + n];
+                    for c2 in c + 1..cnt {
+                        wr[i1 + c2] -= e * urow[i1 + c2];
+                    }
+                    er[c] = e;
+                }
+                l
+            })
+            .sum();
+        loss += block_loss;
+        if i2 < n {
+            // W[:, i2:] −= E · U[i1:i2, i2:]
+            let e = MatRef::from_row_major_slice_with_stride(&err, rows, cnt, block);
+            let ub = MatRef::from_row_major_slice_with_stride(&u[i1 * n + i2..], cnt, n - i2, n);
+            let wb: MatMut<f32> =
+                MatMut::from_row_major_slice_with_stride_mut(&mut w[i2..], rows, n - i2, n);
+            matmul(wb, Accum::Add, e, ub, -1.0f32, Par::rayon(0));
+        }
+    }
+
+    let codes = if permuted {
+        let mut c = vec![0u8; rows * n];
+        c.par_chunks_mut(n)
+            .zip(codes_p.par_chunks(n))
+            .for_each(|(o, p)| {
+                for (j, &pj) in perm.iter().enumerate() {
+                    o[pj] = p[j];
+                }
+            });
+        c
+    } else {
+        codes_p
+    };
+    Ok(GptqResult {
+        q: QMatrix {
+            rows,
+            cols: n,
+            group,
+            grid,
+            codes,
+            scales,
+            zeros: zeros.iter().map(|&z| z as u8).collect(),
+        },
+        loss,
+        damp: damp_used,
+        dead,
+    })
+}

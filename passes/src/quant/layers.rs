@@ -1,0 +1,269 @@
+//! The layers `quant` works on: the float linear layers idiom detection found (MatMul and
+//! Gemm with a constant 2-D weight, Conv with a constant kernel), minus those `skip=`
+//! names, read into and written back from compc's W-form (`rows` = output channels,
+//! `cols` = input features, techniques.md §0).
+
+use super::options::{glob_match, QuantConfig};
+use crate::idioms::{Idioms, Linear, LinearKind};
+use crate::pass::PassError;
+use compc_ir::{DType, Graph, NodeId, ValueRef, Weight};
+use rayon::prelude::*;
+
+/// How the weight constant stores W.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Layout {
+    /// `B = Wᵀ`, shape `[in, out]` (MatMul, Gemm with transB = 0).
+    InOut,
+    /// `W`, shape `[out, in]` (Gemm with transB = 1).
+    OutIn,
+    /// A Conv kernel `[out, in/group, k...]`; W-form flattens all but the first axis.
+    Conv(Vec<u64>),
+}
+
+#[derive(Clone, Debug)]
+pub struct Layer {
+    /// Index into `Idioms::linears`.
+    pub index: usize,
+    pub linear: Linear,
+    /// The weight's name (the node's name when the weight has none).
+    pub name: String,
+    pub layout: Layout,
+    pub rows: usize,
+    pub cols: usize,
+    /// Element type of the float weight.
+    pub dtype: DType,
+}
+
+impl Layer {
+    pub fn node(&self) -> NodeId {
+        self.linear.node
+    }
+
+    pub fn is_conv(&self) -> bool {
+        matches!(self.layout, Layout::Conv(_))
+    }
+
+    /// The input the layer reads (its activation).
+    pub fn input(&self, g: &Graph) -> Option<ValueRef> {
+        g.node(self.linear.node).input(0)
+    }
+
+    /// Float bytes of the weight as stored.
+    pub fn float_bytes(&self) -> u64 {
+        (self.rows * self.cols) as u64 * (self.dtype.bits() as u64 / 8)
+    }
+
+    /// "matmul 256→768", for the report.
+    pub fn shape_text(&self) -> String {
+        let kind = match self.linear.kind {
+            LinearKind::MatMul => "matmul",
+            LinearKind::Gemm { .. } => "gemm",
+            LinearKind::Conv => "conv",
+            LinearKind::QdqMatMul | LinearKind::MatMulNBits => "quantized",
+        };
+        format!("{kind} {}→{}", self.cols, self.rows)
+    }
+}
+
+/// What [`select`] found.
+pub struct Selection {
+    pub layers: Vec<Layer>,
+    /// Float linears left alone, with the reason.
+    pub skipped: Vec<(String, String)>,
+    /// Linears already in QDQ or MatMulNBits form.
+    pub already_quantized: usize,
+}
+
+fn is_float(d: DType) -> bool {
+    matches!(d, DType::F32 | DType::F16 | DType::BF16)
+}
+
+/// The float linears to quantize, in topological order.
+pub fn select(g: &Graph, idioms: &Idioms, cfg: &QuantConfig) -> Selection {
+    let mut sel = Selection {
+        layers: vec![],
+        skipped: vec![],
+        already_quantized: 0,
+    };
+    for (index, l) in idioms.linears.iter().enumerate() {
+        let node = g.node(l.node);
+        let Some(w) = g.const_weight(l.weight) else {
+            continue;
+        };
+        let name = if w.name.is_empty() {
+            node.name.clone()
+        } else {
+            w.name.clone()
+        };
+        let layout = match l.kind {
+            LinearKind::QdqMatMul | LinearKind::MatMulNBits => {
+                sel.already_quantized += 1;
+                continue;
+            }
+            LinearKind::MatMul | LinearKind::Gemm { trans_b: false } => Layout::InOut,
+            LinearKind::Gemm { trans_b: true } => Layout::OutIn,
+            LinearKind::Conv => Layout::Conv(w.dims.clone()),
+        };
+        let skip = |why: &str| (name.clone(), why.to_string());
+        if !is_float(w.dtype) {
+            sel.skipped
+                .push(skip(&format!("its weight is {}", w.dtype)));
+            continue;
+        }
+        let (rows, cols) = match (&layout, w.dims.as_slice()) {
+            (Layout::InOut, [i, o]) => (*o as usize, *i as usize),
+            (Layout::OutIn, [o, i]) => (*o as usize, *i as usize),
+            (Layout::Conv(_), [o, rest @ ..]) if !rest.is_empty() => {
+                (*o as usize, rest.iter().product::<u64>() as usize)
+            }
+            _ => {
+                sel.skipped
+                    .push(skip(&format!("its weight has shape {:?}", w.dims)));
+                continue;
+            }
+        };
+        // A product with a handful of input features is not a learned layer (RoPE's
+        // `positions × inv_freq`, a scalar gain): quantizing it only hurts.
+        if cols < 8 || rows == 0 {
+            sel.skipped.push(skip(&format!(
+                "it has {cols} input features (too few to be a learned layer)"
+            )));
+            continue;
+        }
+        let act_float = node
+            .input(0)
+            .and_then(|v| g.value_type(v))
+            .is_some_and(|t| is_float(t.dtype));
+        if !act_float {
+            sel.skipped
+                .push(skip("its input is not a float activation"));
+            continue;
+        }
+        if cfg
+            .skip
+            .iter()
+            .any(|p| glob_match(p, &name) || glob_match(p, &node.name))
+        {
+            sel.skipped.push(skip("skip= matches it"));
+            continue;
+        }
+        sel.layers.push(Layer {
+            index,
+            linear: l.clone(),
+            name,
+            layout,
+            rows,
+            cols,
+            dtype: w.dtype,
+        });
+    }
+    sel
+}
+
+/// The weight constant the layer reads now.
+pub fn weight<'g>(g: &'g Graph, l: &Layer) -> Result<&'g Weight, PassError> {
+    g.node(l.linear.node)
+        .input(1)
+        .and_then(|v| g.const_weight(v))
+        .ok_or_else(|| {
+            PassError::Invalid(format!(
+                "layer `{}`: its weight is no longer a constant",
+                l.name
+            ))
+        })
+}
+
+/// The layer's current weight in W-form.
+pub fn read_w(g: &Graph, l: &Layer) -> Result<Vec<f32>, PassError> {
+    let w = weight(g, l)?;
+    let v = w
+        .to_f32_vec()
+        .map_err(|e| PassError::Invalid(e.to_string()))?;
+    if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+        return Err(PassError::Invalid(format!(
+            "layer `{}`: weight element {i} is {} (cannot quantize NaN or infinite weights)",
+            l.name, v[i]
+        )));
+    }
+    Ok(match l.layout {
+        Layout::InOut => transpose(&v, l.cols, l.rows),
+        Layout::OutIn | Layout::Conv(_) => v,
+    })
+}
+
+/// The W-form matrix in the layer's storage layout.
+pub fn to_storage(l: &Layer, w: &[f32]) -> Vec<f32> {
+    match l.layout {
+        Layout::InOut => transpose(w, l.rows, l.cols),
+        Layout::OutIn | Layout::Conv(_) => w.to_vec(),
+    }
+}
+
+/// Replaces the layer's weight with `w` (W-form, f32), in a new constant of the weight's
+/// element type, so a constant shared with other readers is left as it was.
+pub fn write_w(g: &mut Graph, l: &Layer, w: &[f32]) -> Result<(), PassError> {
+    let old = weight(g, l)?;
+    let (name, dims) = (old.name.clone(), old.dims.clone());
+    let data = to_storage(l, w);
+    let t = compc_runtime::Tensor::from_f32_as(
+        l.dtype,
+        dims.iter().map(|&d| d as usize).collect(),
+        data,
+    )?;
+    let nw = t.to_weight(&name)?;
+    let c = g.add_const(nw);
+    g.set_input(l.linear.node, 1, Some(ValueRef::new(c, 0)));
+    Ok(())
+}
+
+/// Transpose of a row-major `rows × cols` matrix, in cache-sized tiles, rows of the
+/// result split over threads.
+pub fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0f32; rows * cols];
+    if rows == 0 || cols == 0 {
+        return out;
+    }
+    const T: usize = 32;
+    // Each task owns a band of T output rows (= T input columns).
+    out.par_chunks_mut(rows * T)
+        .enumerate()
+        .for_each(|(bi, band)| {
+            let c0 = bi * T;
+            let nc = band.len() / rows;
+            for r0 in (0..rows).step_by(T) {
+                let r1 = (r0 + T).min(rows);
+                for c in 0..nc {
+                    let orow = &mut band[c * rows..(c + 1) * rows];
+                    for r in r0..r1 {
+                        orow[r] = x[r * cols + c0 + c];
+                    }
+                }
+            }
+        });
+    out
+}
+
+/// Transpose of a byte matrix (codes), same tiling.
+pub fn transpose_u8(x: &[u8], rows: usize, cols: usize) -> Vec<u8> {
+    let mut out = vec![0u8; rows * cols];
+    if rows == 0 || cols == 0 {
+        return out;
+    }
+    const T: usize = 64;
+    out.par_chunks_mut(rows * T)
+        .enumerate()
+        .for_each(|(bi, band)| {
+            let c0 = bi * T;
+            let nc = band.len() / rows;
+            for r0 in (0..rows).step_by(T) {
+                let r1 = (r0 + T).min(rows);
+                for c in 0..nc {
+                    let orow = &mut band[c * rows..(c + 1) * rows];
+                    for r in r0..r1 {
+                        orow[r] = x[r * cols + c0 + c];
+                    }
+                }
+            }
+        });
+    out
+}
