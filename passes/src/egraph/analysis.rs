@@ -239,12 +239,12 @@ fn fold_shape_gather(eg: &EG, op: &Op, children: &[Id]) -> Option<Arc<Tensor>> {
     Some(Arc::new(Tensor::from_i64(shape, out)))
 }
 
+/// What inference needs of one child: its type, its value if constant, whether absent.
+pub type Kid = (Option<TensorType>, Option<Arc<Tensor>>, bool);
+
 /// Output type of `op` from its children's types and constant values, by the IR's shape
 /// inference on a one-node graph.
-pub fn infer(
-    op: &Op,
-    kids: &[(Option<TensorType>, Option<Arc<Tensor>>, bool)],
-) -> Option<TensorType> {
+pub fn infer(op: &Op, kids: &[Kid]) -> Option<TensorType> {
     let mut g = Graph::new("infer");
     let mut ins = Vec::with_capacity(kids.len());
     for (i, (t, k, absent)) in kids.iter().enumerate() {
@@ -288,7 +288,7 @@ impl egg::Analysis<ENode> for TensorAnalysis {
             }
             ENode::Op(k, children) => {
                 let op = k.op();
-                let kids: Vec<(Option<TensorType>, Option<Arc<Tensor>>, bool)> = children
+                let kids: Vec<Kid> = children
                     .iter()
                     .map(|&c| {
                         let c = eg.find(c);
