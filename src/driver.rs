@@ -36,6 +36,9 @@ pub struct CompileOptions {
     pub force: bool,
     pub seed: u64,
     pub progress: bool,
+    /// Write every weight of 1 KiB or more to `model.data` beside `model.onnx` (otherwise
+    /// only models too big for one protobuf file use external data).
+    pub external_data: bool,
 }
 
 pub struct CompileSummary {
@@ -84,12 +87,16 @@ pub fn compile(opts: &CompileOptions, registry: &Registry) -> Result<CompileSumm
     ledger.pipeline = pipeline_text;
 
     let model_path = staged.path().join("model.onnx");
-    compc_backend_onnx::export_file(
-        &g,
-        &model_path,
-        &compc_backend_onnx::ExportOptions::default(),
-    )
-    .map_err(|e| anyhow::anyhow!("cannot write the ONNX model: {e}"))?;
+    let export = compc_backend_onnx::ExportOptions {
+        external_data: if opts.external_data {
+            compc_backend_onnx::ExternalData::Always
+        } else {
+            compc_backend_onnx::ExternalData::Auto
+        },
+        ..Default::default()
+    };
+    compc_backend_onnx::export_file(&g, &model_path, &export)
+        .map_err(|e| anyhow::anyhow!("cannot write the ONNX model: {e}"))?;
     write_file(
         &staged.path().join("report.json"),
         ledger.to_json().as_bytes(),

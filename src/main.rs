@@ -41,6 +41,9 @@ struct CompileArgs {
     /// Seed for every random choice a pass makes
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Write weights to model.data beside model.onnx (automatic above 2 GB)
+    #[arg(long)]
+    external_data: bool,
 }
 
 #[derive(Subcommand)]
@@ -192,6 +195,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                     force: a.force,
                     seed: a.seed,
                     progress: std::io::stderr().is_terminal(),
+                    external_data: a.external_data,
                 },
                 &registry,
             )?;

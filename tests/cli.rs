@@ -282,3 +282,57 @@ fn idioms_are_listed_on_request() {
     let s = String::from_utf8_lossy(&o.stdout);
     assert!(s.contains("// idioms:"), "{s}");
 }
+
+#[test]
+fn external_data_on_request_and_run_agrees_with_onnxruntime() {
+    let dir = tmp();
+    let out = dir.path().join("out");
+    let o = compc(&[
+        fixture("decoder.dynamo.onnx").to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--external-data",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let data = out.join("model.data");
+    assert!(data.is_file(), "no external data file");
+    assert!(std::fs::metadata(&data).unwrap().len() > 400_000);
+    // `compc run` on the output folder, compared with onnxruntime's outputs of the input.
+    let got = dir.path().join("got.npz");
+    let inputs = fixture("decoder.inputs.b3.npz");
+    let o = compc(&[
+        "run",
+        out.to_str().unwrap(),
+        "--inputs",
+        inputs.to_str().unwrap(),
+        "--output",
+        got.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let got = compc::runtime::npz::read_npz(&got).unwrap();
+    let want = compc::runtime::npz::read_npz(&fixture("decoder.dynamo.expected.b3.npz")).unwrap();
+    assert_eq!(got.len(), want.len());
+    for ((n, a), (m, b)) in got.iter().zip(&want) {
+        assert_eq!((n, a.shape()), (m, b.shape()));
+        for (x, y) in a.to_f32_vec().iter().zip(b.to_f32_vec()) {
+            assert!((x - y).abs() <= 1e-5 + 1e-4 * y.abs(), "{n}: {x} vs {y}");
+        }
+    }
+}
+
+#[test]
+fn run_names_a_missing_input() {
+    let dir = tmp();
+    let got = dir.path().join("got.npz");
+    // The CNN's inputs given to the decoder: the input name does not match.
+    let o = compc(&[
+        "run",
+        fixture("decoder.dynamo.onnx").to_str().unwrap(),
+        "--inputs",
+        fixture("cnn.inputs.b1.npz").to_str().unwrap(),
+        "--output",
+        got.to_str().unwrap(),
+    ]);
+    assert_fails(&o, "input_ids");
+    assert!(!got.exists());
+}
