@@ -20,8 +20,9 @@ use std::collections::{BTreeSet, HashMap};
 /// "fewer nodes" win between otherwise equal alternatives.
 pub const NODE_OVERHEAD: f64 = 64.0;
 
-/// Above this many classes extraction sums tree costs instead of class sets.
-pub const DAG_CLASS_LIMIT: usize = 40_000;
+/// Above this many classes extraction sums tree costs instead of class sets (the sets
+/// take classes²/8 bytes: 18 MB at this limit).
+pub const DAG_CLASS_LIMIT: usize = 12_000;
 
 const MAX_PASSES: usize = 64;
 

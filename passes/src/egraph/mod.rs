@@ -110,7 +110,10 @@ impl EgraphOpt {
                                 rules::FAMILIES.join(", ")
                             )
                         })?;
-                    v.push(*f);
+                    // egg refuses two rules of one name, so a family listed twice counts once.
+                    if !v.contains(f) {
+                        v.push(*f);
+                    }
                 }
                 v
             }
@@ -175,7 +178,11 @@ impl EgraphOpt {
         let left = deadline.saturating_duration_since(Instant::now());
         let t0 = Instant::now();
         t.enodes_before += conv.egraph.total_size();
+        // The simple scheduler applies every match every iteration: the rules do not
+        // explode (nothing commutes or reassociates), and egg's default backoff would
+        // hold back a rule that matches once per layer of a deep model.
         let runner = Runner::default()
+            .with_scheduler(egg::SimpleScheduler)
             .with_egraph(conv.egraph)
             .with_iter_limit(self.iters)
             .with_node_limit(self.nodes)

@@ -44,6 +44,9 @@ fn scalar_moves(eg: &EG, id: Id) -> Vec<(Op, Id, Move)> {
     for (op, c) in ops_where(eg, id, |o| {
         matches!(o, Op::Binary(BinaryOp::Mul | BinaryOp::Div))
     }) {
+        if c.len() != 2 {
+            continue;
+        }
         // The scalar on the right (or on either side of a Mul).
         let mut pairs = vec![(c[0], c[1])];
         if op == Op::Binary(BinaryOp::Mul) {
