@@ -45,9 +45,12 @@ fn same_outputs(a: &[(String, Tensor)], b: &[(String, Tensor)], rel: f32) -> Res
     Ok(())
 }
 
-fn lm_path() -> Option<PathBuf> {
-    let p = fixtures().join("lm/lm.torchscript.onnx");
-    p.exists().then_some(p)
+fn lm_paths() -> Vec<PathBuf> {
+    EXPORTERS
+        .iter()
+        .map(|e| fixtures().join(format!("lm/lm.{e}.onnx")))
+        .filter(|p| p.exists())
+        .collect()
 }
 
 #[test]
@@ -106,21 +109,42 @@ fn egraph_opt_output_runs_in_onnxruntime() {
 
 #[test]
 fn egraph_opt_on_the_trained_lm() {
-    let Some(p) = lm_path() else {
-        eprintln!("skipping: tests/fixtures/lm/lm.torchscript.onnx is not there yet");
+    let paths = lm_paths();
+    if paths.is_empty() {
+        eprintln!("skipping: tests/fixtures/lm/lm.*.onnx are not there");
         return;
-    };
-    let before = compc::driver::load_model(&p).unwrap();
-    let mut g = before.clone();
-    optimize(&mut g);
-    let (n0, n1) = (GraphStats::of(&before).nodes, GraphStats::of(&g).nodes);
-    eprintln!("lm: nodes {n0} → {n1}");
-    assert!(n1 < n0, "lm: {n0} → {n1} nodes");
-    // Token ids 1..=T in one batch row: enough to compare the function before and after.
-    let input = before.node(before.inputs()[0]);
-    let ids = Tensor::from_i64(vec![1, 8], (1..=8).collect());
-    let inputs = vec![(input.name.clone(), ids)];
-    let want = compc::runtime::run(&before, &inputs).unwrap();
-    let got = compc::runtime::run(&g, &inputs).unwrap();
-    same_outputs(&got, &want, 1e-5).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let oracle = oracle_available();
+    for p in paths {
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        let before = compc::driver::load_model(&p).unwrap();
+        let mut g = before.clone();
+        optimize(&mut g);
+        let (n0, n1) = (GraphStats::of(&before).nodes, GraphStats::of(&g).nodes);
+        eprintln!("{name}: nodes {n0} → {n1}");
+        assert!(n1 < n0, "{name}: {n0} → {n1} nodes");
+        // A line of the training text's kind, as bytes.
+        let text = b"Call me Ishmael.";
+        let ids = Tensor::from_i64(
+            vec![1, text.len()],
+            text.iter().map(|&b| b as i64).collect(),
+        );
+        let input = before.node(before.inputs()[0]).name.clone();
+        let inputs = vec![(input, ids)];
+        let want = compc::runtime::run(&before, &inputs).unwrap();
+        let got = compc::runtime::run(&g, &inputs).unwrap();
+        same_outputs(&got, &want, 1e-5).unwrap_or_else(|e| panic!("{name}: {e}"));
+        if oracle {
+            let ins = dir.path().join("lm.inputs.npz");
+            compc::runtime::npz::write_npz(&ins, &inputs).unwrap();
+            let exported = dir.path().join(format!("opt.{name}"));
+            compc::onnx::export::export_file(&g, &exported, &Default::default()).unwrap();
+            let (a, b) = (dir.path().join("a.npz"), dir.path().join("b.npz"));
+            ort_run(&p, &ins, &a).unwrap();
+            ort_run(&exported, &ins, &b).unwrap_or_else(|e| panic!("{name}: {e}"));
+            same_outputs(&read_npz(&b), &read_npz(&a), 1e-5)
+                .unwrap_or_else(|e| panic!("{name} in onnxruntime: {e}"));
+        }
+    }
 }
