@@ -143,6 +143,16 @@ impl<'a> AttrReader<'a> {
         }
     }
 
+    pub fn opt_strs(&mut self, name: &str) -> Result<Option<Vec<String>>, String> {
+        match self.attrs.remove(name) {
+            None => Ok(None),
+            Some(Attr::Strs(v)) => Ok(Some(v)),
+            // An empty list reads as integers in the text format.
+            Some(Attr::Ints(v)) if v.is_empty() => Ok(Some(vec![])),
+            Some(other) => Err(self.wrong(name, "a list of strings", &other)),
+        }
+    }
+
     pub fn opt_type(&mut self, name: &str) -> Result<Option<DType>, String> {
         match self.attrs.remove(name) {
             None => Ok(None),

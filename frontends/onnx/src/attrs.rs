@@ -21,6 +21,10 @@ const DTYPE_ATTRS: &[(&str, &str)] = &[
     ("Multinomial", "dtype"),
     ("Bernoulli", "dtype"),
     ("SequenceEmpty", "dtype"),
+    ("HannWindow", "output_datatype"),
+    ("HammingWindow", "output_datatype"),
+    ("BlackmanWindow", "output_datatype"),
+    ("MelWeightMatrix", "output_datatype"),
 ];
 
 fn is_dtype_attr(domain: &str, op_type: &str, name: &str) -> bool {

@@ -24,6 +24,10 @@ pub struct Builder {
     types: HashMap<String, TensorType>,
     /// Model-local functions (domain, name): nodes calling them are refused.
     pub functions: HashSet<(String, String)>,
+    /// The model's default-domain opset: older forms are rewritten (`legacy.rs`).
+    pub opset: i64,
+    /// Counter for names of values the importer makes up.
+    fresh: usize,
 }
 
 /// The type of a value nothing describes until shape inference runs.
@@ -40,6 +44,8 @@ impl Builder {
             pending: HashMap::new(),
             types: HashMap::new(),
             functions,
+            opset: crate::NEWEST_OPSET,
+            fresh: 0,
         }
     }
 
@@ -164,6 +170,32 @@ impl Builder {
             return None;
         }
         Some(w.to_i64_vec().map_err(|e| e.to_string()))
+    }
+
+    /// The values of a small constant float tensor (initializer or `Constant` output).
+    pub fn const_floats(&self, name: &str) -> Option<Vec<f32>> {
+        let w = match self.pending.get(name) {
+            Some(w) => w,
+            None => self.g.const_weight(*self.values.get(name)?)?,
+        };
+        if w.numel() > 64 {
+            return None;
+        }
+        w.to_f32_vec().ok()
+    }
+
+    /// A tensor name no value of the model has, starting with `base`.
+    pub fn fresh_name(&mut self, base: &str) -> String {
+        loop {
+            self.fresh += 1;
+            let name = format!("{base}#{}", self.fresh);
+            let taken = self.values.contains_key(&name)
+                || self.pending.contains_key(&name)
+                || self.types.contains_key(&name);
+            if !taken {
+                return name;
+            }
+        }
     }
 
     pub fn add_pending(&mut self, name: String, w: Weight) {

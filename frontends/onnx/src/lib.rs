@@ -4,7 +4,8 @@
 //!   data is memory-mapped (one mapping per file), never copied. Its location must stay
 //!   inside the model's folder.
 //! - Opset differences are normalized so the IR has one form: constant `axes`/`split`
-//!   inputs become attributes; `SimplifiedLayerNormalization` becomes `RmsNorm`.
+//!   inputs become attributes; `SimplifiedLayerNormalization` becomes `RmsNorm`; forms
+//!   of opsets before 13 are rewritten to their opset-13 equivalents (`legacy.rs`).
 //! - Ops compc does not know are kept verbatim as `Op::Custom`; control flow (graph
 //!   attributes) is refused.
 //! - Values without `value_info` get a placeholder type (unranked f32) that shape
@@ -19,6 +20,7 @@ mod attrs;
 mod builder;
 mod error;
 mod external;
+mod legacy;
 mod model;
 mod ops;
 mod sort;
@@ -31,8 +33,9 @@ pub use types::dtype_from_code;
 use compc_ir::Graph;
 use std::path::Path;
 
-/// The oldest default-domain opset compc reads.
-pub const OLDEST_OPSET: i64 = 13;
+/// The oldest default-domain opset compc reads. Forms older than 13 are rewritten to
+/// their opset-13 equivalents on import (or refused where there is none).
+pub const OLDEST_OPSET: i64 = 1;
 /// The newest default-domain opset compc reads.
 pub const NEWEST_OPSET: i64 = 23;
 

@@ -34,11 +34,13 @@ pub fn import(mut m: ModelProto, base_dir: Option<&Path>) -> Result<Graph, Impor
         opsets.insert(domain.to_string(), o.version);
     }
     match opsets.get("") {
-        None => {
+        // Models of other domains only (training ops) need not import the default one.
+        None if opsets.is_empty() => {
             return Err(ImportError::Model(
                 "the model imports no version of the default ONNX domain".into(),
             ))
         }
+        None => {}
         Some(&v) if v < OLDEST_OPSET => {
             return Err(ImportError::Model(format!(
                 "opset {v} is older than {OLDEST_OPSET}, the oldest compc supports"
@@ -63,8 +65,14 @@ pub fn import(mut m: ModelProto, base_dir: Option<&Path>) -> Result<Graph, Impor
         .ok_or_else(|| ImportError::NotOnnx("it has no graph".into()))?;
     let graph_doc = gp.doc_string.clone();
     let mut b = Builder::new(&gp.name, ExternalFiles::new(base_dir), functions);
+    let opset = opsets.get("").copied().unwrap_or(NEWEST_OPSET);
+    b.opset = opset;
     b.build(gp, m.ir_version)?;
     let mut g = b.g;
+    // Older forms were rewritten to opset 13's, so that is what the graph now speaks.
+    if opset < 13 {
+        opsets.insert(String::new(), 13);
+    }
     g.opsets = opsets;
 
     let mut put = |k: &str, v: &str| {

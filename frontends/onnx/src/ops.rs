@@ -5,6 +5,7 @@
 use crate::attrs;
 use crate::builder::Builder;
 use crate::error::ImportError;
+use crate::legacy::Legacy;
 use crate::sort::describe;
 use crate::tensor;
 use compc_ir::op::{CustomOp, MS_DOMAIN};
@@ -55,6 +56,11 @@ impl Builder {
         }
         if domain.is_empty() && n.op_type == "Constant" {
             return self.constant(n, &desc);
+        }
+        if domain.is_empty() && self.opset < 16 {
+            if let Legacy::Done = self.legacy(n, self.opset, &desc)? {
+                return Ok(());
+            }
         }
 
         let text = text_name(&domain, &n.op_type);

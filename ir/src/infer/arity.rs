@@ -132,5 +132,33 @@ pub fn arity(op: &Op) -> Arity {
         Op::QuantizeLinear(_) | Op::DequantizeLinear(_) => one(2, 3),
         // A, B, scales, then optional zero points, g_idx and bias.
         Op::MatMulNBits(_) => one(3, 6),
+        Op::Det
+        | Op::IsInf(_)
+        | Op::Shrink(_)
+        | Op::EyeLike(_)
+        | Op::MeanVarianceNorm(_)
+        | Op::Lrn(_)
+        | Op::TfIdfVectorizer(_) => one(1, 1),
+        Op::BitShift(_) | Op::Compress(_) | Op::ReverseSequence(_) | Op::GridSample(_) => one(2, 2),
+        Op::Unique(_) => Arity::new(1, Some(1), 1, Some(4)),
+        Op::MaxUnpool(_) => one(2, 3),
+        Op::RoiAlign(_) => one(3, 3),
+        Op::NonMaxSuppression(_) => one(2, 5),
+        Op::MatMulInteger => one(2, 4),
+        Op::ConvInteger(_) => one(2, 4),
+        Op::QLinearMatMul => one(8, 8),
+        Op::QLinearConv(_) => one(8, 9),
+        Op::NllLoss(_) => one(2, 3),
+        Op::SoftmaxCrossEntropyLoss(_) => Arity::new(2, Some(3), 1, Some(2)),
+        // X, W, R, then optional B, sequence_lens, initial_h (and initial_c, P for LSTM);
+        // every output is optional.
+        Op::Rnn(_) | Op::Gru(_) => Arity::new(3, Some(6), 0, Some(2)),
+        Op::Lstm(_) => Arity::new(3, Some(8), 0, Some(3)),
+        Op::Dft(_) => one(1, 3),
+        Op::Stft(_) => one(2, 4),
+        Op::HannWindow(_) | Op::HammingWindow(_) | Op::BlackmanWindow(_) => one(1, 1),
+        Op::MelWeightMatrix(_) => one(5, 5),
+        // R, T, then the per-tensor inputs; one output per updated tensor and state.
+        Op::Adagrad(_) | Op::Adam(_) | Op::Momentum(_) => Arity::new(3, None, 1, None),
     }
 }

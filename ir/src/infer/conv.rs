@@ -146,7 +146,12 @@ fn kernel_of(attr: &[i64], w: Option<&[Dim]>, n: usize) -> Result<Vec<Option<i64
 }
 
 pub(crate) fn conv(cx: &Cx, c: &Conv) -> Out {
-    let (x, w) = (cx.ty(0)?, cx.ty(1)?);
+    conv_types(cx.ty(0)?, cx.ty(1)?, c)
+}
+
+/// Conv's output type for input `x` and weights `w` (ConvInteger and QLinearConv read
+/// them from other positions and change the element type).
+pub(crate) fn conv_types(x: &TensorType, w: &TensorType, c: &Conv) -> Out {
     let Some(xd) = spatial(x)? else {
         return Ok(vec![TensorType::unranked(x.dtype)]);
     };

@@ -7,6 +7,7 @@ mod conv;
 mod dims;
 mod einsum;
 mod elementwise;
+mod ext;
 mod indexing;
 mod nn;
 mod shape_ops;
@@ -356,6 +357,36 @@ fn rule(cx: &Cx) -> Option<Result<Vec<TensorType>, String>> {
         Op::AveragePool(p) => conv::pool(cx, p, false),
         Op::GlobalAveragePool | Op::GlobalMaxPool => conv::global_pool(cx),
         Op::Resize(r) => conv::resize(cx, r),
+        Op::Det => ext::det(cx),
+        Op::MatMulInteger => ext::matmul_integer(cx),
+        Op::QLinearMatMul => ext::qlinear_matmul(cx),
+        Op::IsInf(_) => ext::is_inf(cx),
+        Op::Shrink(_) | Op::MeanVarianceNorm(_) | Op::Lrn(_) | Op::ReverseSequence(_) => {
+            ew::same(cx)
+        }
+        Op::BitShift(_) => ew::broadcast_like_first(cx, 2),
+        Op::EyeLike(e) => ext::eye_like(cx, e),
+        Op::Compress(c) => ext::compress(cx, c),
+        Op::Unique(u) => ext::unique(cx, u),
+        Op::MaxUnpool(m) => ext::max_unpool(cx, m),
+        Op::RoiAlign(r) => ext::roi_align(cx, r),
+        Op::NonMaxSuppression(_) => ext::non_max_suppression(cx),
+        Op::GridSample(_) => ext::grid_sample(cx),
+        Op::ConvInteger(c) => ext::conv_integer(cx, c),
+        Op::QLinearConv(c) => ext::qlinear_conv(cx, c),
+        Op::NllLoss(l) | Op::SoftmaxCrossEntropyLoss(l) => ext::loss(cx, l),
+        Op::Rnn(r) => ext::recurrent(cx, r.hidden_size, &r.direction, r.layout, 2),
+        Op::Gru(r) => ext::recurrent(cx, r.hidden_size, &r.direction, r.layout, 2),
+        Op::Lstm(r) => ext::recurrent(cx, r.hidden_size, &r.direction, r.layout, 3),
+        Op::Dft(d) => ext::dft(cx, d),
+        Op::Stft(_) => ext::stft(cx),
+        Op::HannWindow(w) | Op::HammingWindow(w) | Op::BlackmanWindow(w) => {
+            ext::window(cx, w.output_datatype)
+        }
+        Op::MelWeightMatrix(m) => ext::mel_weight_matrix(cx, m.output_datatype),
+        Op::TfIdfVectorizer(t) => ext::tf_idf(cx, &t.ngram_indexes),
+        Op::Adagrad(_) | Op::Momentum(_) => ext::optimizer(cx, 2),
+        Op::Adam(_) => ext::optimizer(cx, 3),
     };
     Some(r)
 }

@@ -11,7 +11,11 @@ type Out = Result<Vec<TensorType>, String>;
 
 /// numpy `matmul`: rank-1 operands gain and then lose a unit axis; batch dims broadcast.
 pub(crate) fn matmul(cx: &Cx) -> Out {
-    let (a, b) = (cx.ty(0)?, cx.ty(1)?);
+    matmul_types(cx.ty(0)?, cx.ty(1)?)
+}
+
+/// MatMul's output type for `a · b` (the integer and quantized forms read other inputs).
+pub(crate) fn matmul_types(a: &TensorType, b: &TensorType) -> Out {
     let (Some(ad), Some(bd)) = (a.shape.dims(), b.shape.dims()) else {
         return Ok(vec![TensorType::unranked(a.dtype)]);
     };

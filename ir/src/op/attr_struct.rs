@@ -92,6 +92,15 @@ impl AttrField for Option<f32> {
     }
 }
 
+impl AttrField for Option<Vec<String>> {
+    fn read(r: &mut AttrReader<'_>, name: &str, default: Self) -> Result<Self, String> {
+        Ok(r.opt_strs(name)?.or(default))
+    }
+    fn to_attr(&self) -> Option<Attr> {
+        self.clone().map(Attr::Strs)
+    }
+}
+
 impl AttrField for DType {
     fn read(r: &mut AttrReader<'_>, name: &str, default: Self) -> Result<Self, String> {
         Ok(r.opt_type(name)?.unwrap_or(default))

@@ -8,9 +8,11 @@
 
 pub mod attr_struct;
 pub mod attrs;
+pub mod attrs_ext;
 pub mod kinds;
 
 pub use attrs::*;
+pub use attrs_ext::*;
 pub use kinds::{BinaryOp, ReduceOp, UnaryOp, VariadicOp};
 
 use crate::attr::{AttrReader, Attrs};
@@ -19,6 +21,8 @@ use crate::weights::WeightId;
 /// The ONNX domain compc uses for its own ops before the backend lowers them.
 pub const COMPC_DOMAIN: &str = "ai.compc";
 pub const MS_DOMAIN: &str = "com.microsoft";
+/// ONNX's domain of training operators (optimizers).
+pub const TRAINING_DOMAIN: &str = "ai.onnx.preview.training";
 
 /// An op outside compc's vocabulary, kept verbatim.
 #[derive(Clone, Debug, PartialEq)]
@@ -169,6 +173,9 @@ define_ops! {
         GlobalMaxPool = "global_max_pool" / "", "GlobalMaxPool";
         CastLike = "cast_like" / "", "CastLike";
         DynamicQuantizeLinear = "dynamic_quantize_linear" / "", "DynamicQuantizeLinear";
+        Det = "det" / "", "Det";
+        MatMulInteger = "matmul_integer" / "", "MatMulInteger";
+        QLinearMatMul = "qlinear_matmul" / "", "QLinearMatMul";
     }
     with_attrs {
         Gemm(Gemm) = "gemm" / "", "Gemm";
@@ -224,6 +231,36 @@ define_ops! {
         MatMulNBits(MatMulNBits) = "matmul_nbits" / MS_DOMAIN, "MatMulNBits";
         Hadamard(Hadamard) = "hadamard" / COMPC_DOMAIN, "Hadamard";
         RouterTopK(RouterTopK) = "router_top_k" / COMPC_DOMAIN, "RouterTopK";
+        IsInf(IsInf) = "is_inf" / "", "IsInf";
+        Shrink(Shrink) = "shrink" / "", "Shrink";
+        BitShift(BitShift) = "bit_shift" / "", "BitShift";
+        EyeLike(EyeLike) = "eye_like" / "", "EyeLike";
+        MeanVarianceNorm(Mvn) = "mean_variance_normalization" / "", "MeanVarianceNormalization";
+        Lrn(Lrn) = "lrn" / "", "LRN";
+        Compress(Compress) = "compress" / "", "Compress";
+        ReverseSequence(ReverseSequence) = "reverse_sequence" / "", "ReverseSequence";
+        Unique(Unique) = "unique" / "", "Unique";
+        MaxUnpool(MaxUnpool) = "max_unpool" / "", "MaxUnpool";
+        RoiAlign(RoiAlign) = "roi_align" / "", "RoiAlign";
+        NonMaxSuppression(Nms) = "non_max_suppression" / "", "NonMaxSuppression";
+        GridSample(GridSample) = "grid_sample" / "", "GridSample";
+        ConvInteger(Conv) = "conv_integer" / "", "ConvInteger";
+        QLinearConv(Conv) = "qlinear_conv" / "", "QLinearConv";
+        NllLoss(Loss) = "negative_log_likelihood_loss" / "", "NegativeLogLikelihoodLoss";
+        SoftmaxCrossEntropyLoss(Loss) = "softmax_cross_entropy_loss" / "", "SoftmaxCrossEntropyLoss";
+        Rnn(Rnn) = "rnn" / "", "RNN";
+        Gru(Gru) = "gru" / "", "GRU";
+        Lstm(Lstm) = "lstm" / "", "LSTM";
+        Dft(Dft) = "dft" / "", "DFT";
+        Stft(Stft) = "stft" / "", "STFT";
+        HannWindow(Window) = "hann_window" / "", "HannWindow";
+        HammingWindow(Window) = "hamming_window" / "", "HammingWindow";
+        BlackmanWindow(Window) = "blackman_window" / "", "BlackmanWindow";
+        MelWeightMatrix(MelWeightMatrix) = "mel_weight_matrix" / "", "MelWeightMatrix";
+        TfIdfVectorizer(TfIdf) = "tf_idf_vectorizer" / "", "TfIdfVectorizer";
+        Adagrad(Adagrad) = "adagrad" / TRAINING_DOMAIN, "Adagrad";
+        Adam(Adam) = "adam" / TRAINING_DOMAIN, "Adam";
+        Momentum(Momentum) = "momentum" / TRAINING_DOMAIN, "Momentum";
     }
 }
 

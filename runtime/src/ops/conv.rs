@@ -5,7 +5,7 @@
 use crate::broadcast::cartesian_index;
 use crate::error::{bail, Result};
 use crate::ops::elementwise::same_dtype;
-use crate::ops::matmul::{gemm_into, Mat};
+use crate::ops::matmul::{gemm_into, GemmElem, Mat};
 use crate::tensor::Tensor;
 use rayon::prelude::*;
 
@@ -174,18 +174,51 @@ fn kernel_of(w: &Tensor, attr: &[i64]) -> Result<Vec<usize>> {
 
 pub fn conv(x: &Tensor, w: &Tensor, b: Option<&Tensor>, a: &compc_ir::op::Conv) -> Result<Tensor> {
     check_conv_inputs(x, w, b, "conv")?;
-    let (n, c) = (x.shape()[0], x.shape()[1]);
-    let ins = &x.shape()[2..];
-    let m = w.shape()[0];
+    let bias = b.map(|b| b.f32_cow());
+    let (shape, out) = conv_core(
+        &x.f32_cow(),
+        x.shape(),
+        &w.f32_cow(),
+        w.shape(),
+        bias.as_deref(),
+        a,
+    )?;
+    Tensor::from_f32_as(x.dtype(), shape, out)
+}
+
+/// The convolution of `xv` (shape `xs`) by `wv` (shape `ws`) in any gemm element type:
+/// f32 for Conv, f64 for the integer convolutions (exact for their int32 sums).
+pub(crate) fn conv_core<T: GemmElem + std::ops::AddAssign>(
+    xv: &[T],
+    xs: &[usize],
+    wv: &[T],
+    ws: &[usize],
+    bias: Option<&[T]>,
+    a: &compc_ir::op::Conv,
+) -> Result<(Vec<usize>, Vec<T>)> {
+    if xs.len() < 3 || ws.len() != xs.len() {
+        bail!("conv needs X of rank ≥ 3 and W of the same rank, got {xs:?} and {ws:?}");
+    }
+    let (n, c) = (xs[0], xs[1]);
+    let ins = &xs[2..];
+    let m = ws[0];
     let g = usize::try_from(a.group).unwrap_or(0);
-    if g == 0 || c % g != 0 || !m.is_multiple_of(g) || w.shape()[1] * g != c {
+    if g == 0 || c % g != 0 || !m.is_multiple_of(g) || ws[1] * g != c {
+        bail!("conv group {} does not fit C={c}, W {ws:?}", a.group);
+    }
+    let k: Vec<usize> = ws[2..].to_vec();
+    if !a.kernel_shape.is_empty()
+        && a.kernel_shape
+            .iter()
+            .map(|&v| v as usize)
+            .ne(k.iter().copied())
+    {
         bail!(
-            "conv group {} does not fit C={c}, W {:?}",
-            a.group,
-            w.shape()
+            "kernel_shape {:?} does not match the weight's spatial dims {k:?}",
+            a.kernel_shape
         );
     }
-    let kernel = kernel_of(w, &a.kernel_shape)?;
+    let kernel = k;
     let geom = Geom::new(
         ins,
         kernel.clone(),
@@ -199,24 +232,26 @@ pub fn conv(x: &Tensor, w: &Tensor, b: Option<&Tensor>, a: &compc_ir::op::Conv) 
     let kn: usize = kernel.iter().product();
     let (ip, op): (usize, usize) = (ins.iter().product(), outs.iter().product());
     let win = geom.window_index(ins, &outs);
-    let (xv, wv) = (x.f32_cow(), w.f32_cow());
-    let bias = b.map(|b| b.f32_cow());
-    if let Some(bv) = &bias {
+    if let Some(bv) = bias {
         if bv.len() != m {
             bail!("conv bias has {} values for {m} output channels", bv.len());
         }
     }
-    let mut out = vec![0f32; n * m * op];
+    let mut out = vec![T::default(); n * m * op];
     let threads = n * g == 1;
-    let block = |i: usize, dst: &mut [f32]| -> Result<()> {
+    let block = |i: usize, dst: &mut [T]| -> Result<()> {
         let (ni, gi) = (i / g, i % g);
-        let mut col = vec![0f32; cg * kn * op];
+        let mut col = vec![T::default(); cg * kn * op];
         for ci in 0..cg {
             let plane = &xv[(ni * c + gi * cg + ci) * ip..][..ip];
             for (kk, idx) in win.iter().enumerate() {
                 let row = &mut col[(ci * kn + kk) * op..][..op];
                 for (r, &j) in row.iter_mut().zip(idx) {
-                    *r = if j == usize::MAX { 0.0 } else { plane[j] };
+                    *r = if j == usize::MAX {
+                        T::default()
+                    } else {
+                        plane[j]
+                    };
                 }
             }
         }
@@ -230,7 +265,7 @@ pub fn conv(x: &Tensor, w: &Tensor, b: Option<&Tensor>, a: &compc_ir::op::Conv) 
             dst,
             threads,
         )?;
-        if let Some(bv) = &bias {
+        if let Some(bv) = bias {
             for (mi, row) in dst.chunks_mut(op.max(1)).enumerate() {
                 row.iter_mut().for_each(|v| *v += bv[gi * mg + mi]);
             }
@@ -244,7 +279,7 @@ pub fn conv(x: &Tensor, w: &Tensor, b: Option<&Tensor>, a: &compc_ir::op::Conv) 
     }
     let mut shape = vec![n, m];
     shape.extend(outs);
-    Tensor::from_f32_as(x.dtype(), shape, out)
+    Ok((shape, out))
 }
 
 pub fn conv_transpose(

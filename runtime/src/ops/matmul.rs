@@ -116,7 +116,7 @@ pub fn matmul_f32(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Result<
 }
 
 /// Batched product of `a[batch.., m, k]` and `b[batch.., k, n]` (batch dims broadcast).
-fn batched<T: GemmElem>(
+pub(crate) fn batched<T: GemmElem>(
     a: &[T],
     sa: &[usize],
     b: &[T],

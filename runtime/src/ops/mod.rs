@@ -5,13 +5,20 @@ pub mod conv;
 pub mod einsum;
 pub mod elementwise;
 pub mod index;
+pub mod loss;
 pub mod matmul;
+pub mod misc;
 pub mod norm;
 pub mod pool;
+pub mod qlinear;
 pub mod quant;
 pub mod reduce;
 pub mod resize;
+pub mod rnn;
 pub mod shape_ops;
+pub mod signal;
+pub mod training;
+pub mod vision;
 
 use crate::error::{bail, Result};
 use crate::tensor::Tensor;
@@ -24,6 +31,11 @@ fn req<'a>(op: &Op, inputs: &[Option<&'a Tensor>], i: usize) -> Result<&'a Tenso
         Some(t) => Ok(t),
         None => bail!("{} needs input {i}, which is missing", op.name()),
     }
+}
+
+/// Every input, all of which the op requires.
+fn present<'a>(op: &Op, inputs: &[Option<&'a Tensor>]) -> Result<Vec<&'a Tensor>> {
+    (0..inputs.len()).map(|i| req(op, inputs, i)).collect()
 }
 
 fn opt<'a>(inputs: &[Option<&'a Tensor>], i: usize) -> Option<&'a Tensor> {
@@ -275,5 +287,112 @@ pub fn eval_op(op: &Op, inputs: &[Option<&Tensor>], num_outputs: usize) -> Resul
         Op::MatMulNBits(m) => one(quant::matmul_nbits(inputs, m)),
         Op::Hadamard(h) => one(quant::hadamard(x()?, h.size)),
         Op::RouterTopK(r) => one(index::router_top_k(x()?, r.capacity)),
+        Op::Det => one(misc::det(x()?)),
+        Op::MatMulInteger => one(qlinear::matmul_integer(
+            x()?,
+            req(op, inputs, 1)?,
+            opt(inputs, 2),
+            opt(inputs, 3),
+        )),
+        Op::QLinearMatMul => {
+            let mut ins = [x()?; 8];
+            for (i, t) in ins.iter_mut().enumerate() {
+                *t = req(op, inputs, i)?;
+            }
+            one(qlinear::qlinear_matmul(ins))
+        }
+        Op::IsInf(a) => one(misc::is_inf(x()?, a.detect_negative, a.detect_positive)),
+        Op::Shrink(a) => one(misc::shrink(x()?, a.bias, a.lambd)),
+        Op::BitShift(a) => one(misc::bit_shift(x()?, req(op, inputs, 1)?, &a.direction)),
+        Op::EyeLike(e) => one(misc::eye_like(x()?, e)),
+        Op::MeanVarianceNorm(m) => one(misc::mean_variance_norm(x()?, &m.axes)),
+        Op::Lrn(l) => one(misc::lrn(x()?, l)),
+        Op::Compress(c) => one(misc::compress(x()?, req(op, inputs, 1)?, c)),
+        Op::ReverseSequence(r) => one(misc::reverse_sequence(
+            x()?,
+            req(op, inputs, 1)?,
+            r.batch_axis,
+            r.time_axis,
+        )),
+        Op::Unique(u) => misc::unique(x()?, u, num_outputs),
+        Op::MaxUnpool(m) => one(vision::max_unpool(
+            x()?,
+            req(op, inputs, 1)?,
+            opt(inputs, 2),
+            m,
+        )),
+        Op::RoiAlign(r) => one(vision::roi_align(
+            x()?,
+            req(op, inputs, 1)?,
+            req(op, inputs, 2)?,
+            r,
+        )),
+        Op::NonMaxSuppression(n) => one(vision::non_max_suppression(
+            x()?,
+            req(op, inputs, 1)?,
+            opt(inputs, 2),
+            opt(inputs, 3),
+            opt(inputs, 4),
+            n.center_point_box,
+        )),
+        Op::GridSample(g) => one(vision::grid_sample(x()?, req(op, inputs, 1)?, g)),
+        Op::ConvInteger(c) => one(qlinear::conv_integer(
+            x()?,
+            req(op, inputs, 1)?,
+            opt(inputs, 2),
+            opt(inputs, 3),
+            c,
+        )),
+        Op::QLinearConv(c) => {
+            let mut ins = [x()?; 8];
+            for (i, t) in ins.iter_mut().enumerate() {
+                *t = req(op, inputs, i)?;
+            }
+            one(qlinear::qlinear_conv(ins, opt(inputs, 8), c))
+        }
+        Op::NllLoss(l) => one(loss::nll_loss(x()?, req(op, inputs, 1)?, opt(inputs, 2), l)),
+        Op::SoftmaxCrossEntropyLoss(l) => {
+            loss::softmax_cross_entropy(x()?, req(op, inputs, 1)?, opt(inputs, 2), l, num_outputs)
+        }
+        Op::Rnn(r) => rnn::rnn(inputs, r, num_outputs),
+        Op::Gru(r) => rnn::gru(inputs, r, num_outputs),
+        Op::Lstm(r) => rnn::lstm(inputs, r, num_outputs),
+        Op::Dft(d) => one(signal::dft(x()?, opt(inputs, 1), d)),
+        Op::Stft(s) => one(signal::stft(
+            x()?,
+            req(op, inputs, 1)?,
+            opt(inputs, 2),
+            opt(inputs, 3),
+            s.onesided,
+        )),
+        Op::HannWindow(w) => one(signal::window(
+            x()?,
+            [0.5, 0.5, 0.0],
+            w.periodic,
+            w.output_datatype,
+        )),
+        Op::HammingWindow(w) => one(signal::window(
+            x()?,
+            [25.0 / 46.0, 21.0 / 46.0, 0.0],
+            w.periodic,
+            w.output_datatype,
+        )),
+        Op::BlackmanWindow(w) => one(signal::window(
+            x()?,
+            [0.42, 0.5, 0.08],
+            w.periodic,
+            w.output_datatype,
+        )),
+        Op::MelWeightMatrix(m) => {
+            let mut ins = [x()?; 5];
+            for (i, t) in ins.iter_mut().enumerate() {
+                *t = req(op, inputs, i)?;
+            }
+            one(signal::mel_weight_matrix(ins, m.output_datatype))
+        }
+        Op::TfIdfVectorizer(t) => one(misc::tf_idf(x()?, t)),
+        Op::Adagrad(a) => training::adagrad(&present(op, inputs)?, a),
+        Op::Adam(a) => training::adam(&present(op, inputs)?, a),
+        Op::Momentum(a) => training::momentum(&present(op, inputs)?, a),
     }
 }
