@@ -148,3 +148,89 @@ fn egraph_opt_on_the_trained_lm() {
         }
     }
 }
+
+/// Random inputs for a graph whose inputs have static shapes and numeric types.
+fn random_inputs(g: &Graph, seed: u64) -> Option<Vec<(String, Tensor)>> {
+    let mut s = seed | 1;
+    let mut next = move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        s
+    };
+    let mut out = Vec::new();
+    for &id in g.inputs() {
+        let node = g.node(id);
+        let ty = &node.outputs[0];
+        let dims: Vec<usize> = ty.shape.as_known()?.iter().map(|&d| d as usize).collect();
+        let n: usize = dims.iter().product();
+        if n > 1 << 20 {
+            return None;
+        }
+        let t = if ty.dtype.is_float() {
+            let v = (0..n)
+                .map(|_| ((next() >> 40) as f32 / (1u64 << 23) as f32) - 1.0)
+                .collect();
+            Tensor::from_f32_as(ty.dtype, dims, v).ok()?
+        } else if ty.dtype.is_int() {
+            Tensor::from_i64_as(
+                ty.dtype,
+                dims,
+                (0..n).map(|_| (next() % 3) as i64).collect(),
+            )
+            .ok()?
+        } else {
+            return None;
+        };
+        out.push((node.name.clone(), t));
+    }
+    Some(out)
+}
+
+/// Every ONNX backend node-test model (Debian's libonnx-testdata, when installed) goes
+/// through `egraph-opt` without a panic and verifies; where the reference runtime runs the
+/// model on random inputs, the outputs are unchanged.
+#[test]
+fn egraph_opt_on_the_onnx_node_tests() {
+    let dir = std::path::Path::new("/usr/share/libonnx-testdata/data/node");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        eprintln!("skipping: {} is not installed", dir.display());
+        return;
+    };
+    let mut cases: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    cases.sort();
+    let (mut optimized, mut compared) = (0, 0);
+    let mut failures = Vec::new();
+    for case in cases {
+        let name = case.file_name().unwrap().to_string_lossy().into_owned();
+        let Ok(before) = compc::driver::load_model(&case.join("model.onnx")) else {
+            continue;
+        };
+        if compc::ir::verify::verify(&before).is_err() {
+            continue;
+        }
+        let mut g = before.clone();
+        let passes = Registry::with_builtin_passes().parse("egraph-opt").unwrap();
+        if let Err(e) = PassManager::new(passes).run(&mut g) {
+            failures.push(format!("{name}: {e}"));
+            continue;
+        }
+        optimized += 1;
+        let Some(ins) = random_inputs(&before, 42) else {
+            continue;
+        };
+        let Ok(want) = compc::runtime::run(&before, &ins) else {
+            continue;
+        };
+        compared += 1;
+        let ok = match compc::runtime::run(&g, &ins) {
+            Ok(got) => allclose(&got, &want, 1e-4, 1e-5),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = ok {
+            failures.push(format!("{name}: {e}"));
+        }
+    }
+    eprintln!("node tests: {optimized} optimized, {compared} compared on random inputs");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

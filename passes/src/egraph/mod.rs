@@ -69,7 +69,7 @@ pub const OPTIONS: &[OptionSpec] = &[
         name: "rules",
         kind: OptionKind::Text,
         default: Some("all"),
-        help: "rule families to use: all, or a `+`-separated list of shape, identity, quant, scale, linear, conv-bn, bias, fused",
+        help: "rule families to use: all, or a `+`-separated list of shape, identity, quant, scale, scalar, linear, conv-bn, bias, fused",
     },
 ];
 
