@@ -3,8 +3,8 @@
 
     python3 scripts/compare_egraph.py [--compc PATH] [--ops] [MODEL.onnx ...]
 
-For each model (default: the trained LM in tests/fixtures/lm/ when it is there, and the
-encoder and decoder fixtures from both exporters) it counts the ONNX nodes of
+For each model (default: the trained LM in tests/fixtures/lm/ and the encoder and decoder
+fixtures, each from both exporters) it counts the ONNX nodes of
 - the model as exported,
 - compc's output with `-p egraph-opt`,
 - onnxruntime's ORT_ENABLE_EXTENDED optimized model (SessionOptions.optimized_model_filepath,
@@ -31,9 +31,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def default_models() -> list[str]:
     models = []
-    lm = os.path.join(ROOT, "tests/fixtures/lm/lm.torchscript.onnx")
-    if os.path.exists(lm):
-        models.append(lm)
+    for e in ("torchscript", "dynamo"):
+        lm = os.path.join(ROOT, f"tests/fixtures/lm/lm.{e}.onnx")
+        if os.path.exists(lm):
+            models.append(lm)
     for m in ("encoder", "decoder"):
         for e in ("torchscript", "dynamo"):
             models.append(os.path.join(ROOT, f"tests/fixtures/models/{m}.{e}.onnx"))
