@@ -291,6 +291,24 @@ fn nll(logits: &Tensor, ids: &Tensor) -> Result<(f64, u64)> {
     Ok((total, n))
 }
 
+/// Per-byte perplexity of a byte-level LM on text data (the protocol of
+/// `tests/fixtures/lm/eval_ppl.py`).
+pub fn perplexity(g: &Graph, data: &EvalData) -> Result<f64> {
+    if !matches!(data, EvalData::Text { .. }) {
+        bail!("perplexity needs text data");
+    }
+    let exec = Executor::new(g).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (mut total, mut count) = (0f64, 0u64);
+    for batch in data.batches(g)? {
+        let out = exec.run(&batch).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let first = out.first().context("the model has no outputs")?;
+        let (s, n) = nll(&first.1, &batch[0].1)?;
+        total += s;
+        count += n;
+    }
+    Ok((total / count.max(1) as f64).exp())
+}
+
 pub fn evaluate(original: &Graph, transformed: &Graph, data: &EvalData) -> Result<EvalReport> {
     let batches = data.batches(original)?;
     if batches.is_empty() {
