@@ -400,6 +400,27 @@ graph @g(%x: tensor<{b}x6xf32>) -> (y: tensor<{b}x6xf32>) {
 }"#,
     ),
     (
+        "gelu-tanh",
+        "fused",
+        r#"
+graph @g(%x: tensor<{b}x6xf32>) -> (y: tensor<{b}x6xf32>) {
+  %beta = "const"() {value = dense<[0.7978846]>} : () -> tensor<f32>
+  %kappa = "const"() {value = dense<[0.044715]>} : () -> tensor<f32>
+  %one = "const"() {value = dense<[1.0]>} : () -> tensor<f32>
+  %half = "const"() {value = dense<[0.5]>} : () -> tensor<f32>
+  %0 = "mul"(%x, %x) : (tensor<{b}x6xf32>, tensor<{b}x6xf32>) -> tensor<{b}x6xf32>
+  %1 = "mul"(%x, %0) : (tensor<{b}x6xf32>, tensor<{b}x6xf32>) -> tensor<{b}x6xf32>
+  %2 = "mul"(%kappa, %1) : (tensor<f32>, tensor<{b}x6xf32>) -> tensor<{b}x6xf32>
+  %3 = "add"(%x, %2) : (tensor<{b}x6xf32>, tensor<{b}x6xf32>) -> tensor<{b}x6xf32>
+  %4 = "mul"(%beta, %3) : (tensor<f32>, tensor<{b}x6xf32>) -> tensor<{b}x6xf32>
+  %5 = "tanh"(%4) : (tensor<{b}x6xf32>) -> tensor<{b}x6xf32>
+  %6 = "add"(%one, %5) : (tensor<f32>, tensor<{b}x6xf32>) -> tensor<{b}x6xf32>
+  %7 = "mul"(%x, %6) : (tensor<{b}x6xf32>, tensor<{b}x6xf32>) -> tensor<{b}x6xf32>
+  %8 = "mul"(%half, %7) : (tensor<f32>, tensor<{b}x6xf32>) -> tensor<{b}x6xf32>
+  return %8
+}"#,
+    ),
+    (
         "rms-norm",
         "fused",
         r#"

@@ -1,5 +1,6 @@
 //! Decomposed idioms into the fused ops compc has: erf-GELU (`x·½·(1 + erf(x/√2))` in the
-//! association orders the torch exporters write) into `Gelu`, RMSNorm
+//! association orders the torch exporters write) and tanh-GELU
+//! (`x·½·(1 + tanh(√(2/π)(x + 0.044715x³)))`) into `Gelu`, RMSNorm
 //! (`x · 1/√(mean(x²) + ε) · w`) into `RmsNorm`, LayerNorm
 //! (`(x − mean x)/√(mean((x − mean x)²) + ε) · γ + β`) into `LayerNorm`. compc has no
 //! fused attention op, so attention stays as MatMul/Softmax.
@@ -17,7 +18,8 @@ use egg::Id;
 
 pub fn rules() -> Vec<Rw> {
     vec![
-        rewrite("gelu-erf", gelu, build_gelu),
+        rewrite("gelu-erf", gelu_erf, build_gelu_erf),
+        rewrite("gelu-tanh", gelu_tanh, build_gelu_tanh),
         rewrite("rms-norm", norm_scaled, build_norm),
         rewrite("layer-norm", norm_shifted, build_norm),
     ]
@@ -67,26 +69,69 @@ fn erf_term(eg: &EG, e: Id) -> Vec<Id> {
     out
 }
 
-/// The three factors x, ½ and `1 + erf(x/√2)` multiplied in any association and order.
-fn gelu(eg: &EG, id: Id) -> Vec<Id> {
+/// `x³` as `Pow(x, 3)`, `x·(x·x)` or `(x·x)·x`: returns x.
+fn cube(eg: &EG, c: Id) -> Vec<Id> {
+    let mut out: Vec<Id> = pairs(eg, c, BinaryOp::Pow)
+        .into_iter()
+        .filter(|&(_, e)| is_value(eg, e, 3.0))
+        .map(|(x, _)| x)
+        .collect();
+    for (x, sq) in pairs(eg, c, BinaryOp::Mul) {
+        if square(eg, sq).contains(&x) {
+            out.push(x);
+        }
+    }
+    out
+}
+
+/// `1 + tanh(√(2/π)·(x + 0.044715·x³))`, in either operand order throughout: returns x.
+fn tanh_term(eg: &EG, e: Id) -> Vec<Id> {
+    let beta = (2.0 / std::f64::consts::PI).sqrt();
+    let mut out = Vec::new();
+    for (a, one) in pairs(eg, e, BinaryOp::Add) {
+        if !is_value(eg, one, 1.0) {
+            continue;
+        }
+        for (_, c) in ops_where(eg, a, |o| *o == Op::Unary(UnaryOp::Tanh)) {
+            let Some(t) = child(eg, &c, 0) else { continue };
+            for (inner, b) in pairs(eg, t, BinaryOp::Mul) {
+                if !is_value(eg, b, beta) {
+                    continue;
+                }
+                for (x, k) in pairs(eg, inner, BinaryOp::Add) {
+                    let has_cube = pairs(eg, k, BinaryOp::Mul).into_iter().any(|(c3, kappa)| {
+                        is_value(eg, kappa, 0.044715) && cube(eg, c3).contains(&x)
+                    });
+                    if has_cube {
+                        out.push(x);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The three factors x, ½ and `term(x)` multiplied in any association and order.
+fn gelu(eg: &EG, id: Id, term: fn(&EG, Id) -> Vec<Id>) -> Vec<Id> {
     let mut out = Vec::new();
     for (p, q) in pairs(eg, id, BinaryOp::Mul) {
         // (x · E) · ½
         if is_value(eg, q, 0.5) {
             for (u, v) in pairs(eg, p, BinaryOp::Mul) {
-                if erf_term(eg, v).contains(&u) {
+                if term(eg, v).contains(&u) {
                     out.push(u);
                 }
             }
         }
         // x · (½ · E)
         for (h, e) in pairs(eg, q, BinaryOp::Mul) {
-            if is_value(eg, h, 0.5) && erf_term(eg, e).contains(&p) {
+            if is_value(eg, h, 0.5) && term(eg, e).contains(&p) {
                 out.push(p);
             }
         }
         // E · (x · ½)
-        for x in erf_term(eg, p) {
+        for x in term(eg, p) {
             if pairs(eg, q, BinaryOp::Mul)
                 .iter()
                 .any(|&(u, h)| u == x && is_value(eg, h, 0.5))
@@ -101,10 +146,28 @@ fn gelu(eg: &EG, id: Id) -> Vec<Id> {
     out
 }
 
-fn build_gelu(eg: &mut EG, id: Id, x: Id) -> Option<Id> {
-    let op = Op::Gelu(Gelu::default());
+fn gelu_erf(eg: &EG, id: Id) -> Vec<Id> {
+    gelu(eg, id, erf_term)
+}
+
+fn gelu_tanh(eg: &EG, id: Id) -> Vec<Id> {
+    gelu(eg, id, tanh_term)
+}
+
+fn build_gelu(eg: &mut EG, id: Id, x: Id, approximate: &str) -> Option<Id> {
+    let op = Op::Gelu(Gelu {
+        approximate: approximate.into(),
+    });
     let t = root_ty(eg, id);
     Some(add_typed(eg, ENode::new_op(op, vec![x]), t))
+}
+
+fn build_gelu_erf(eg: &mut EG, id: Id, x: Id) -> Option<Id> {
+    build_gelu(eg, id, x, "none")
+}
+
+fn build_gelu_tanh(eg: &mut EG, id: Id, x: Id) -> Option<Id> {
+    build_gelu(eg, id, x, "tanh")
 }
 
 #[derive(Clone, Copy, PartialEq)]
