@@ -1,7 +1,7 @@
 //! Einsum as a sequence of pairwise contractions: letters only in one operand are summed
 //! first, then each pair becomes a batched MatMul over (batch, free, contracted) axes.
 //! Covers what torch exports (`bhqd,bhkd->bhqk`, `bij,bjk->bik`, `i,j->ij`, `...`), with
-//! size-1 broadcasting; repeated letters within one operand (diagonals) are rejected.
+//! size-1 broadcasting; a letter repeated within one operand takes the diagonal.
 
 use crate::broadcast::expand_index;
 use crate::error::{bail, Result};
@@ -10,6 +10,7 @@ use crate::ops::reduce::reduce;
 use crate::ops::shape_ops::transpose;
 use crate::tensor::Tensor;
 use compc_ir::op::{Reduce, ReduceOp};
+use std::borrow::Cow;
 
 /// Placeholder letters for the dims an ellipsis stands for.
 fn ellipsis_letter(i: usize) -> char {
@@ -111,6 +112,60 @@ fn contract(
     permute_to(&y, &res, out)
 }
 
+/// The diagonal over letters repeated in `labels` (their axes must have one size): one
+/// axis per distinct letter, in order of first occurrence.
+fn diagonal<'a>(
+    x: &'a Tensor,
+    labels: Vec<char>,
+    eq: &str,
+) -> Result<(Cow<'a, Tensor>, Vec<char>)> {
+    let mut uniq: Vec<char> = Vec::new();
+    for &c in &labels {
+        if !uniq.contains(&c) {
+            uniq.push(c);
+        }
+    }
+    if uniq.len() == labels.len() {
+        return Ok((Cow::Borrowed(x), labels));
+    }
+    let mut shape = Vec::with_capacity(uniq.len());
+    for &c in &uniq {
+        let sizes: Vec<usize> = labels
+            .iter()
+            .zip(x.shape())
+            .filter(|(l, _)| **l == c)
+            .map(|(_, &d)| d)
+            .collect();
+        if sizes.windows(2).any(|w| w[0] != w[1]) {
+            bail!("einsum `{eq}`: repeated letter `{c}` has sizes {sizes:?}");
+        }
+        shape.push(sizes[0]);
+    }
+    let st = crate::broadcast::strides(x.shape());
+    // Stride of each distinct letter in the input: the sum over its axes.
+    let lst: Vec<usize> = uniq
+        .iter()
+        .map(|c| {
+            labels
+                .iter()
+                .zip(&st)
+                .filter(|(l, _)| *l == c)
+                .map(|(_, s)| s)
+                .sum()
+        })
+        .collect();
+    let n: usize = shape.iter().product();
+    let ost = crate::broadcast::strides(&shape);
+    let idx: Vec<usize> = (0..n)
+        .map(|i| {
+            (0..shape.len())
+                .map(|d| (i / ost[d]) % shape[d].max(1) * lst[d])
+                .sum()
+        })
+        .collect();
+    Ok((Cow::Owned(x.take(&idx, shape, None)?), uniq))
+}
+
 pub fn einsum(eq: &str, xs: &[&Tensor]) -> Result<Tensor> {
     let eq: String = eq.chars().filter(|c| !c.is_whitespace()).collect();
     let (lhs, rhs) = match eq.split_once("->") {
@@ -137,17 +192,23 @@ pub fn einsum(eq: &str, xs: &[&Tensor]) -> Result<Tensor> {
         })
         .max()
         .unwrap_or(0);
-    let labels: Vec<Vec<char>> = terms
+    let raw: Vec<Vec<char>> = terms
         .iter()
         .zip(xs)
         .map(|(t, x)| parse_term(t, x.rank(), ell))
         .collect::<Result<_>>()?;
+    // A letter repeated within one operand takes that operand's diagonal first.
+    let mut owned: Vec<Cow<Tensor>> = Vec::with_capacity(xs.len());
+    let mut labels: Vec<Vec<char>> = Vec::with_capacity(xs.len());
+    for (x, l) in xs.iter().zip(raw) {
+        let (t, l) = diagonal(x, l, &eq)?;
+        owned.push(t);
+        labels.push(l);
+    }
+    let xs: Vec<&Tensor> = owned.iter().map(|t| t.as_ref()).collect();
     let mut sizes: std::collections::BTreeMap<char, usize> = Default::default();
-    for (l, x) in labels.iter().zip(xs) {
+    for (l, x) in labels.iter().zip(&xs) {
         for (i, &c) in l.iter().enumerate() {
-            if l[..i].contains(&c) {
-                bail!("einsum `{eq}`: repeated letter `{c}` in one operand (diagonals) is not supported");
-            }
             let d = x.shape()[i];
             let e = sizes.entry(c).or_insert(d);
             if *e != d && *e != 1 && d != 1 {

@@ -459,11 +459,19 @@ pub fn clip(x: &Tensor, lo: Option<&Tensor>, hi: Option<&Tensor>) -> Result<Tens
     }
 }
 
-/// Dropout at inference: the input unchanged and, if asked for, an all-true mask.
-pub fn dropout(x: &Tensor, training: Option<&Tensor>, num_outputs: usize) -> Result<Vec<Tensor>> {
+/// Dropout at inference (or in training mode with ratio 0, which drops nothing): the
+/// input unchanged and, if asked for, an all-true mask. Training with a positive ratio is
+/// random, which a reference runtime cannot reproduce.
+pub fn dropout(
+    x: &Tensor,
+    ratio: Option<&Tensor>,
+    training: Option<&Tensor>,
+    num_outputs: usize,
+) -> Result<Vec<Tensor>> {
     if let Some(t) = training {
-        if t.get_f64(0).unwrap_or(0.0) != 0.0 {
-            bail!("dropout in training mode is not supported (the runtime is inference only)");
+        let ratio = ratio.map_or(Some(0.5), |r| r.get_f64(0));
+        if t.get_f64(0).unwrap_or(0.0) != 0.0 && ratio != Some(0.0) {
+            bail!("dropout in training mode is not supported (it is random; only ratio 0 is computed)");
         }
     }
     let mut out = vec![x.clone()];

@@ -116,7 +116,7 @@ pub fn eval_op(op: &Op, inputs: &[Option<&Tensor>], num_outputs: usize) -> Resul
                 req(op, inputs, 3)?,
                 req(op, inputs, 4)?,
             ];
-            one(norm::batch_norm(ins, b.epsilon, b.training_mode))
+            norm::batch_norm(ins, b.epsilon, b.momentum, b.training_mode, num_outputs)
         }
         Op::LayerNorm(n) => norm::layer_norm(
             x()?,
@@ -270,7 +270,7 @@ pub fn eval_op(op: &Op, inputs: &[Option<&Tensor>], num_outputs: usize) -> Resul
             req(op, inputs, 2)?,
             o.axis,
         )),
-        Op::Dropout(_) => elementwise::dropout(x()?, opt(inputs, 2), num_outputs),
+        Op::Dropout(_) => elementwise::dropout(x()?, opt(inputs, 1), opt(inputs, 2), num_outputs),
         Op::Mod(m) => one(elementwise::modulo(x()?, req(op, inputs, 1)?, m.fmod)),
         Op::QuantizeLinear(q) => one(quant::quantize_linear(
             x()?,

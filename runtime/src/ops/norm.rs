@@ -121,12 +121,68 @@ fn per_channel(t: &Tensor, c: usize, what: &str) -> Result<Vec<f32>> {
     Ok(t.to_f32_vec())
 }
 
-pub fn batch_norm(inputs: [&Tensor; 5], eps: f32, training: bool) -> Result<Tensor> {
+/// Inference: normalizes with the given statistics. Training mode: with the batch's own
+/// (per channel over N and the spatial dims; population variance), and also returns the
+/// updated running statistics `running · momentum + batch · (1 - momentum)`.
+pub fn batch_norm(
+    inputs: [&Tensor; 5],
+    eps: f32,
+    momentum: f32,
+    training: bool,
+    num_outputs: usize,
+) -> Result<Vec<Tensor>> {
     let [x, scale, b, mean, var] = inputs;
     float_input(x, "batch_normalization")?;
-    if training {
-        bail!("batch_normalization in training mode is not supported (inference only)");
+    if !training {
+        return Ok(vec![batch_norm_with(x, scale, b, mean, var, eps)?]);
     }
+    if x.rank() < 2 {
+        bail!(
+            "batch_normalization needs an input of rank ≥ 2, got {:?}",
+            x.shape()
+        );
+    }
+    let c = x.shape()[1];
+    let inner: usize = x.shape()[2..].iter().product();
+    let xv = x.to_f64_vec();
+    let (mut sum, mut sq) = (vec![0f64; c], vec![0f64; c]);
+    for (p, plane) in xv.chunks(inner.max(1)).enumerate() {
+        let ch = p % c;
+        for &v in plane {
+            sum[ch] += v;
+            sq[ch] += v * v;
+        }
+    }
+    let count = (x.numel() / c.max(1)).max(1) as f64;
+    let bm: Vec<f64> = sum.iter().map(|s| s / count).collect();
+    let bv: Vec<f64> = (0..c)
+        .map(|i| (sq[i] / count - bm[i] * bm[i]).max(0.0))
+        .collect();
+    let stat = |v: &[f64]| Tensor::from_f64_as(mean.dtype(), vec![c], v.to_vec());
+    let y = batch_norm_with(x, scale, b, &stat(&bm)?, &stat(&bv)?, eps)?;
+    let mut out = vec![y];
+    let mom = momentum as f64;
+    for (running, batch) in [(mean, &bm), (var, &bv)] {
+        if out.len() >= num_outputs {
+            break;
+        }
+        let r = per_channel(running, c, "running statistics")?;
+        let v = (0..c)
+            .map(|i| r[i] as f64 * mom + batch[i] * (1.0 - mom))
+            .collect();
+        out.push(Tensor::from_f64_as(running.dtype(), vec![c], v)?);
+    }
+    Ok(out)
+}
+
+fn batch_norm_with(
+    x: &Tensor,
+    scale: &Tensor,
+    b: &Tensor,
+    mean: &Tensor,
+    var: &Tensor,
+    eps: f32,
+) -> Result<Tensor> {
     if x.rank() < 2 {
         bail!(
             "batch_normalization needs an input of rank ≥ 2, got {:?}",

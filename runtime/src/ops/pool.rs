@@ -5,10 +5,13 @@ use crate::error::{bail, Result};
 use crate::ops::conv::Geom;
 use crate::tensor::Tensor;
 use compc_ir::op::Pool;
+use compc_ir::DType;
 use rayon::prelude::*;
 
 fn setup(x: &Tensor, a: &Pool, what: &str) -> Result<(Geom, Vec<usize>)> {
-    if !x.dtype().is_float() {
+    // MaxPool also takes 8-bit integers (exact in f32); AveragePool only floats.
+    let int8 = what == "max_pool" && matches!(x.dtype(), DType::I8 | DType::U8);
+    if !x.dtype().is_float() && !int8 {
         bail!("{what} needs a float input, got {}", x.dtype());
     }
     if x.rank() < 3 {

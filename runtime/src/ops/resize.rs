@@ -1,5 +1,5 @@
-//! Resize (opsets 13–19): nearest (all `nearest_mode`s), linear and cubic, any of the
-//! coordinate transformation modes except `tf_crop_and_resize`, from scales or sizes
+//! Resize (opsets 11–19): nearest (all `nearest_mode`s), linear and cubic, every
+//! coordinate transformation mode (`tf_crop_and_resize` with its extrapolation), from scales or sizes
 //! (with `axes` and `keep_aspect_ratio_policy`). Linear and cubic are separable, so they
 //! run as 1-D passes along each resized axis, which equals ORT's N-linear kernels; nearest
 //! is a gather and works for every element type.
@@ -83,10 +83,28 @@ fn plan(
     Ok((out, sc))
 }
 
-/// Maps an output coordinate to the input coordinate.
-fn source_coord(mode: &str, o: usize, scale: f64, n_in: usize, n_out: usize) -> Result<f64> {
+/// Maps an output coordinate to the input coordinate. `roi` is the axis's (start, end)
+/// for `tf_crop_and_resize`.
+fn source_coord(
+    mode: &str,
+    o: usize,
+    scale: f64,
+    n_in: usize,
+    n_out: usize,
+    roi: (f64, f64),
+) -> Result<f64> {
     let x = o as f64;
     Ok(match mode {
+        "tf_half_pixel_for_nn" => (x + 0.5) / scale,
+        "tf_crop_and_resize" => {
+            let (start, end) = roi;
+            let last = n_in as f64 - 1.0;
+            if n_out > 1 {
+                start * last + x * (end - start) * last / (n_out as f64 - 1.0)
+            } else {
+                0.5 * (start + end) * last
+            }
+        }
         "half_pixel" => (x + 0.5) / scale - 0.5,
         "half_pixel_symmetric" => {
             let adj = n_out as f64 / (scale * n_in as f64);
@@ -150,11 +168,17 @@ fn cubic_coeffs(t: f64, a: f64) -> [f64; 4] {
 }
 
 /// Taps (input index, weight) of every output position along one axis.
-fn taps(a: &Resize, o_n: usize, n_in: usize, scale: f64) -> Result<Vec<Vec<(usize, f64)>>> {
+fn taps(
+    a: &Resize,
+    o_n: usize,
+    n_in: usize,
+    scale: f64,
+    roi: (f64, f64),
+) -> Result<Vec<Vec<(usize, f64)>>> {
     let last = n_in.saturating_sub(1) as f64;
     (0..o_n)
         .map(|o| {
-            let c = source_coord(&a.coordinate_transformation_mode, o, scale, n_in, o_n)?;
+            let c = source_coord(&a.coordinate_transformation_mode, o, scale, n_in, o_n, roi)?;
             Ok(match a.mode.as_str() {
                 "linear" => {
                     let c = c.clamp(0.0, last);
@@ -211,6 +235,29 @@ fn resample_axis(v: &[f32], shape: &[usize], axis: usize, tp: &[Vec<(usize, f64)
     out
 }
 
+/// Per-axis (start, end) of the crop for `tf_crop_and_resize` (whole axes otherwise).
+fn roi_of(x: &Tensor, a: &Resize, roi: Option<&Tensor>) -> Result<Vec<(f64, f64)>> {
+    let r = x.rank();
+    let mut out = vec![(0.0, 1.0); r];
+    if a.coordinate_transformation_mode != "tf_crop_and_resize" {
+        return Ok(out);
+    }
+    let Some(v) = roi.map(|t| t.to_f64_vec()).filter(|v| !v.is_empty()) else {
+        bail!("resize with tf_crop_and_resize needs a roi");
+    };
+    let axes: Vec<usize> = match &a.axes {
+        Some(ax) => ax.iter().map(|&d| norm_axis(d, r)).collect::<Result<_>>()?,
+        None => (0..r).collect(),
+    };
+    if v.len() != 2 * axes.len() {
+        bail!("resize roi has {} values for {} axes", v.len(), axes.len());
+    }
+    for (i, &d) in axes.iter().enumerate() {
+        out[d] = (v[i], v[i + axes.len()]);
+    }
+    Ok(out)
+}
+
 pub fn resize(
     x: &Tensor,
     roi: Option<&Tensor>,
@@ -218,33 +265,65 @@ pub fn resize(
     sizes: Option<&Tensor>,
     a: &Resize,
 ) -> Result<Tensor> {
-    let _ = roi;
-    if a.coordinate_transformation_mode == "tf_crop_and_resize" {
-        bail!("resize coordinate_transformation_mode `tf_crop_and_resize` is not supported");
-    }
+    let rois = roi_of(x, a, roi)?;
+    let crop = a.coordinate_transformation_mode == "tf_crop_and_resize";
     let (out, sc) = plan(x, a, scales, sizes)?;
     crate::tensor::checked_numel(&out, "resize")?;
     if x.shape().iter().zip(&out).any(|(&i, &o)| i == 0 && o > 0) {
         bail!("resize cannot enlarge an empty axis of {:?}", x.shape());
     }
+    // With tf_crop_and_resize, output positions whose source lies outside the input take
+    // `extrapolation_value` (per axis: `outside[d][o]`).
+    let mut outside: Vec<Vec<bool>> = Vec::with_capacity(x.rank());
+    for d in 0..x.rank() {
+        let mut v = vec![false; out[d]];
+        if crop {
+            for (o, f) in v.iter_mut().enumerate() {
+                let c = source_coord(
+                    &a.coordinate_transformation_mode,
+                    o,
+                    sc[d],
+                    x.shape()[d],
+                    out[d],
+                    rois[d],
+                )?;
+                *f = c < 0.0 || c > x.shape()[d] as f64 - 1.0;
+            }
+        }
+        outside.push(v);
+    }
+    let extrapolate = outside.iter().any(|v| v.contains(&true));
     if a.mode == "nearest" {
         let per_axis = (0..x.rank())
             .map(|d| {
                 (0..out[d])
                     .map(|o| {
+                        if outside[d][o] {
+                            return Ok(usize::MAX);
+                        }
                         let c = source_coord(
                             &a.coordinate_transformation_mode,
                             o,
                             sc[d],
                             x.shape()[d],
                             out[d],
+                            rois[d],
                         )?;
                         nearest_index(&a.nearest_mode, c, x.shape()[d])
                     })
                     .collect::<Result<Vec<_>>>()
             })
             .collect::<Result<Vec<_>>>()?;
-        return x.take(&cartesian_index(x.shape(), &per_axis), out, None);
+        let fill = if extrapolate {
+            Some(Tensor::from_f64_as(
+                x.dtype(),
+                vec![1],
+                vec![a.extrapolation_value as f64],
+            )?)
+        } else {
+            None
+        };
+        return x.take(&cartesian_index(x.shape(), &per_axis), out, fill.as_ref());
     }
     if !x.dtype().is_float() {
         bail!(
@@ -259,12 +338,23 @@ pub fn resize(
     let mut shape = x.shape().to_vec();
     let mut v = x.to_f32_vec();
     for d in 0..x.rank() {
-        if out[d] == shape[d] && sc[d] == 1.0 {
+        if out[d] == shape[d] && sc[d] == 1.0 && !crop {
             continue;
         }
-        let tp = taps(a, out[d], shape[d], sc[d])?;
+        let tp = taps(a, out[d], shape[d], sc[d], rois[d])?;
         v = resample_axis(&v, &shape, d, &tp);
         shape[d] = out[d];
+    }
+    if extrapolate {
+        // An out-of-range index on any axis makes the whole hyperplane extrapolated, and
+        // the separable passes never mix it with in-range positions.
+        let st = crate::broadcast::strides(&shape);
+        for (i, e) in v.iter_mut().enumerate() {
+            let hit = (0..shape.len()).any(|d| outside[d][(i / st[d]) % shape[d]]);
+            if hit {
+                *e = a.extrapolation_value;
+            }
+        }
     }
     Tensor::from_f32_as(x.dtype(), shape, v)
 }

@@ -30,6 +30,22 @@ pub fn max_unpool(
         );
     }
     let n = x.rank() - 2;
+    if m.kernel_shape.len() != n {
+        bail!(
+            "max_unpool kernel_shape {:?} does not fit {n} spatial dims",
+            m.kernel_shape
+        );
+    }
+    let mut default = x.shape()[..2].to_vec();
+    for i in 0..n {
+        let s = m.strides.get(i).copied().unwrap_or(1);
+        let p = m.pads.get(i).copied().unwrap_or(0) + m.pads.get(i + n).copied().unwrap_or(0);
+        let d = (x.shape()[2 + i] as i64 - 1) * s + m.kernel_shape[i] - p;
+        if d < 0 {
+            bail!("max_unpool output size {d} is negative");
+        }
+        default.push(d as usize);
+    }
     let out: Vec<usize> = match shape {
         Some(s) => {
             let v = ints(s, "output_shape")?;
@@ -41,34 +57,31 @@ pub fn max_unpool(
             }
             v.iter().map(|&d| d as usize).collect()
         }
-        None => {
-            if m.kernel_shape.len() != n {
-                bail!(
-                    "max_unpool kernel_shape {:?} does not fit {n} spatial dims",
-                    m.kernel_shape
-                );
-            }
-            let mut o = x.shape()[..2].to_vec();
-            for i in 0..n {
-                let s = m.strides.get(i).copied().unwrap_or(1);
-                let p =
-                    m.pads.get(i).copied().unwrap_or(0) + m.pads.get(i + n).copied().unwrap_or(0);
-                let d = (x.shape()[2 + i] as i64 - 1) * s + m.kernel_shape[i] - p;
-                if d < 0 {
-                    bail!("max_unpool output size {d} is negative");
-                }
-                o.push(d as usize);
-            }
-            o
-        }
+        None => default.clone(),
     };
     let total = checked_numel(&out, "max_unpool")?;
+    let dtotal = checked_numel(&default, "max_unpool")?;
+    // Indices count positions in the default output; a given output_shape keeps each
+    // value at the same coordinates (ONNX's reference reading).
+    let (dst, ost) = (
+        crate::broadcast::strides(&default),
+        crate::broadcast::strides(&out),
+    );
     let mut y = vec![0f64; total];
     for (v, i) in x.to_f64_vec().into_iter().zip(indices.to_i64_vec()) {
-        match usize::try_from(i).ok().filter(|&i| i < total) {
-            Some(i) => y[i] = v,
-            None => bail!("max_unpool index {i} is out of range for output {out:?}"),
+        let Some(mut i) = usize::try_from(i).ok().filter(|&i| i < dtotal) else {
+            bail!("max_unpool index {i} is out of range for output {default:?}");
+        };
+        let mut at = 0usize;
+        for d in 0..default.len() {
+            let c = i / dst[d];
+            i %= dst[d];
+            if c >= out[d] {
+                bail!("max_unpool: a value falls outside output_shape {out:?}");
+            }
+            at += c * ost[d];
         }
+        y[at] = v;
     }
     Tensor::from_f64_as(x.dtype(), out, y)
 }
