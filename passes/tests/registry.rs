@@ -97,8 +97,10 @@ fn unknown_names_list_the_valid_ones() {
     let e = err("noop{bitz=4}");
     assert!(e.contains("pass `noop` has no option `bitz`; valid options: bits=<int 2..=8> (default 4), ratio=<float 0..=1>"), "{e}");
     let e = err("dce,nope");
-    assert_eq!(
-        e,
-        "unknown pass `nope`; valid passes: const-fold, cse, dce, noop"
+    // The list grows as passes are added: check its start and that `noop` is in it.
+    assert!(
+        e.starts_with("unknown pass `nope`; valid passes: const-fold, cse, dce"),
+        "{e}"
     );
+    assert!(e.contains(" noop"), "{e}");
 }
