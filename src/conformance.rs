@@ -8,8 +8,10 @@
 //! elsewhere within `|e - g| <= 1e-5 + 1e-3 |e|`; integers, bools and strings exactly.
 
 use compc_frontend_onnx as onnx_import;
+use compc_frontend_onnx::testdata::DataValue;
+use compc_frontend_onnx::ValueKind;
 use compc_ir::DType;
-use compc_runtime::{Tensor, TensorData};
+use compc_runtime::{Sequence, Tensor, TensorData, Value};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -205,11 +207,19 @@ pub fn run_case(dir: &Path) -> CaseResult {
 }
 
 fn case_outcome(dir: &Path) -> Outcome {
-    let g = match onnx_import::import_file(&dir.join("model.onnx")) {
+    let model = dir.join("model.onnx");
+    let g = match onnx_import::import_file(&model) {
         Ok(g) => g,
         Err(e) => return Outcome::from_error(format!("import: {e}")),
     };
-    let input_names: Vec<(String, Option<DType>)> = g
+    let kinds = std::fs::read(&model)
+        .map_err(|e| e.to_string())
+        .and_then(|b| onnx_import::testdata::io_kinds(&b).map_err(|e| e.to_string()));
+    let (in_kinds, out_kinds) = match kinds {
+        Ok(k) => k,
+        Err(e) => return Outcome::Error(format!("import: {e}")),
+    };
+    let input_types: Vec<(String, Option<DType>)> = g
         .inputs()
         .iter()
         .map(|&id| {
@@ -230,37 +240,40 @@ fn case_outcome(dir: &Path) -> Outcome {
     sets.sort();
     for set in &sets {
         let mut inputs = Vec::new();
-        for (i, (name, dtype)) in input_names.iter().enumerate() {
+        for (i, (name, kind)) in in_kinds.iter().enumerate() {
             let p = set.join(format!("input_{i}.pb"));
             if !p.exists() {
                 continue;
             }
-            match read_tensor(&p) {
-                Ok(t) if *dtype == Some(DType::BF16) => {
-                    inputs.push((name.clone(), bits_to_bf16(t)))
+            let dtype = input_types
+                .iter()
+                .find(|(n, _)| n == name)
+                .and_then(|(_, d)| *d);
+            match read_value(&p, kind) {
+                Ok(Value::Tensor(t)) if dtype == Some(DType::BF16) => {
+                    inputs.push((name.clone(), Value::Tensor(bits_to_bf16(t))))
                 }
-                Ok(t) => inputs.push((name.clone(), t)),
+                Ok(v) => inputs.push((name.clone(), v)),
                 Err(e) => return Outcome::from_error(e),
             }
         }
-        let got = match compc_runtime::run(&g, &inputs) {
+        let got = match compc_runtime::run_values(&g, &inputs) {
             Ok(o) => o,
             Err(e) => return Outcome::from_error(format!("run: {e}")),
         };
-        for (i, (oname, t)) in got.iter().enumerate() {
+        for (i, (oname, v)) in got.iter().enumerate() {
             let p = set.join(format!("output_{i}.pb"));
             if !p.exists() {
                 continue;
             }
-            let want = match read_tensor(&p) {
+            let kind = out_kinds
+                .get(i)
+                .map_or(ValueKind::Tensor, |(_, k)| k.clone());
+            let want = match read_value(&p, &kind) {
                 Ok(t) => t,
                 Err(e) => return Outcome::from_error(e),
             };
-            let t = match (want.dtype(), t.dtype()) {
-                (DType::U16, DType::BF16) => bf16_to_bits(t),
-                _ => t.clone(),
-            };
-            if let Err(why) = compare(&want, &t) {
+            if let Err(why) = compare_values(&want, v) {
                 return Outcome::Mismatch(format!("output `{oname}`: {why}"));
             }
         }
@@ -268,7 +281,7 @@ fn case_outcome(dir: &Path) -> Outcome {
     Outcome::Pass
 }
 
-fn read_tensor(p: &Path) -> Result<Tensor, String> {
+fn read_value(p: &Path, kind: &ValueKind) -> Result<Value, String> {
     // Named from the case folder on: the messages go into known_failures.txt.
     let short: Vec<_> = p.iter().rev().take(2).collect();
     let short = short
@@ -279,8 +292,59 @@ fn read_tensor(p: &Path) -> Result<Tensor, String> {
         .join("/");
     let what = |e: String| format!("{short}: {e}");
     let bytes = std::fs::read(p).map_err(|e| what(e.to_string()))?;
-    let w = onnx_import::read_tensor(&bytes).map_err(|e| what(e.to_string()))?;
-    Tensor::from_weight(&w).map_err(|e| what(e.to_string()))
+    let d = onnx_import::testdata::read_value(&bytes, kind).map_err(|e| what(e.to_string()))?;
+    to_value(d).map_err(what)
+}
+
+fn to_value(d: DataValue) -> Result<Value, String> {
+    Ok(match d {
+        DataValue::Tensor(w) => Value::Tensor(Tensor::from_weight(&w).map_err(|e| e.to_string())?),
+        DataValue::Strings { .. } => return Err("string tensors are not supported".into()),
+        DataValue::Sequence(items) => {
+            let mut ts = Vec::with_capacity(items.len());
+            for i in items {
+                match to_value(i)? {
+                    Value::Tensor(t) => ts.push(t),
+                    other => return Err(format!("a sequence holding {}", other.kind())),
+                }
+            }
+            let dtype = ts.first().map_or(DType::F32, |t| t.dtype());
+            Value::Sequence(Sequence { dtype, items: ts })
+        }
+        DataValue::Optional(o) => Value::Optional(match o {
+            Some(v) => Some(Box::new(to_value(*v)?)),
+            None => None,
+        }),
+    })
+}
+
+/// Values compare by kind, then element by element with [`compare`].
+fn compare_values(want: &Value, got: &Value) -> Result<(), String> {
+    match (want, got) {
+        (Value::Tensor(w), Value::Tensor(g)) => {
+            let g = match (w.dtype(), g.dtype()) {
+                (DType::U16, DType::BF16) => bf16_to_bits(g),
+                _ => g.clone(),
+            };
+            compare(w, &g)
+        }
+        (Value::Sequence(w), Value::Sequence(g)) => {
+            if w.items.len() != g.items.len() {
+                return Err(format!(
+                    "a sequence of {} expected, got {}",
+                    w.items.len(),
+                    g.items.len()
+                ));
+            }
+            for (i, (a, b)) in w.items.iter().zip(&g.items).enumerate() {
+                compare(a, b).map_err(|e| format!("item {i}: {e}"))?;
+            }
+            Ok(())
+        }
+        (Value::Optional(None), Value::Optional(None)) => Ok(()),
+        (Value::Optional(Some(w)), Value::Optional(Some(g))) => compare_values(w, g),
+        _ => Err(format!("{} expected, got {}", want.kind(), got.kind())),
+    }
 }
 
 /// The suite stores bfloat16 data as uint16 bit patterns (numpy has no bfloat16): such a

@@ -55,6 +55,12 @@ pub fn verify(g: &Graph) -> Result<(), VerifyError> {
         };
         dtypes(g, node).map_err(err)?;
         agrees_with_inference(g, id, node, &mut inf)?;
+        for (k, body) in node.op.subgraphs().into_iter().enumerate() {
+            verify(body.graph()).map_err(|e| VerifyError {
+                node: node.describe(id),
+                message: format!("body {k}: {}: {}", e.node, e.message),
+            })?;
+        }
     }
     Ok(())
 }

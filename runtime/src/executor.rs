@@ -7,22 +7,76 @@
 use crate::error::{Result, RuntimeError};
 use crate::ops::eval_op;
 use crate::tensor::Tensor;
+use crate::value::Value;
+use compc_ir::op::UnaryOp;
 use compc_ir::{Dim, Graph, NodeId, Op, Shape, ValueRef};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
-/// A value during a run: a caller's input (borrowed) or a computed tensor or weight.
+/// A value during a run: a caller's input (borrowed) or a computed tensor or weight, or a
+/// sequence or optional (never a tensor: tensors are always one of the first two).
 enum Val<'a> {
     Borrowed(&'a Tensor),
     Shared(Arc<Tensor>),
+    BorrowedOther(&'a Value),
+    Other(Arc<Value>),
 }
 
 impl Val<'_> {
-    fn get(&self) -> &Tensor {
+    fn arg(&self) -> Arg<'_> {
         match self {
-            Val::Borrowed(t) => t,
-            Val::Shared(t) => t,
+            Val::Borrowed(t) => Arg::Tensor(t),
+            Val::Shared(t) => Arg::Tensor(t),
+            Val::BorrowedOther(v) => Arg::Other(v),
+            Val::Other(v) => Arg::Other(v),
+        }
+    }
+
+    fn from_value(v: Value) -> Val<'static> {
+        match v {
+            Value::Tensor(t) => Val::Shared(Arc::new(t)),
+            other => Val::Other(Arc::new(other)),
+        }
+    }
+
+    fn into_value(self) -> Value {
+        match self {
+            Val::Borrowed(t) => Value::Tensor(t.clone()),
+            Val::Shared(a) => Value::Tensor(Arc::try_unwrap(a).unwrap_or_else(|a| (*a).clone())),
+            Val::BorrowedOther(v) => v.clone(),
+            Val::Other(a) => Arc::try_unwrap(a).unwrap_or_else(|a| (*a).clone()),
+        }
+    }
+
+    fn to_value(&self) -> Value {
+        match self.arg() {
+            Arg::Tensor(t) => Value::Tensor(t.clone()),
+            Arg::Other(v) => v.clone(),
+        }
+    }
+}
+
+/// A node's input as the kernels of sequence and control-flow ops see it.
+#[derive(Clone, Copy, Debug)]
+pub enum Arg<'a> {
+    Tensor(&'a Tensor),
+    /// A sequence or optional.
+    Other(&'a Value),
+}
+
+impl<'a> Arg<'a> {
+    pub fn from_value(v: &'a Value) -> Arg<'a> {
+        match v {
+            Value::Tensor(t) => Arg::Tensor(t),
+            other => Arg::Other(other),
+        }
+    }
+
+    pub fn to_value(self) -> Value {
+        match self {
+            Arg::Tensor(t) => Value::Tensor(t.clone()),
+            Arg::Other(v) => v.clone(),
         }
     }
 }
@@ -83,15 +137,22 @@ impl<'g> Executor<'g> {
         self.run_with_taps(inputs, &[], &mut |_, _| {})
     }
 
+    /// Runs a graph whose inputs or outputs may be sequences or optionals.
+    pub fn run_values(&self, inputs: &[(String, Value)]) -> Result<Vec<(String, Value)>> {
+        let args: Vec<(&str, Arg)> = inputs
+            .iter()
+            .map(|(n, v)| (n.as_str(), Arg::from_value(v)))
+            .collect();
+        self.run_inner(&args, &[], &mut |_, _| {})
+    }
+
     /// Checks given inputs against the graph's declared input types. A symbolic dim takes
-    /// any size, but one symbol must get the same size in every input.
-    fn bind_inputs<'a>(
-        &self,
-        inputs: &'a [(String, Tensor)],
-    ) -> Result<HashMap<NodeId, &'a Tensor>> {
-        let mut by_name: HashMap<&str, &Tensor> = HashMap::new();
+    /// any size, but one symbol must get the same size in every input. A sequence or
+    /// optional is checked for its element type only.
+    fn bind_inputs<'a>(&self, inputs: &[(&str, Arg<'a>)]) -> Result<HashMap<NodeId, Arg<'a>>> {
+        let mut by_name: HashMap<&str, Arg<'a>> = HashMap::new();
         for (n, t) in inputs {
-            by_name.insert(n.as_str(), t);
+            by_name.insert(n, *t);
         }
         let names: Vec<&str> = self
             .g
@@ -99,9 +160,9 @@ impl<'g> Executor<'g> {
             .iter()
             .map(|&i| self.g.node(i).name.as_str())
             .collect();
-        if let Some((n, _)) = inputs.iter().find(|(n, _)| !names.contains(&n.as_str())) {
+        if let Some((n, _)) = inputs.iter().find(|(n, _)| !names.contains(n)) {
             return Err(RuntimeError::Input {
-                name: n.clone(),
+                name: n.to_string(),
                 msg: format!("the graph has no such input (it has: {})", names.join(", ")),
             });
         }
@@ -114,11 +175,27 @@ impl<'g> Executor<'g> {
                 name: name.to_string(),
                 msg,
             };
-            let Some(&t) = by_name.get(name) else {
+            let Some(&arg) = by_name.get(name) else {
                 return Err(err("missing (no tensor of that name was given)".into()));
             };
             let Some(ty) = node.outputs.first() else {
                 return Err(err("the input node declares no type".into()));
+            };
+            let t = match arg {
+                Arg::Tensor(t) => t,
+                Arg::Other(v) => {
+                    if let Some(d) = v.dtype() {
+                        if d != ty.dtype {
+                            return Err(err(format!(
+                                "expected element type {}, got {} of {d}",
+                                ty.dtype,
+                                v.kind()
+                            )));
+                        }
+                    }
+                    bound.insert(id, arg);
+                    continue;
+                }
             };
             if t.dtype() != ty.dtype {
                 return Err(err(format!(
@@ -157,7 +234,7 @@ impl<'g> Executor<'g> {
                     }
                 }
             }
-            bound.insert(id, t);
+            bound.insert(id, arg);
         }
         Ok(bound)
     }
@@ -214,6 +291,28 @@ impl<'g> Executor<'g> {
         taps: &[ValueRef],
         on_tap: &mut dyn FnMut(ValueRef, &Tensor),
     ) -> Result<Vec<(String, Tensor)>> {
+        let args: Vec<(&str, Arg)> = inputs
+            .iter()
+            .map(|(n, t)| (n.as_str(), Arg::Tensor(t)))
+            .collect();
+        self.run_inner(&args, taps, on_tap)?
+            .into_iter()
+            .map(|(name, v)| match v {
+                Value::Tensor(t) => Ok((name, t)),
+                other => Err(RuntimeError::Graph(format!(
+                    "output `{name}` is {}, not a tensor (run it with run_values)",
+                    other.kind()
+                ))),
+            })
+            .collect()
+    }
+
+    fn run_inner(
+        &self,
+        inputs: &[(&str, Arg)],
+        taps: &[ValueRef],
+        on_tap: &mut dyn FnMut(ValueRef, &Tensor),
+    ) -> Result<Vec<(String, Value)>> {
         for t in taps {
             let ok =
                 self.g.contains(t.node) && (t.slot as usize) < self.g.node(t.node).outputs.len();
@@ -235,20 +334,20 @@ impl<'g> Executor<'g> {
                 let desc = node.describe(id);
                 let outs: Vec<Val> = match &node.op {
                     Op::Input => match bound.get(&id) {
-                        Some(t) => vec![Val::Borrowed(t)],
+                        Some(Arg::Tensor(t)) => vec![Val::Borrowed(t)],
+                        Some(Arg::Other(v)) => vec![Val::BorrowedOther(v)],
                         None => {
                             return Err(RuntimeError::Graph(format!("{desc} is not a graph input")))
                         }
                     },
                     Op::Const(_) => vec![Val::Shared(self.weight(id, &desc)?)],
                     op => {
-                        let mut args: Vec<Option<&Tensor>> =
-                            Vec::with_capacity(node.inputs().len());
+                        let mut args: Vec<Option<Arg>> = Vec::with_capacity(node.inputs().len());
                         for v in node.inputs() {
                             match v {
                                 None => args.push(None),
                                 Some(v) => match values.get(v) {
-                                    Some(t) => args.push(Some(t.get())),
+                                    Some(t) => args.push(Some(t.arg())),
                                     None => {
                                         return Err(RuntimeError::Node {
                                             node: desc,
@@ -261,8 +360,38 @@ impl<'g> Executor<'g> {
                                 },
                             }
                         }
-                        let res =
-                            eval_op(op, &args, node.outputs.len()).map_err(|e| e.at_node(&desc))?;
+                        // Identity also passes sequences and optionals through.
+                        let passes_other = matches!(op, Op::Unary(UnaryOp::Identity))
+                            && matches!(args.first(), Some(Some(Arg::Other(_))));
+                        let res: Vec<Val> = if op.handles_non_tensors() || passes_other {
+                            crate::control::eval(op, &args, node.outputs.len())
+                                .map_err(|e| e.at_node(&desc))?
+                                .into_iter()
+                                .map(Val::from_value)
+                                .collect()
+                        } else {
+                            let mut tensors: Vec<Option<&Tensor>> = Vec::with_capacity(args.len());
+                            for (i, a) in args.iter().enumerate() {
+                                tensors.push(match a {
+                                    None => None,
+                                    Some(Arg::Tensor(t)) => Some(*t),
+                                    Some(Arg::Other(v)) => {
+                                        return Err(RuntimeError::Node {
+                                            node: desc,
+                                            msg: format!(
+                                                "input {i} is {}; this op takes tensors",
+                                                v.kind()
+                                            ),
+                                        })
+                                    }
+                                });
+                            }
+                            eval_op(op, &tensors, node.outputs.len())
+                                .map_err(|e| e.at_node(&desc))?
+                                .into_iter()
+                                .map(|t| Val::Shared(Arc::new(t)))
+                                .collect()
+                        };
                         if res.len() < node.outputs.len() {
                             return Err(RuntimeError::Node {
                                 node: desc,
@@ -273,17 +402,16 @@ impl<'g> Executor<'g> {
                                 ),
                             });
                         }
-                        res.into_iter()
-                            .take(node.outputs.len())
-                            .map(|t| Val::Shared(Arc::new(t)))
-                            .collect()
+                        res.into_iter().take(node.outputs.len()).collect()
                     }
                 };
                 let counted = !matches!(node.op, Op::Const(_));
                 for (slot, val) in outs.into_iter().enumerate() {
                     let v = ValueRef::new(id, slot as u32);
                     if tapped.contains(&v) {
-                        on_tap(v, val.get());
+                        if let Arg::Tensor(t) = val.arg() {
+                            on_tap(v, t);
+                        }
                     }
                     values.insert(v, val);
                     live += counted as usize;
@@ -311,7 +439,7 @@ impl<'g> Executor<'g> {
         let mut out = Vec::with_capacity(outputs.len());
         for (i, o) in outputs.iter().enumerate() {
             let again = outputs[i + 1..].iter().any(|p| p.value == o.value);
-            let t = match (again, values.remove(&o.value)) {
+            let v = match (again, values.remove(&o.value)) {
                 (_, None) => {
                     return Err(RuntimeError::Graph(format!(
                         "output `{}` was not computed",
@@ -319,16 +447,13 @@ impl<'g> Executor<'g> {
                     )))
                 }
                 (true, Some(v)) => {
-                    let t = v.get().clone();
+                    let t = v.to_value();
                     values.insert(o.value, v);
                     t
                 }
-                (false, Some(Val::Borrowed(t))) => t.clone(),
-                (false, Some(Val::Shared(a))) => {
-                    Arc::try_unwrap(a).unwrap_or_else(|a| (*a).clone())
-                }
+                (false, Some(v)) => v.into_value(),
             };
-            out.push((o.name.clone(), t));
+            out.push((o.name.clone(), v));
         }
         Ok(out)
     }
@@ -337,4 +462,9 @@ impl<'g> Executor<'g> {
 /// Runs a graph once on named inputs; returns the graph outputs in order, by name.
 pub fn run(g: &Graph, inputs: &[(String, Tensor)]) -> Result<Vec<(String, Tensor)>> {
     Executor::new(g)?.run(inputs)
+}
+
+/// Like [`run`], for graphs whose inputs or outputs may be sequences or optionals.
+pub fn run_values(g: &Graph, inputs: &[(String, Value)]) -> Result<Vec<(String, Value)>> {
+    Executor::new(g)?.run_values(inputs)
 }

@@ -12,15 +12,18 @@
 #![allow(clippy::needless_range_loop)]
 
 pub mod broadcast;
+pub mod control;
 pub mod error;
 pub mod executor;
 pub mod npz;
 pub mod ops;
 pub mod tensor;
+pub mod value;
 
 pub use error::RuntimeError;
-pub use executor::{run, Executor};
+pub use executor::{run, run_values, Arg, Executor};
 pub use ops::eval_op;
 pub use ops::index::router_k;
 pub use ops::quant::matmul_nbits_weight;
 pub use tensor::{Elem, Tensor, TensorData};
+pub use value::{Sequence, Value};

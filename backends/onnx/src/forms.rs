@@ -16,6 +16,11 @@ pub fn emit_node(em: &mut Emitter<'_>, id: NodeId, index: usize) -> Result<(), E
     let outputs = em.output_names(id, index);
     let mut attrs = n.op.attrs();
     let (domain, op_type) = match &n.op {
+        op if op.handles_non_tensors() => {
+            return Err(ExportError::Node(format!(
+                "{desc}: control flow, sequence and optional ops are not exportable to ONNX yet"
+            )))
+        }
         Op::RouterTopK(_) => {
             return Err(ExportError::Node(format!(
                 "{desc}: router_top_k is not exportable to ONNX yet"

@@ -28,6 +28,12 @@ pub struct Builder {
     pub opset: i64,
     /// Counter for names of values the importer makes up.
     fresh: usize,
+    /// Building a control-flow body: its inputs may be untyped (their types come from the
+    /// node that runs it).
+    pub subgraph: bool,
+    /// Outer values a body reads, added as its last inputs.
+    pub captures: Vec<String>,
+    pub ir_version: i64,
 }
 
 /// The type of a value nothing describes until shape inference runs.
@@ -46,6 +52,9 @@ impl Builder {
             functions,
             opset: crate::NEWEST_OPSET,
             fresh: 0,
+            subgraph: false,
+            captures: Vec::new(),
+            ir_version: 0,
         }
     }
 
@@ -73,6 +82,7 @@ impl Builder {
             }
         }
         let inputs_are_defaults = ir_version >= 4;
+        self.ir_version = ir_version;
 
         let mut input_names = HashSet::new();
         for vi in &gp.input {
@@ -85,13 +95,34 @@ impl Builder {
             if init_names.contains(&vi.name) && !inputs_are_defaults {
                 continue;
             }
-            let ty = tensor_type(vi)
-                .map_err(|e| ImportError::Model(format!("graph input `{}`: {e}", vi.name)))?
-                .ok_or_else(|| {
-                    ImportError::Model(format!("graph input `{}` has no type", vi.name))
-                })?;
+            let ty = match tensor_type(vi) {
+                Ok(Some(t)) => t,
+                // A body's inputs get their types from the node that runs it.
+                _ if self.subgraph => placeholder(),
+                Ok(None) => {
+                    return Err(ImportError::Model(format!(
+                        "graph input `{}` has no type",
+                        vi.name
+                    )))
+                }
+                Err(e) => {
+                    return Err(ImportError::Model(format!(
+                        "graph input `{}`: {e}",
+                        vi.name
+                    )))
+                }
+            };
             let id = self.g.add_input(vi.name.clone(), ty);
             self.values.insert(vi.name.clone(), ValueRef::new(id, 0));
+        }
+        for name in std::mem::take(&mut self.captures) {
+            if !input_names.insert(name.clone()) {
+                return Err(ImportError::Model(format!(
+                    "captured value `{name}` is also a body input"
+                )));
+            }
+            let id = self.g.add_input(name.clone(), placeholder());
+            self.values.insert(name, ValueRef::new(id, 0));
         }
 
         for mut t in std::mem::take(&mut gp.initializer) {

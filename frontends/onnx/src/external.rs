@@ -36,6 +36,11 @@ impl ExternalFiles {
         }
     }
 
+    /// A new set of mappings resolving in the same folder (for a body graph).
+    pub fn child(&self) -> ExternalFiles {
+        ExternalFiles::new(self.base_dir.as_deref())
+    }
+
     /// Maps `want` bytes of external data for tensor `name` without copying them.
     pub fn data(
         &mut self,

@@ -18,6 +18,7 @@ extern crate protobuf_onnx as protobuf;
 
 mod attrs;
 mod builder;
+mod control;
 mod error;
 mod external;
 mod legacy;
@@ -25,10 +26,11 @@ mod model;
 mod ops;
 mod sort;
 mod tensor;
+pub mod testdata;
 mod types;
 
 pub use error::ImportError;
-pub use types::dtype_from_code;
+pub use types::{dtype_from_code, ValueKind};
 
 use compc_ir::Graph;
 use std::path::Path;

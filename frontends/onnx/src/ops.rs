@@ -36,15 +36,23 @@ impl Builder {
     pub fn add_node(&mut self, n: &mut NodeProto, index: usize) -> Result<(), ImportError> {
         let desc = describe(n, index);
         let node_err = |what: String| ImportError::Node(format!("{desc}: {what}"));
-        if attrs::has_subgraph(n) {
-            return Err(ImportError::Node(format!(
-                "{desc} has a subgraph; control flow is not supported yet"
-            )));
-        }
         let domain = if n.domain == "ai.onnx" {
             String::new()
         } else {
             n.domain.clone()
+        };
+        if attrs::has_subgraph(n) {
+            if domain.is_empty() && self.opset < 16 {
+                if let Legacy::Done = self.legacy(n, self.opset, &desc)? {
+                    return Ok(());
+                }
+            }
+            return self.control_flow(n, &domain, &desc);
+        }
+        let extra_attrs = if domain.is_empty() && n.op_type == "Optional" {
+            Builder::optional_type_attr(n).map_err(node_err)?
+        } else {
+            Vec::new()
         };
         if self
             .functions
@@ -66,6 +74,7 @@ impl Builder {
         let text = text_name(&domain, &n.op_type);
         let mut attrs =
             attrs::convert_all(n, &domain, text.is_some(), &mut self.ext).map_err(node_err)?;
+        attrs.extend(extra_attrs);
         let mut inputs = std::mem::take(&mut n.input);
         let op = match text {
             Some(text) => {

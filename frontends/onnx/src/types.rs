@@ -51,17 +51,59 @@ pub fn dtype_or_err(code: i64) -> Result<DType, String> {
 }
 
 /// The tensor type of a graph input, output or `value_info` entry. `Ok(None)` when the
-/// entry carries no type at all (ONNX allows that for intermediate values).
+/// entry carries no type at all (ONNX allows that for intermediate values). A sequence or
+/// optional value has its elements' element type and no shape (the IR's convention, see
+/// `compc_ir::op::control`).
 pub fn tensor_type(vi: &ValueInfoProto) -> Result<Option<TensorType>, String> {
-    let Some(tp) = vi.type_.as_ref() else {
-        return Ok(None);
+    match vi.type_.as_ref() {
+        None => Ok(None),
+        Some(tp) => type_of(tp),
+    }
+}
+
+/// What kind of value a graph input or output holds, for readers of ONNX test data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ValueKind {
+    Tensor,
+    Sequence(Box<ValueKind>),
+    Optional(Box<ValueKind>),
+}
+
+pub fn kind_of(tp: &onnx_protobuf::TypeProto) -> Result<ValueKind, String> {
+    let elem = |e: &protobuf::MessageField<onnx_protobuf::TypeProto>| match e.as_ref() {
+        Some(t) => kind_of(t),
+        None => Err("a sequence or optional type without an element type".to_string()),
     };
+    match &tp.value {
+        None | Some(TypeValue::TensorType(_)) => Ok(ValueKind::Tensor),
+        Some(TypeValue::SequenceType(s)) => Ok(ValueKind::Sequence(Box::new(elem(&s.elem_type)?))),
+        Some(TypeValue::OptionalType(o)) => Ok(ValueKind::Optional(Box::new(elem(&o.elem_type)?))),
+        Some(_) => Err("this value type is not supported".into()),
+    }
+}
+
+fn type_of(tp: &onnx_protobuf::TypeProto) -> Result<Option<TensorType>, String> {
     let t = match &tp.value {
         None => return Ok(None),
         Some(TypeValue::TensorType(t)) => t,
-        Some(TypeValue::SequenceType(_)) => return Err("sequence types are not supported".into()),
+        Some(TypeValue::SequenceType(s)) => {
+            return match s.elem_type.as_ref().map(|e| &e.value) {
+                Some(Some(TypeValue::TensorType(t))) => Ok(Some(TensorType::unranked(
+                    dtype_or_err(i64::from(t.elem_type))?,
+                ))),
+                _ => Err("sequences of anything but tensors are not supported".into()),
+            }
+        }
+        Some(TypeValue::OptionalType(o)) => {
+            return match o.elem_type.as_ref() {
+                Some(e) => match type_of(e)? {
+                    Some(t) => Ok(Some(TensorType::unranked(t.dtype))),
+                    None => Ok(None),
+                },
+                None => Err("an optional type without an element type".into()),
+            }
+        }
         Some(TypeValue::MapType(_)) => return Err("map types are not supported".into()),
-        Some(TypeValue::OptionalType(_)) => return Err("optional types are not supported".into()),
         Some(TypeValue::SparseTensorType(_)) => {
             return Err("sparse tensor types are not supported".into())
         }

@@ -192,7 +192,7 @@ fn every_prefix_of_a_model_fails_cleanly() {
 }
 
 #[test]
-fn control_flow_is_refused() {
+fn malformed_control_flow_is_refused() {
     let body = graph(vec![], vec![], vec![], vec![]);
     let m = model(
         17,
@@ -209,10 +209,35 @@ fn control_flow_is_refused() {
             vec![],
         ),
     );
-    let e = err_of(&m, None);
     assert_eq!(
-        e,
-        "`If` node \"branch\" has a subgraph; control flow is not supported yet"
+        err_of(&m, None),
+        "shape inference failed at n1 (if \"branch\"): the branches have 0 outputs, the node 1"
+    );
+    // A body may read enclosing values, but only ones that exist.
+    let reads_ghost = graph(
+        vec![node("Identity", "i", &["ghost"], &["o"])],
+        vec![],
+        vec![vi("o", FLOAT, &[])],
+        vec![],
+    );
+    let m = model(
+        17,
+        graph(
+            vec![with_attrs(
+                node("If", "branch", &["c"], &["y"]),
+                vec![
+                    a_graph("then_branch", reads_ghost.clone()),
+                    a_graph("else_branch", reads_ghost),
+                ],
+            )],
+            vec![vi("c", 9, &[])],
+            vec![vi("y", FLOAT, &[])],
+            vec![],
+        ),
+    );
+    assert_eq!(
+        err_of(&m, None),
+        "`If` node \"branch\": a body reads `ghost`, which no enclosing graph defines"
     );
 }
 

@@ -160,5 +160,17 @@ pub fn arity(op: &Op) -> Arity {
         Op::MelWeightMatrix(_) => one(5, 5),
         // R, T, then the per-tensor inputs; one output per updated tensor and state.
         Op::Adagrad(_) | Op::Adam(_) | Op::Momentum(_) => Arity::new(3, None, 1, None),
+        // Control flow: the declared inputs, then the captured outer values.
+        Op::If(_) => Arity::new(1, None, 0, None),
+        Op::Loop(_) => Arity::new(2, None, 0, None),
+        Op::Scan(_) | Op::SequenceMap(_) => Arity::new(1, None, 1, None),
+        Op::SequenceConstruct => Arity::new(1, None, 1, Some(1)),
+        Op::SequenceEmpty(_) => one(0, 0),
+        Op::SequenceAt => one(2, 2),
+        Op::SequenceInsert => one(2, 3),
+        Op::SequenceErase => one(1, 2),
+        Op::SequenceLength | Op::ConcatFromSequence(_) | Op::OptionalGetElement => one(1, 1),
+        Op::SplitToSequence(_) => one(1, 2),
+        Op::Optional(_) | Op::OptionalHasElement => one(0, 1),
     }
 }

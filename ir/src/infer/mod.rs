@@ -3,6 +3,7 @@
 //! so dynamic dims survive `Reshape`/`Expand` chains.
 
 mod arity;
+mod control;
 mod conv;
 mod dims;
 mod einsum;
@@ -46,6 +47,10 @@ pub fn infer_graph(g: &mut Graph) -> Result<(), InferError> {
     })?;
     let mut inf = Inferrer::default();
     for id in order {
+        control::refine_bodies(g, id).map_err(|message| InferError {
+            node: g.node(id).describe(id),
+            message,
+        })?;
         let Some(types) = inf.infer(g, id)? else {
             continue;
         };
@@ -387,6 +392,21 @@ fn rule(cx: &Cx) -> Option<Result<Vec<TensorType>, String>> {
         Op::TfIdfVectorizer(t) => ext::tf_idf(cx, &t.ngram_indexes),
         Op::Adagrad(_) | Op::Momentum(_) => ext::optimizer(cx, 2),
         Op::Adam(_) => ext::optimizer(cx, 3),
+        Op::If(i) => control::if_(cx, i),
+        Op::Loop(l) => control::loop_(cx, l),
+        Op::Scan(sc) => control::scan(cx, sc),
+        Op::SequenceMap(m) => control::sequence_map(cx, m),
+        Op::SequenceEmpty(_)
+        | Op::ConcatFromSequence(_)
+        | Op::SplitToSequence(_)
+        | Op::Optional(_)
+        | Op::SequenceConstruct
+        | Op::SequenceAt
+        | Op::SequenceInsert
+        | Op::SequenceErase
+        | Op::SequenceLength
+        | Op::OptionalHasElement
+        | Op::OptionalGetElement => control::sequence_op(cx),
     };
     Some(r)
 }

@@ -9,10 +9,12 @@
 pub mod attr_struct;
 pub mod attrs;
 pub mod attrs_ext;
+pub mod control;
 pub mod kinds;
 
 pub use attrs::*;
 pub use attrs_ext::*;
+pub use control::*;
 pub use kinds::{BinaryOp, ReduceOp, UnaryOp, VariadicOp};
 
 use crate::attr::{AttrReader, Attrs};
@@ -176,6 +178,13 @@ define_ops! {
         Det = "det" / "", "Det";
         MatMulInteger = "matmul_integer" / "", "MatMulInteger";
         QLinearMatMul = "qlinear_matmul" / "", "QLinearMatMul";
+        SequenceConstruct = "sequence_construct" / "", "SequenceConstruct";
+        SequenceAt = "sequence_at" / "", "SequenceAt";
+        SequenceInsert = "sequence_insert" / "", "SequenceInsert";
+        SequenceErase = "sequence_erase" / "", "SequenceErase";
+        SequenceLength = "sequence_length" / "", "SequenceLength";
+        OptionalHasElement = "optional_has_element" / "", "OptionalHasElement";
+        OptionalGetElement = "optional_get_element" / "", "OptionalGetElement";
     }
     with_attrs {
         Gemm(Gemm) = "gemm" / "", "Gemm";
@@ -261,6 +270,14 @@ define_ops! {
         Adagrad(Adagrad) = "adagrad" / TRAINING_DOMAIN, "Adagrad";
         Adam(Adam) = "adam" / TRAINING_DOMAIN, "Adam";
         Momentum(Momentum) = "momentum" / TRAINING_DOMAIN, "Momentum";
+        If(IfOp) = "if" / "", "If";
+        Loop(LoopOp) = "loop" / "", "Loop";
+        Scan(ScanOp) = "scan" / "", "Scan";
+        SequenceMap(SequenceMapOp) = "sequence_map" / "", "SequenceMap";
+        SequenceEmpty(SequenceEmpty) = "sequence_empty" / "", "SequenceEmpty";
+        ConcatFromSequence(ConcatFromSequence) = "concat_from_sequence" / "", "ConcatFromSequence";
+        SplitToSequence(SplitToSequence) = "split_to_sequence" / "", "SplitToSequence";
+        Optional(OptionalOp) = "optional" / "", "Optional";
     }
 }
 
@@ -272,6 +289,49 @@ impl Op {
             Op::Custom(c) => format!("custom:{}:{}", c.domain, c.op_type),
             other => other.name().to_string(),
         }
+    }
+
+    /// The bodies of a control-flow op (none for other ops).
+    pub fn subgraphs(&self) -> Vec<&Subgraph> {
+        match self {
+            Op::If(i) => vec![&i.then_branch, &i.else_branch],
+            Op::Loop(l) => vec![&l.body],
+            Op::Scan(s) => vec![&s.body],
+            Op::SequenceMap(m) => vec![&m.body],
+            _ => vec![],
+        }
+    }
+
+    pub fn subgraphs_mut(&mut self) -> Vec<&mut Subgraph> {
+        match self {
+            Op::If(i) => vec![&mut i.then_branch, &mut i.else_branch],
+            Op::Loop(l) => vec![&mut l.body],
+            Op::Scan(s) => vec![&mut s.body],
+            Op::SequenceMap(m) => vec![&mut m.body],
+            _ => vec![],
+        }
+    }
+
+    /// Ops whose values are sequences or optionals, which tensor kernels do not take.
+    pub fn handles_non_tensors(&self) -> bool {
+        matches!(
+            self,
+            Op::If(_)
+                | Op::Loop(_)
+                | Op::Scan(_)
+                | Op::SequenceMap(_)
+                | Op::SequenceEmpty(_)
+                | Op::ConcatFromSequence(_)
+                | Op::SplitToSequence(_)
+                | Op::Optional(_)
+                | Op::SequenceConstruct
+                | Op::SequenceAt
+                | Op::SequenceInsert
+                | Op::SequenceErase
+                | Op::SequenceLength
+                | Op::OptionalHasElement
+                | Op::OptionalGetElement
+        )
     }
 
     /// Ops that compute nothing from inputs: graph inputs and constants.

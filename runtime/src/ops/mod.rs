@@ -394,5 +394,22 @@ pub fn eval_op(op: &Op, inputs: &[Option<&Tensor>], num_outputs: usize) -> Resul
         Op::Adagrad(a) => training::adagrad(&present(op, inputs)?, a),
         Op::Adam(a) => training::adam(&present(op, inputs)?, a),
         Op::Momentum(a) => training::momentum(&present(op, inputs)?, a),
+        // Sequence, optional and control-flow ops take values other than tensors: the
+        // executor runs them (`control::eval`).
+        Op::If(_)
+        | Op::Loop(_)
+        | Op::Scan(_)
+        | Op::SequenceMap(_)
+        | Op::SequenceEmpty(_)
+        | Op::ConcatFromSequence(_)
+        | Op::SplitToSequence(_)
+        | Op::Optional(_)
+        | Op::SequenceConstruct
+        | Op::SequenceAt
+        | Op::SequenceInsert
+        | Op::SequenceErase
+        | Op::SequenceLength
+        | Op::OptionalHasElement
+        | Op::OptionalGetElement => bail!("{} is run by the executor, not eval_op", op.name()),
     }
 }

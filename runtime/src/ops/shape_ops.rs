@@ -200,7 +200,7 @@ pub fn concat(xs: &[&Tensor], axis: i64) -> Result<Tensor> {
 }
 
 /// Sub-tensor of positions `start..start+len` along `axis`.
-pub(crate) fn narrow(x: &Tensor, axis: usize, start: usize, len: usize) -> Result<Tensor> {
+pub fn narrow(x: &Tensor, axis: usize, start: usize, len: usize) -> Result<Tensor> {
     let per_axis: Vec<Vec<usize>> = x
         .shape()
         .iter()
