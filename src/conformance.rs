@@ -11,7 +11,7 @@ use compc_frontend_onnx as onnx_import;
 use compc_frontend_onnx::testdata::DataValue;
 use compc_frontend_onnx::ValueKind;
 use compc_ir::DType;
-use compc_runtime::{Sequence, Tensor, TensorData, Value};
+use compc_runtime::{Sequence, StrTensor, Tensor, TensorData, Value};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -299,7 +299,10 @@ fn read_value(p: &Path, kind: &ValueKind) -> Result<Value, String> {
 fn to_value(d: DataValue) -> Result<Value, String> {
     Ok(match d {
         DataValue::Tensor(w) => Value::Tensor(Tensor::from_weight(&w).map_err(|e| e.to_string())?),
-        DataValue::Strings { .. } => return Err("string tensors are not supported".into()),
+        DataValue::Strings { dims, values } => Value::Strings(StrTensor {
+            shape: dims.into_iter().map(|d| d as usize).collect(),
+            values,
+        }),
         DataValue::Sequence(items) => {
             let mut ts = Vec::with_capacity(items.len());
             for i in items {
@@ -340,6 +343,18 @@ fn compare_values(want: &Value, got: &Value) -> Result<(), String> {
                 compare(a, b).map_err(|e| format!("item {i}: {e}"))?;
             }
             Ok(())
+        }
+        (Value::Strings(w), Value::Strings(g)) => {
+            if w.shape != g.shape {
+                return Err(format!("shape {:?} expected, got {:?}", w.shape, g.shape));
+            }
+            match w.values.iter().zip(&g.values).position(|(a, b)| a != b) {
+                Some(i) => Err(format!(
+                    "element {i}: {:?} expected, got {:?}",
+                    w.values[i], g.values[i]
+                )),
+                None => Ok(()),
+            }
         }
         (Value::Optional(None), Value::Optional(None)) => Ok(()),
         (Value::Optional(Some(w)), Value::Optional(Some(g))) => compare_values(w, g),

@@ -6,6 +6,7 @@
 use crate::error::{bail, Result, RuntimeError};
 use crate::executor::{Arg, Executor};
 use crate::ops::shape_ops::{concat, narrow, squeeze, unsqueeze};
+use crate::strings;
 use crate::tensor::Tensor;
 use crate::value::{Sequence, Value};
 use compc_ir::op::{LoopOp, ScanOp, Subgraph};
@@ -250,6 +251,23 @@ pub fn eval(op: &Op, args: &[Option<Arg>], num_outputs: usize) -> Result<Vec<Val
             one(Value::Tensor(Tensor::from_bool(vec![], vec![has])))
         }
         Op::Unary(compc_ir::op::UnaryOp::Identity) => one(arg(args, 0, "input")?.to_value()),
+        Op::Cast(c) => one(cast(arg(args, 0, "input")?, c.to)?),
+        Op::CastLike => {
+            let to = match arg(args, 1, "target")? {
+                Arg::Tensor(t) => t.dtype(),
+                Arg::Other(v) => v
+                    .dtype()
+                    .ok_or_else(|| RuntimeError::op("cast_like target has no element type"))?,
+            };
+            one(cast(arg(args, 0, "input")?, to)?)
+        }
+        Op::StringNormalizer(a) => match arg(args, 0, "input")? {
+            Arg::Other(Value::Strings(s)) => one(Value::Strings(strings::string_normalizer(s, a)?)),
+            other => bail!(
+                "string_normalizer needs strings, got {}",
+                other.to_value().kind()
+            ),
+        },
         Op::OptionalGetElement => match arg(args, 0, "optional")? {
             Arg::Other(Value::Optional(Some(v))) => one((**v).clone()),
             Arg::Other(Value::Optional(None)) => bail!("optional_get_element of an empty optional"),
@@ -269,8 +287,22 @@ pub fn eval(op: &Op, args: &[Option<Arg>], num_outputs: usize) -> Result<Vec<Val
         Op::Loop(l) => run_loop(l, args, num_outputs),
         Op::Scan(s) => run_scan(s, args, num_outputs),
         Op::SequenceMap(m) => run_sequence_map(&m.body, m.captures, args, num_outputs),
-        other => bail!("{} is not a sequence or control-flow op", other.name()),
+        other => bail!(
+            "{} does not take sequences, optionals or strings",
+            other.name()
+        ),
     }
+}
+
+/// Casts between numbers and strings (numbers to numbers as `Tensor::cast`).
+fn cast(x: Arg, to: DType) -> Result<Value> {
+    Ok(match (x, to) {
+        (Arg::Tensor(t), DType::Str) => Value::Strings(strings::to_strings(t)?),
+        (Arg::Tensor(t), to) => Value::Tensor(t.cast(to)?),
+        (Arg::Other(Value::Strings(s)), DType::Str) => Value::Strings(s.clone()),
+        (Arg::Other(Value::Strings(s)), to) => Value::Tensor(strings::from_strings(s, to)?),
+        (Arg::Other(v), _) => bail!("cast of {}", v.kind()),
+    })
 }
 
 fn check_count(out: Vec<Value>, n: usize) -> Result<Vec<Value>> {

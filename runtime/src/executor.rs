@@ -8,8 +8,7 @@ use crate::error::{Result, RuntimeError};
 use crate::ops::eval_op;
 use crate::tensor::Tensor;
 use crate::value::Value;
-use compc_ir::op::UnaryOp;
-use compc_ir::{Dim, Graph, NodeId, Op, Shape, ValueRef};
+use compc_ir::{DType, Dim, Graph, NodeId, Op, Shape, ValueRef};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -360,9 +359,10 @@ impl<'g> Executor<'g> {
                                 },
                             }
                         }
-                        // Identity also passes sequences and optionals through.
-                        let passes_other = matches!(op, Op::Unary(UnaryOp::Identity))
-                            && matches!(args.first(), Some(Some(Arg::Other(_))));
+                        // Identity also passes sequences and optionals through, and a few ops
+                        // (casts) take or make strings.
+                        let passes_other = args.iter().any(|a| matches!(a, Some(Arg::Other(_))))
+                            || matches!(op, Op::Cast(c) if c.to == DType::Str);
                         let res: Vec<Val> = if op.handles_non_tensors() || passes_other {
                             crate::control::eval(op, &args, node.outputs.len())
                                 .map_err(|e| e.at_node(&desc))?

@@ -17,6 +17,7 @@ pub mod error;
 pub mod executor;
 pub mod npz;
 pub mod ops;
+pub mod strings;
 pub mod tensor;
 pub mod value;
 
@@ -26,4 +27,4 @@ pub use ops::eval_op;
 pub use ops::index::router_k;
 pub use ops::quant::matmul_nbits_weight;
 pub use tensor::{Elem, Tensor, TensorData};
-pub use value::{Sequence, Value};
+pub use value::{Sequence, StrTensor, Value};

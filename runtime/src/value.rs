@@ -1,5 +1,5 @@
 //! Values that are not plain tensors: sequences of tensors and optionals, which ONNX's
-//! sequence ops, `Optional*` and control-flow bodies pass around. Tensor kernels never
+//! sequence ops, `Optional*` and control-flow bodies pass around, and string tensors. Tensor kernels never
 //! see them; [`Value`] is what [`Executor::run_values`](crate::Executor::run_values)
 //! takes and returns.
 
@@ -12,6 +12,14 @@ pub enum Value {
     Sequence(Sequence),
     /// An optional tensor or sequence; `None` is the empty optional.
     Optional(Option<Box<Value>>),
+    /// A tensor of strings (numeric tensors do not hold text).
+    Strings(StrTensor),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct StrTensor {
+    pub shape: Vec<usize>,
+    pub values: Vec<String>,
 }
 
 /// A sequence of tensors of one element type (shapes may differ).
@@ -35,6 +43,7 @@ impl Value {
             Value::Tensor(_) => "a tensor",
             Value::Sequence(_) => "a sequence",
             Value::Optional(_) => "an optional",
+            Value::Strings(_) => "a string tensor",
         }
     }
 
@@ -44,6 +53,7 @@ impl Value {
             Value::Tensor(t) => Some(t.dtype()),
             Value::Sequence(s) => Some(s.dtype),
             Value::Optional(o) => o.as_ref().and_then(|v| v.dtype()),
+            Value::Strings(_) => Some(DType::Str),
         }
     }
 }

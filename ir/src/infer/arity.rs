@@ -172,5 +172,6 @@ pub fn arity(op: &Op) -> Arity {
         Op::SequenceLength | Op::ConcatFromSequence(_) | Op::OptionalGetElement => one(1, 1),
         Op::SplitToSequence(_) => one(1, 2),
         Op::Optional(_) | Op::OptionalHasElement => one(0, 1),
+        Op::StringNormalizer(_) => one(1, 1),
     }
 }

@@ -176,6 +176,19 @@ pub(crate) fn sequence_op(cx: &Cx) -> Out {
     }])
 }
 
+/// Strings of the input's rank; the number left after removing stopwords is unknown.
+pub(crate) fn string_normalizer(cx: &Cx) -> Out {
+    let x = cx.ty(0)?;
+    Ok(vec![match x.shape.dims() {
+        Some(d) if d.len() == 1 => TensorType::new(DType::Str, Shape::Ranked(vec![Dim::Unknown])),
+        Some(d) if d.len() == 2 => {
+            TensorType::new(DType::Str, Shape::Ranked(vec![d[0].clone(), Dim::Unknown]))
+        }
+        Some(_) => return Err(format!("input must be [C] or [1, C], found {x}")),
+        None => unranked(DType::Str),
+    }])
+}
+
 /// Sets the input types of the bodies of node `id` from its inputs and infers the bodies.
 pub(crate) fn refine_bodies(g: &mut Graph, id: NodeId) -> Result<(), String> {
     let node = g.node(id);

@@ -407,6 +407,7 @@ fn rule(cx: &Cx) -> Option<Result<Vec<TensorType>, String>> {
         | Op::SequenceLength
         | Op::OptionalHasElement
         | Op::OptionalGetElement => control::sequence_op(cx),
+        Op::StringNormalizer(_) => control::string_normalizer(cx),
     };
     Some(r)
 }

@@ -239,3 +239,14 @@ attr_struct!(
     }
     required ["alpha", "beta", "mode", "norm_coefficient"]
 );
+
+attr_struct!(
+    /// Removes `stopwords` from a 1-D or `[1, C]` string tensor, then changes case
+    /// (`case_change_action` "NONE", "LOWER" or "UPPER").
+    StringNormalizer {
+        case_change_action: String = "NONE".into() => "case_change_action",
+        is_case_sensitive: bool = false => "is_case_sensitive",
+        locale: String = String::new() => "locale",
+        stopwords: Option<Vec<String>> = None => "stopwords",
+    }
+);

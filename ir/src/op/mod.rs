@@ -278,6 +278,7 @@ define_ops! {
         ConcatFromSequence(ConcatFromSequence) = "concat_from_sequence" / "", "ConcatFromSequence";
         SplitToSequence(SplitToSequence) = "split_to_sequence" / "", "SplitToSequence";
         Optional(OptionalOp) = "optional" / "", "Optional";
+        StringNormalizer(StringNormalizer) = "string_normalizer" / "", "StringNormalizer";
     }
 }
 
@@ -312,7 +313,8 @@ impl Op {
         }
     }
 
-    /// Ops whose values are sequences or optionals, which tensor kernels do not take.
+    /// Ops whose values are sequences, optionals or strings, which tensor kernels do not
+    /// take.
     pub fn handles_non_tensors(&self) -> bool {
         matches!(
             self,
@@ -331,6 +333,7 @@ impl Op {
                 | Op::SequenceLength
                 | Op::OptionalHasElement
                 | Op::OptionalGetElement
+                | Op::StringNormalizer(_)
         )
     }
 

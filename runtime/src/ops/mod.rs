@@ -410,6 +410,7 @@ pub fn eval_op(op: &Op, inputs: &[Option<&Tensor>], num_outputs: usize) -> Resul
         | Op::SequenceErase
         | Op::SequenceLength
         | Op::OptionalHasElement
-        | Op::OptionalGetElement => bail!("{} is run by the executor, not eval_op", op.name()),
+        | Op::OptionalGetElement
+        | Op::StringNormalizer(_) => bail!("{} is run by the executor, not eval_op", op.name()),
     }
 }
