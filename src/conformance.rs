@@ -107,8 +107,18 @@ impl Report {
             .collect()
     }
 
-    /// The failing cases as `known_failures.txt` lists them: `name  # Op: first error line`.
-    pub fn failure_list(&self) -> String {
+    /// The failing cases as `known_failures.txt` lists them: `name  # Op: first error line`,
+    /// or the reason `previous` (an earlier list) gives for that case.
+    pub fn failure_list(&self, previous: &str) -> String {
+        let mut reasons: BTreeMap<&str, &str> = BTreeMap::new();
+        for line in previous.lines() {
+            if let Some((name, why)) = line.split_once('#') {
+                let name = name.trim();
+                if !name.is_empty() {
+                    reasons.insert(name, why.trim());
+                }
+            }
+        }
         let mut s = String::from(
             "# ONNX backend node test cases that compc does not pass, one a line:\n\
              # `case  # op: why`. tests/conformance.rs fails when a case not listed here fails,\n\
@@ -116,6 +126,10 @@ impl Report {
              # `compc conformance --write-failures tests/conformance/known_failures.txt`.\n",
         );
         for r in self.results.iter().filter(|r| !r.outcome.passed()) {
+            if let Some(why) = reasons.get(r.name.as_str()) {
+                let _ = writeln!(s, "{}  # {why}", r.name);
+                continue;
+            }
             let msg = r.outcome.message().lines().next().unwrap_or("");
             let msg: String = msg.chars().take(100).collect();
             let _ = writeln!(s, "{}  # {}: {} {msg}", r.name, r.op, r.outcome.label());
@@ -693,7 +707,8 @@ fn tested_op(case: &str, _dir: &Path) -> String {
 pub struct CliArgs {
     /// Folder of case folders (default: Debian's libonnx-testdata data/node)
     pub dir: Option<PathBuf>,
-    /// Write the names of the failing cases here, one a line
+    /// Write the names of the failing cases here, one a line (keeping the reasons an
+    /// existing list gives)
     #[arg(long, value_name = "FILE")]
     pub write_failures: Option<PathBuf>,
     /// Also run the cases in onnxruntime (python3 tests/conformance/ort_count.py)
@@ -718,7 +733,9 @@ pub fn cli(args: &CliArgs) -> anyhow::Result<()> {
     }
     print!("{}", report.summary());
     if let Some(path) = &args.write_failures {
-        std::fs::write(path, report.failure_list())
+        // Reasons written by hand into an existing list are kept.
+        let previous = std::fs::read_to_string(path).unwrap_or_default();
+        std::fs::write(path, report.failure_list(&previous))
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     if args.ort {

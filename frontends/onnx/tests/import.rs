@@ -4,7 +4,7 @@ mod common;
 
 use common::*;
 use compc_frontend_onnx::{import_bytes, meta};
-use compc_ir::{Attr, DType, Dim, Graph, NodeId, Op, Shape, WeightData};
+use compc_ir::{Attr, DType, Dim, Graph, NodeId, Op, Shape, TensorType, WeightData};
 
 fn import(m: &onnx_protobuf::ModelProto) -> Graph {
     import_bytes(&bytes(m), None).expect("import")
@@ -291,4 +291,91 @@ fn initializer_that_is_also_an_input_stays_an_input() {
     assert_eq!(g.inputs().len(), 2);
     let b = g.node(find(&g, "bias")).input(1).expect("b");
     assert_eq!(g.node(b.node).op, Op::Input);
+}
+
+#[test]
+fn bodies_read_enclosing_values_through_explicit_captures() {
+    // Loop body: acc_out = acc + w, where `w` is an initializer of the enclosing graph and
+    // `cond` passes through.
+    let body = graph(
+        vec![
+            node("Add", "add", &["acc", "w"], &["acc_out"]),
+            node("Identity", "keep", &["cond"], &["cond_out"]),
+        ],
+        vec![
+            vi("i", INT64, &[]),
+            vi("cond", 9, &[]),
+            vi("acc", FLOAT, &[D::N(2)]),
+        ],
+        vec![vi("cond_out", 9, &[]), vi("acc_out", FLOAT, &[D::N(2)])],
+        vec![],
+    );
+    let m = model(
+        17,
+        graph(
+            vec![with_attrs(
+                node("Loop", "loop", &["m", "", "a0"], &["a"]),
+                vec![a_graph("body", body)],
+            )],
+            vec![vi("m", INT64, &[]), vi("a0", FLOAT, &[D::N(2)])],
+            vec![vi("a", FLOAT, &[D::N(2)])],
+            vec![t_f32("w", &[2], &[1.0, 2.0])],
+        ),
+    );
+    let g = import(&m);
+    let l = g.node(find(&g, "loop"));
+    let Op::Loop(op) = &l.op else {
+        panic!("{:?}", l.op)
+    };
+    assert_eq!(op.captures, 1);
+    // M, the omitted cond, a0, then the captured w.
+    assert_eq!(l.inputs().len(), 4);
+    assert!(l.inputs()[1].is_none());
+    let w = g
+        .const_weight(l.input(3).expect("w"))
+        .expect("w is a constant");
+    assert_eq!(w.name, "w");
+    let body = op.body.graph();
+    let names: Vec<&str> = body
+        .inputs()
+        .iter()
+        .map(|&i| body.node(i).name.as_str())
+        .collect();
+    assert_eq!(names, ["i", "cond", "acc", "w"]);
+    assert_eq!(
+        body.node(body.inputs()[3]).outputs[0],
+        TensorType::known(DType::F32, &[2])
+    );
+}
+
+#[test]
+fn old_opsets_are_rewritten_to_their_opset_13_forms() {
+    // Opset 9: Upsample with scales becomes Resize; Softmax over axis 1 of a 3-D input
+    // flattens first (its meaning before opset 13).
+    let m = model(
+        9,
+        graph(
+            vec![
+                node("Upsample", "up", &["x", "scales"], &["u"]),
+                node("Softmax", "sm", &["u"], &["y"]),
+            ],
+            vec![vi("x", FLOAT, &[D::N(1), D::N(2), D::N(2)])],
+            vec![vi("y", FLOAT, &[D::N(1), D::N(2), D::N(4)])],
+            vec![t_f32("scales", &[3], &[1.0, 1.0, 2.0])],
+        ),
+    );
+    let g = import(&m);
+    assert_eq!(g.opsets.get(""), Some(&13));
+    let up = g.node(find(&g, "up"));
+    let Op::Resize(r) = &up.op else {
+        panic!("{:?}", up.op)
+    };
+    assert_eq!(r.coordinate_transformation_mode, "asymmetric");
+    assert_eq!(r.nearest_mode, "floor");
+    let names: Vec<&str> = g.node_ids().map(|id| g.node(id).op.name()).collect();
+    for op in ["flatten", "softmax", "shape", "reshape"] {
+        assert!(names.contains(&op), "{op} missing from {names:?}");
+    }
+    let y = g.value_type(g.outputs[0].value).expect("y");
+    assert_eq!(y, &TensorType::known(DType::F32, &[1, 2, 4]));
 }

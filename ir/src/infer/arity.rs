@@ -162,7 +162,8 @@ pub fn arity(op: &Op) -> Arity {
         Op::Adagrad(_) | Op::Adam(_) | Op::Momentum(_) => Arity::new(3, None, 1, None),
         // Control flow: the declared inputs, then the captured outer values.
         Op::If(_) => Arity::new(1, None, 0, None),
-        Op::Loop(_) => Arity::new(2, None, 0, None),
+        // M and cond may both be omitted (their slots stay, as `None`).
+        Op::Loop(_) => Arity::new(0, None, 0, None),
         Op::Scan(_) | Op::SequenceMap(_) => Arity::new(1, None, 1, None),
         Op::SequenceConstruct => Arity::new(1, None, 1, Some(1)),
         Op::SequenceEmpty(_) => one(0, 0),
