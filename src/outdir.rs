@@ -34,12 +34,10 @@ impl StagedDir {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
+        // `-o out/model` with no `out/` yet is the common case: make the parents.
         if !parent.is_dir() {
-            bail!(
-                "cannot create output folder {}: {} is not a folder",
-                dest.display(),
-                parent.display()
-            );
+            std::fs::create_dir_all(&parent)
+                .with_context(|| format!("cannot create output folder {}", dest.display()))?;
         }
         let staging = tempfile::Builder::new()
             .prefix(".compc-out-")

@@ -336,3 +336,16 @@ fn run_names_a_missing_input() {
     assert_fails(&o, "input_ids");
     assert!(!got.exists());
 }
+
+#[test]
+fn missing_parent_folders_of_the_output_are_created() {
+    let dir = tmp();
+    let out = dir.path().join("out/nested/decoder");
+    let o = compc(&[
+        fixture("decoder.torchscript.onnx").to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(out.join("model.onnx").is_file());
+}

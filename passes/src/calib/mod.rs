@@ -4,6 +4,7 @@
 //! blocks before it), and accumulating input statistics of linear layers (the Hessian
 //! `2XᵀX/N`, mean and max |x| per channel).
 
+pub mod linalg;
 pub mod runner;
 pub mod sequential;
 pub mod stats;

@@ -2,10 +2,9 @@
 //! ever held whole: `XᵀX` (f64, for GPTQ/SparseGPT Hessians and AWQ's clip loss), the
 //! mean and the max of |x| per input channel (AWQ's and SmoothQuant's scales).
 
+use super::linalg::{matmul, transpose};
 use crate::pass::PassError;
 use compc_runtime::Tensor;
-use faer::linalg::matmul::matmul;
-use faer::{Accum, Mat, MatRef, Par};
 use rayon::prelude::*;
 
 #[derive(Clone, Debug)]
@@ -79,21 +78,11 @@ impl InputStats {
         if let Some(acc) = self.xtx.as_mut() {
             // XᵀX of the batch in f32 (GPTQ's reference accumulates in f32 too), added
             // into the f64 running sum so many batches do not lose precision.
-            let xm = MatRef::from_row_major_slice(x, rows, n);
-            let mut part = Mat::<f32>::zeros(n, n);
-            matmul(
-                part.as_mut(),
-                Accum::Replace,
-                xm.transpose(),
-                xm,
-                1.0f32,
-                Par::rayon(0),
-            );
-            acc.par_chunks_mut(n).enumerate().for_each(|(i, row)| {
-                for (j, a) in row.iter_mut().enumerate() {
-                    *a += part[(i, j)] as f64;
-                }
-            });
+            let xt = transpose(x, rows, n);
+            let part = matmul(&xt, x, n, rows, n).map_err(|e| e.to_string())?;
+            acc.par_iter_mut()
+                .zip(part.par_iter())
+                .for_each(|(a, &p)| *a += p as f64);
         }
         Ok(())
     }

@@ -20,9 +20,8 @@
 
 use super::grid::{code, dequant, Grid};
 use super::qmatrix::{effective_group, QMatrix};
-use faer::linalg::matmul::matmul;
-use faer::linalg::solvers::DenseSolveCore;
-use faer::{Accum, Mat, MatMut, MatRef, Par, Side};
+use crate::calib::linalg::{cholesky_lower, inverse_from_lower, matmul};
+use faer::Mat;
 use rayon::prelude::*;
 
 #[derive(Clone, Copy, Debug)]
@@ -60,16 +59,15 @@ pub fn inverse_cholesky(h: &[f64], n: usize, damp: f64) -> Result<(Vec<f32>, f64
         let hm = Mat::<f64>::from_fn(n, n, |i, j| {
             h[i * n + j] + if i == j { lambda } else { 0.0 }
         });
-        let Ok(llt) = hm.llt(Side::Lower) else {
+        let Some(l1) = cholesky_lower(&hm) else {
             continue;
         };
-        let hinv = llt.inverse();
-        // Symmetrize: the inverse is symmetric in exact arithmetic; the factorization
-        // below reads only its lower half.
-        let Ok(l2) = hinv.llt(Side::Lower) else {
+        // The inverse comes back as its lower triangle, which is all the second
+        // factorization reads.
+        let hinv = inverse_from_lower(&l1);
+        let Some(l) = cholesky_lower(&hinv) else {
             continue;
         };
-        let l = l2.L();
         let mut u = vec![0f32; n * n];
         let mut finite = true;
         for i in 0..n {
@@ -190,15 +188,15 @@ pub fn gptq(
     };
     let mut codes_p = vec![0u8; rows * n];
     let mut loss = 0f64;
-    let mut err = vec![0f32; rows * block];
     for i1 in (0..n).step_by(block) {
         let i2 = (i1 + block).min(n);
         let cnt = i2 - i1;
+        let mut err = vec![0f32; rows * cnt];
         let dynamic = !per_channel && !static_groups;
         let block_loss: f64 = w
             .par_chunks_mut(n)
             .zip(codes_p.par_chunks_mut(n))
-            .zip(err.par_chunks_mut(block))
+            .zip(err.par_chunks_mut(cnt))
             .zip(scales.par_chunks_mut(ng))
             .zip(zeros.par_chunks_mut(ng))
             .with_min_len(4)
@@ -233,11 +231,18 @@ pub fn gptq(
         loss += block_loss;
         if i2 < n {
             // W[:, i2:] −= E · U[i1:i2, i2:]
-            let e = MatRef::from_row_major_slice_with_stride(&err, rows, cnt, block);
-            let ub = MatRef::from_row_major_slice_with_stride(&u[i1 * n + i2..], cnt, n - i2, n);
-            let wb: MatMut<f32> =
-                MatMut::from_row_major_slice_with_stride_mut(&mut w[i2..], rows, n - i2, n);
-            matmul(wb, Accum::Add, e, ub, -1.0f32, Par::rayon(0));
+            let rest = n - i2;
+            let ub: Vec<f32> = (i1..i2)
+                .flat_map(|r| u[r * n + i2..r * n + n].iter().copied())
+                .collect();
+            let p = matmul(&err, &ub, rows, cnt, rest).map_err(|e| e.to_string())?;
+            w.par_chunks_mut(n)
+                .zip(p.par_chunks(rest))
+                .for_each(|(wr, pr)| {
+                    for (a, b) in wr[i2..].iter_mut().zip(pr) {
+                        *a -= b;
+                    }
+                });
         }
     }
 

@@ -7,7 +7,6 @@ use super::options::{glob_match, QuantConfig};
 use crate::idioms::{Idioms, Linear, LinearKind};
 use crate::pass::PassError;
 use compc_ir::{DType, Graph, NodeId, ValueRef, Weight};
-use rayon::prelude::*;
 
 /// How the weight constant stores W.
 #[derive(Clone, Debug, PartialEq)]
@@ -90,11 +89,15 @@ pub fn select(g: &Graph, idioms: &Idioms, cfg: &QuantConfig) -> Selection {
         let Some(w) = g.const_weight(l.weight) else {
             continue;
         };
-        let name = if w.name.is_empty() {
-            node.name.clone()
-        } else {
-            w.name.clone()
-        };
+        // The constant's node name is the initializer's name for imported models (and the
+        // `loc` of a hand-written one); the weight's own name and the layer node's name
+        // are the fallbacks.
+        let const_name = &g.node(l.weight.node).name;
+        let name = [const_name, &w.name, &node.name]
+            .into_iter()
+            .find(|n| !n.is_empty())
+            .cloned()
+            .unwrap_or_default();
         let layout = match l.kind {
             LinearKind::QdqMatMul | LinearKind::MatMulNBits => {
                 sel.already_quantized += 1;
@@ -126,7 +129,8 @@ pub fn select(g: &Graph, idioms: &Idioms, cfg: &QuantConfig) -> Selection {
         // `positions × inv_freq`, a scalar gain): quantizing it only hurts.
         if cols < 8 || rows == 0 {
             sel.skipped.push(skip(&format!(
-                "it has {cols} input features (too few to be a learned layer)"
+                "it has {cols} input feature{} (too few to be a learned layer)",
+                if cols == 1 { "" } else { "s" }
             )));
             continue;
         }
@@ -142,7 +146,7 @@ pub fn select(g: &Graph, idioms: &Idioms, cfg: &QuantConfig) -> Selection {
         if cfg
             .skip
             .iter()
-            .any(|p| glob_match(p, &name) || glob_match(p, &node.name))
+            .any(|p| glob_match(p, &name) || glob_match(p, &w.name) || glob_match(p, &node.name))
         {
             sel.skipped.push(skip("skip= matches it"));
             continue;
@@ -216,54 +220,12 @@ pub fn write_w(g: &mut Graph, l: &Layer, w: &[f32]) -> Result<(), PassError> {
     Ok(())
 }
 
-/// Transpose of a row-major `rows × cols` matrix, in cache-sized tiles, rows of the
-/// result split over threads.
+/// Transpose of a row-major `rows × cols` matrix of floats.
 pub fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0f32; rows * cols];
-    if rows == 0 || cols == 0 {
-        return out;
-    }
-    const T: usize = 32;
-    // Each task owns a band of T output rows (= T input columns).
-    out.par_chunks_mut(rows * T)
-        .enumerate()
-        .for_each(|(bi, band)| {
-            let c0 = bi * T;
-            let nc = band.len() / rows;
-            for r0 in (0..rows).step_by(T) {
-                let r1 = (r0 + T).min(rows);
-                for c in 0..nc {
-                    let orow = &mut band[c * rows..(c + 1) * rows];
-                    for r in r0..r1 {
-                        orow[r] = x[r * cols + c0 + c];
-                    }
-                }
-            }
-        });
-    out
+    crate::calib::linalg::transpose(x, rows, cols)
 }
 
-/// Transpose of a byte matrix (codes), same tiling.
+/// Transpose of a byte matrix (codes).
 pub fn transpose_u8(x: &[u8], rows: usize, cols: usize) -> Vec<u8> {
-    let mut out = vec![0u8; rows * cols];
-    if rows == 0 || cols == 0 {
-        return out;
-    }
-    const T: usize = 64;
-    out.par_chunks_mut(rows * T)
-        .enumerate()
-        .for_each(|(bi, band)| {
-            let c0 = bi * T;
-            let nc = band.len() / rows;
-            for r0 in (0..rows).step_by(T) {
-                let r1 = (r0 + T).min(rows);
-                for c in 0..nc {
-                    let orow = &mut band[c * rows..(c + 1) * rows];
-                    for r in r0..r1 {
-                        orow[r] = x[r * cols + c0 + c];
-                    }
-                }
-            }
-        });
-    out
+    crate::calib::linalg::transpose(x, rows, cols)
 }

@@ -163,13 +163,13 @@ pub fn lower_qdq(g: &mut Graph, l: &Layer, q: &QMatrix) -> Result<u64, PassError
     let qc = g.add_const(w.codes);
     let sc = g.add_const(w.scale);
     let zc = w.zero_point.map(|z| g.add_const(z));
+    let mut inputs = vec![Some(ValueRef::new(qc, 0)), Some(ValueRef::new(sc, 0))];
+    if let Some(z) = zc {
+        inputs.push(Some(ValueRef::new(z, 0)));
+    }
     let dq = g.add_node(
         Op::DequantizeLinear(Dequantize { axis, block_size }),
-        vec![
-            Some(ValueRef::new(qc, 0)),
-            Some(ValueRef::new(sc, 0)),
-            zc.map(|z| ValueRef::new(z, 0)),
-        ],
+        inputs,
         vec![out_ty],
         format!("{}_DequantizeLinear", l.name),
     );

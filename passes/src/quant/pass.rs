@@ -19,6 +19,7 @@ use super::options::{Format, Method, QuantConfig};
 use super::qmatrix::QMatrix;
 use super::rtn::{group_ranges, rtn, rtn_with_ranges};
 use super::smoothquant::{smooth_scales, weight_col_max};
+use crate::calib::linalg::matmul;
 use crate::calib::runner::DEFAULT_BATCH;
 use crate::calib::{CalibRunner, InputStats, Sequencer};
 use crate::context::PassContext;
@@ -28,8 +29,6 @@ use crate::options::PassOptions;
 use crate::pass::{Changed, Exactness, Pass, PassError};
 use compc_ir::{Graph, NodeId, ValueRef};
 use compc_runtime::Tensor;
-use faer::linalg::matmul::matmul;
-use faer::{Accum, Mat, MatRef, Par};
 
 /// Samples of cached stage inputs AWQ runs its modules on (the reference uses 512
 /// sequences of 512 tokens; the scale search only needs a representative sample).
@@ -332,7 +331,7 @@ impl Job {
             let r = &mut self.reports[i];
             r.method = "gptq".into();
             r.weight_mse = mse(&w, &deq);
-            r.output_rel_err = Some(output_rel_err(&w, &deq, l.cols, &gram));
+            r.output_rel_err = Some(output_rel_err(&w, &deq, l.cols, &gram)?);
             let mut extra = format!("loss {:.3e}", res.loss);
             if res.damp != self.cfg.damp {
                 extra += &format!(", damping raised to {}", res.damp);
@@ -460,7 +459,7 @@ impl Job {
             let r = &mut self.reports[m];
             r.method = "awq".into();
             r.weight_mse = mse(w, &deq);
-            r.output_rel_err = Some(output_rel_err(w, &deq, l.cols, &gram_s));
+            r.output_rel_err = Some(output_rel_err(w, &deq, l.cols, &gram_s)?);
             r.extra = format!(
                 "α {:.2}, scales into {where_}, module loss {:.3e} (RTN {:.3e}){}",
                 found.alpha,
@@ -676,36 +675,17 @@ fn mse(a: &[f32], b: &[f32]) -> f64 {
 
 /// `tr(Δ G Δᵀ) / tr(W G Wᵀ)` with Δ = W − Ŵ: the layer's relative output error on the
 /// calibration inputs whose Gram matrix is `gram` (n × n).
-pub fn output_rel_err(w: &[f32], wq: &[f32], cols: usize, gram: &[f64]) -> f64 {
+pub fn output_rel_err(w: &[f32], wq: &[f32], cols: usize, gram: &[f64]) -> Result<f64, PassError> {
     let rows = w.len() / cols.max(1);
-    let gm = Mat::<f32>::from_fn(cols, cols, |i, j| gram[i * cols + j] as f32);
-    let quad = |m: &[f32]| -> f64 {
-        let a = MatRef::from_row_major_slice(m, rows, cols);
-        let mut p = Mat::<f32>::zeros(rows, cols);
-        matmul(
-            p.as_mut(),
-            Accum::Replace,
-            a,
-            gm.as_ref(),
-            1.0f32,
-            Par::rayon(0),
-        );
-        let mut s = 0f64;
-        for r in 0..rows {
-            for c in 0..cols {
-                s += (p[(r, c)] * m[r * cols + c]) as f64;
-            }
-        }
-        s
+    let gm: Vec<f32> = gram.iter().map(|&v| v as f32).collect();
+    let quad = |m: &[f32]| -> Result<f64, PassError> {
+        let p = matmul(m, &gm, rows, cols, cols)?;
+        Ok(p.iter().zip(m).map(|(a, b)| (a * b) as f64).sum())
     };
     let d: Vec<f32> = w.iter().zip(wq).map(|(a, b)| a - b).collect();
-    let num = quad(&d);
-    let den = quad(w);
-    if den > 0.0 {
-        num / den
-    } else {
-        num
-    }
+    let num = quad(&d)?;
+    let den = quad(w)?;
+    Ok(if den > 0.0 { num / den } else { num })
 }
 
 /// Relative RMS difference of the outputs (and top-1 agreement of rank ≥ 2 outputs) of
