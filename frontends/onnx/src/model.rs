@@ -95,7 +95,14 @@ pub fn import(mut m: ModelProto, base_dir: Option<&Path>) -> Result<Graph, Impor
         );
     }
 
-    compc_ir::infer::infer_graph(&mut g)?;
+    // A file's value_info is a hint: old exporters left stale shapes behind (ddddocr's
+    // OCR model declares a rank-2 output its Reshape makes rank 3). Inference wins and
+    // the user hears about it.
+    let mut overridden = Vec::new();
+    compc_ir::infer::infer_graph_overriding(&mut g, &mut overridden)?;
+    for note in &overridden {
+        eprintln!("warning: the model's declared type is wrong, using the inferred one: {note}");
+    }
     compc_ir::verify::verify(&g)?;
     Ok(g)
 }

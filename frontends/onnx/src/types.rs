@@ -117,8 +117,11 @@ fn type_of(tp: &onnx_protobuf::TypeProto) -> Result<Option<TensorType>, String> 
     for d in &shape.dim {
         dims.push(match &d.value {
             Some(DimValue::DimValue(v)) if *v >= 0 => Dim::Known(*v as u64),
-            Some(DimValue::DimValue(v)) => return Err(format!("dimension {v} is negative")),
-            Some(DimValue::DimParam(p)) if !p.is_empty() => Dim::Sym(p.clone()),
+            // Some exporters (Paddle among them) write -1 for a dynamic dim; onnxruntime
+            // reads it as unknown, and so does compc.
+            Some(DimValue::DimValue(_)) => Dim::Unknown,
+            // "?" is how several exporters spell "unknown", not a name two dims share.
+            Some(DimValue::DimParam(p)) if !p.is_empty() && p != "?" => Dim::Sym(p.clone()),
             _ => Dim::Unknown,
         });
     }

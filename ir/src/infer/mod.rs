@@ -35,6 +35,24 @@ pub struct InferError {
 /// per dim the more precise of inferred and declared is kept, the inferred element type
 /// wins, and a known dim that contradicts a declared known dim is an error.
 pub fn infer_graph(g: &mut Graph) -> Result<(), InferError> {
+    infer_graph_with(g, None)
+}
+
+/// `infer_graph` for types that are only hints, such as an imported file's `value_info`:
+/// where a declared type contradicts inference, the inferred type replaces it and a
+/// line naming the node and both types is pushed to `overridden` (onnxruntime, too,
+/// runs such files and trusts its own inference).
+pub fn infer_graph_overriding(
+    g: &mut Graph,
+    overridden: &mut Vec<String>,
+) -> Result<(), InferError> {
+    infer_graph_with(g, Some(overridden))
+}
+
+fn infer_graph_with(
+    g: &mut Graph,
+    mut overridden: Option<&mut Vec<String>>,
+) -> Result<(), InferError> {
     let order = g.topo_order().map_err(|e| match e {
         crate::graph::GraphError::Cycle(node) => InferError {
             node,
@@ -57,10 +75,19 @@ pub fn infer_graph(g: &mut Graph) -> Result<(), InferError> {
         let node = g.node(id);
         let mut merged = Vec::with_capacity(types.len());
         for (slot, (t, declared)) in types.into_iter().zip(&node.outputs).enumerate() {
-            merged.push(merge(t, declared).map_err(|m| InferError {
-                node: node.describe(id),
-                message: format!("output {slot}: {m}"),
-            })?);
+            match (merge(t.clone(), declared), overridden.as_deref_mut()) {
+                (Ok(m), _) => merged.push(m),
+                (Err(m), Some(notes)) => {
+                    notes.push(format!("{}: output {slot}: {m}", node.describe(id)));
+                    merged.push(t);
+                }
+                (Err(m), None) => {
+                    return Err(InferError {
+                        node: node.describe(id),
+                        message: format!("output {slot}: {m}"),
+                    })
+                }
+            }
         }
         g.node_mut(id).outputs = merged;
     }
