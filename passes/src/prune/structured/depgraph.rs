@@ -270,7 +270,12 @@ pub fn mlp_group(g: &Graph, idioms: &Idioms, mi: usize) -> Result<Group, PassErr
 fn split_reshape(g: &Graph, v: ValueRef, what: &str, ai: usize) -> Result<NodeId, PassError> {
     let mut cur = v;
     for _ in 0..4 {
-        let users = g.value_users(cur);
+        // Shape readers (batch and sequence length for the reshape) are not coupled.
+        let users: Vec<(NodeId, u32)> = g
+            .value_users(cur)
+            .into_iter()
+            .filter(|(u, _)| !matches!(g.node(*u).op, Op::Shape(_)))
+            .collect();
         let [(u, 0)] = users.as_slice() else {
             return Err(PassError::Invalid(format!(
                 "attention[{ai}]: the {what} projection's output has {} readers; expected one Reshape into heads",
