@@ -17,6 +17,7 @@ pub mod manager;
 pub mod options;
 pub mod pass;
 pub mod pipeline;
+pub mod prune;
 pub mod quant;
 pub mod registry;
 
@@ -52,6 +53,7 @@ pub fn builtin_passes() -> Vec<PassDescriptor> {
             build: |_| Ok(Box::new(const_fold::ConstFold)),
         },
         quant::descriptor(),
+        prune::descriptor(),
         PassDescriptor {
             name: "egraph-opt",
             summary: "equality saturation (egg) over pure regions: layout chains, identities, scale/BN/bias folding, fused GELU/norms; extracts the cheapest graph",

@@ -1,6 +1,7 @@
 //! Per-layer input statistics, accumulated batch by batch so no layer's activations are
 //! ever held whole: `XᵀX` (f64, for GPTQ/SparseGPT Hessians and AWQ's clip loss), the
-//! mean and the max of |x| per input channel (AWQ's and SmoothQuant's scales).
+//! mean and the max of |x| per input channel (AWQ's and SmoothQuant's scales), and the
+//! sum of x² per channel (Wanda's activation norms).
 
 use super::linalg::{matmul, transpose};
 use crate::pass::PassError;
@@ -16,6 +17,8 @@ pub struct InputStats {
     /// `Σ x xᵀ`, n × n row-major, when requested.
     xtx: Option<Vec<f64>>,
     abs_sum: Vec<f64>,
+    sum: Vec<f64>,
+    sq_sum: Vec<f64>,
     abs_max: Vec<f32>,
 }
 
@@ -27,6 +30,8 @@ impl InputStats {
             tokens: 0,
             xtx: hessian.then(|| vec![0.0; n * n]),
             abs_sum: vec![0.0; n],
+            sum: vec![0.0; n],
+            sq_sum: vec![0.0; n],
             abs_max: vec![0.0; n],
         }
     }
@@ -59,18 +64,28 @@ impl InputStats {
             return Err("the activation has NaN or infinite values".into());
         }
         self.tokens += rows as u64;
-        // Per-channel |x| sum and max, split over column ranges.
+        // Per-channel |x| sum, x² sum and max, split over column ranges.
         let chunk = n.div_ceil(rayon::current_num_threads().max(1)).max(64);
         self.abs_sum
             .par_chunks_mut(chunk)
+            .zip(self.sum.par_chunks_mut(chunk))
+            .zip(self.sq_sum.par_chunks_mut(chunk))
             .zip(self.abs_max.par_chunks_mut(chunk))
             .enumerate()
-            .for_each(|(ci, (sum, max))| {
+            .for_each(|(ci, (((sum, sgn), sq), max))| {
                 let c0 = ci * chunk;
                 for row in x.chunks_exact(n) {
                     let r = &row[c0..c0 + sum.len()];
-                    for ((s, m), &v) in sum.iter_mut().zip(max.iter_mut()).zip(r) {
+                    for ((((s, sg), q), m), &v) in sum
+                        .iter_mut()
+                        .zip(sgn.iter_mut())
+                        .zip(sq.iter_mut())
+                        .zip(max.iter_mut())
+                        .zip(r)
+                    {
                         *s += v.abs() as f64;
+                        *sg += v as f64;
+                        *q += (v as f64) * (v as f64);
                         *m = m.max(v.abs());
                     }
                 }
@@ -105,6 +120,17 @@ impl InputStats {
     pub fn mean_abs(&self) -> Vec<f32> {
         let f = 1.0 / self.tokens.max(1) as f64;
         self.abs_sum.iter().map(|v| (v * f) as f32).collect()
+    }
+
+    /// Mean x per channel (what structured pruning's compensation folds into a bias).
+    pub fn mean(&self) -> Vec<f64> {
+        let f = 1.0 / self.tokens.max(1) as f64;
+        self.sum.iter().map(|v| v * f).collect()
+    }
+
+    /// `‖X_{:,j}‖₂` per channel over every token seen (Wanda's activation norm).
+    pub fn l2_norm(&self) -> Vec<f64> {
+        self.sq_sum.iter().map(|v| v.sqrt()).collect()
     }
 
     /// Max |x| per channel.

@@ -20,8 +20,9 @@
 
 use super::grid::{code, dequant, Grid};
 use super::qmatrix::{effective_group, QMatrix};
-use crate::calib::linalg::{cholesky_lower, inverse_from_lower, matmul};
-use faer::Mat;
+pub use crate::calib::hessian::inverse_cholesky;
+use crate::calib::hessian::zero_dead_inputs;
+use crate::calib::linalg::matmul;
 use rayon::prelude::*;
 
 #[derive(Clone, Copy, Debug)]
@@ -44,46 +45,6 @@ pub struct GptqResult {
     pub damp: f64,
     /// Input features that were always zero.
     pub dead: usize,
-}
-
-/// The upper Cholesky factor `U` of `(H + λI)⁻¹` (`H⁻¹ = UᵀU`), row-major f32, and the
-/// damping fraction used.
-pub fn inverse_cholesky(h: &[f64], n: usize, damp: f64) -> Result<(Vec<f32>, f64), String> {
-    let mean_diag = (0..n).map(|i| h[i * n + i]).sum::<f64>() / n.max(1) as f64;
-    let mut frac = damp;
-    for attempt in 0..6 {
-        if attempt > 0 {
-            frac = if frac > 0.0 { frac * 10.0 } else { 1e-6 };
-        }
-        let lambda = frac * mean_diag;
-        let hm = Mat::<f64>::from_fn(n, n, |i, j| {
-            h[i * n + j] + if i == j { lambda } else { 0.0 }
-        });
-        let Some(l1) = cholesky_lower(&hm) else {
-            continue;
-        };
-        // The inverse comes back as its lower triangle, which is all the second
-        // factorization reads.
-        let hinv = inverse_from_lower(&l1);
-        let Some(l) = cholesky_lower(&hinv) else {
-            continue;
-        };
-        let mut u = vec![0f32; n * n];
-        let mut finite = true;
-        for i in 0..n {
-            for j in i..n {
-                let v = l[(j, i)];
-                finite &= v.is_finite();
-                u[i * n + j] = v as f32;
-            }
-        }
-        if finite && (0..n).all(|i| u[i * n + i] > 0.0) {
-            return Ok((u, frac));
-        }
-    }
-    Err(format!(
-        "the Hessian is not positive definite even with damping {frac} (mean diagonal {mean_diag:e})"
-    ))
 }
 
 /// GPTQ of a W-form matrix `w` (`rows × cols`) with Hessian `h` (`cols × cols`, f64).
@@ -129,16 +90,13 @@ pub fn gptq(
             });
     }
 
-    let mut dead = 0;
-    for j in 0..n {
-        if h[j * n + j] == 0.0 {
-            h[j * n + j] = 1.0;
-            dead += 1;
-            for r in 0..rows {
-                w[r * n + j] = 0.0;
-            }
-        }
-    }
+    // Weights that are exactly zero (a pruning mask) stay zero: they are coded as the
+    // zero point, and what moving them to zero costs is spread like any rounding error
+    // (SparseGPT's joint sparse + quantized mode).
+    let zero_mask: Option<Vec<bool>> = w
+        .contains(&0.0)
+        .then(|| w.iter().map(|&x| x == 0.0).collect());
+    let dead = zero_dead_inputs(&mut h, &mut w, rows, n);
 
     let static_groups = cfg.act_order && !per_channel;
     if static_groups {
@@ -179,6 +137,15 @@ pub fn gptq(
 
     let (u, damp_used) = inverse_cholesky(&h, n, cfg.damp)?;
     drop(h);
+    // In the processing order, like w.
+    let zero_mask: Vec<bool> = match zero_mask {
+        Some(m) if permuted => m
+            .chunks(n)
+            .flat_map(|row| perm.iter().map(move |&p| row[p]))
+            .collect(),
+        Some(m) => m,
+        None => Vec::new(),
+    };
 
     // The block is a multiple of the group so dynamic groups never straddle blocks.
     let block = if per_channel || static_groups {
@@ -199,8 +166,10 @@ pub fn gptq(
             .zip(err.par_chunks_mut(cnt))
             .zip(scales.par_chunks_mut(ng))
             .zip(zeros.par_chunks_mut(ng))
+            .enumerate()
             .with_min_len(4)
-            .map(|((((wr, cr), er), sr), zr)| {
+            .map(|(r, ((((wr, cr), er), sr), zr))| {
+                let zm = zero_mask.get(r * n..(r + 1) * n);
                 let mut l = 0f64;
                 for c in 0..cnt {
                     let j = i1 + c;
@@ -213,7 +182,10 @@ pub fn gptq(
                     let gi = if per_channel { 0 } else { perm[j] / group };
                     let (s, z) = (sr[gi], zr[gi]);
                     let x = wr[j];
-                    let qc = code(x, s, z, qmax);
+                    let qc = match zm {
+                        Some(m) if m[j] => z,
+                        _ => code(x, s, z, qmax),
+                    };
                     let q = dequant(qc, s, z);
                     cr[j] = qc as u8;
                     let d = u[j * n + j];

@@ -79,6 +79,12 @@ fn is_float(d: DType) -> bool {
 
 /// The float linears to quantize, in topological order.
 pub fn select(g: &Graph, idioms: &Idioms, cfg: &QuantConfig) -> Selection {
+    select_skipping(g, idioms, &cfg.skip)
+}
+
+/// The float linears, in topological order, minus those a `skip` glob names (`prune`
+/// selects its layers this way too).
+pub fn select_skipping(g: &Graph, idioms: &Idioms, patterns: &[String]) -> Selection {
     let mut sel = Selection {
         layers: vec![],
         skipped: vec![],
@@ -143,8 +149,7 @@ pub fn select(g: &Graph, idioms: &Idioms, cfg: &QuantConfig) -> Selection {
                 .push(skip("its input is not a float activation"));
             continue;
         }
-        if cfg
-            .skip
+        if patterns
             .iter()
             .any(|p| glob_match(p, &name) || glob_match(p, &w.name) || glob_match(p, &node.name))
         {

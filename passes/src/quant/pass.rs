@@ -690,7 +690,7 @@ pub fn output_rel_err(w: &[f32], wq: &[f32], cols: usize, gram: &[f64]) -> Resul
 
 /// Relative RMS difference of the outputs (and top-1 agreement of rank ≥ 2 outputs) of
 /// the original and quantized graphs on the first calibration batch.
-fn end_to_end_error(
+pub fn end_to_end_error(
     orig: &Graph,
     g: &Graph,
     runner: &CalibRunner,

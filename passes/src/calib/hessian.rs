@@ -1,0 +1,63 @@
+//! Hessian machinery shared by GPTQ (`quant`) and SparseGPT (`prune`): the damped
+//! inverse Hessian's upper Cholesky factor, and the handling of dead inputs. Both
+//! methods walk the columns of W in a fixed order and use row `j` of `U` (`H⁻¹ = UᵀU`)
+//! as the OBS elimination step of column `j` (techniques.md §2.1).
+
+use super::linalg::{cholesky_lower, inverse_from_lower};
+use faer::Mat;
+
+/// Marks inputs that were always zero (`H_jj = 0`): sets `H_jj = 1` and zeroes column
+/// `j` of the W-form `w` (`rows × n`), as the references do. Returns how many.
+pub fn zero_dead_inputs(h: &mut [f64], w: &mut [f32], rows: usize, n: usize) -> usize {
+    let mut dead = 0;
+    for j in 0..n {
+        if h[j * n + j] == 0.0 {
+            h[j * n + j] = 1.0;
+            dead += 1;
+            for r in 0..rows {
+                w[r * n + j] = 0.0;
+            }
+        }
+    }
+    dead
+}
+
+/// The upper Cholesky factor `U` of `(H + λI)⁻¹` (`H⁻¹ = UᵀU`), row-major f32, and the
+/// damping fraction used.
+pub fn inverse_cholesky(h: &[f64], n: usize, damp: f64) -> Result<(Vec<f32>, f64), String> {
+    let mean_diag = (0..n).map(|i| h[i * n + i]).sum::<f64>() / n.max(1) as f64;
+    let mut frac = damp;
+    for attempt in 0..6 {
+        if attempt > 0 {
+            frac = if frac > 0.0 { frac * 10.0 } else { 1e-6 };
+        }
+        let lambda = frac * mean_diag;
+        let hm = Mat::<f64>::from_fn(n, n, |i, j| {
+            h[i * n + j] + if i == j { lambda } else { 0.0 }
+        });
+        let Some(l1) = cholesky_lower(&hm) else {
+            continue;
+        };
+        // The inverse comes back as its lower triangle, which is all the second
+        // factorization reads.
+        let hinv = inverse_from_lower(&l1);
+        let Some(l) = cholesky_lower(&hinv) else {
+            continue;
+        };
+        let mut u = vec![0f32; n * n];
+        let mut finite = true;
+        for i in 0..n {
+            for j in i..n {
+                let v = l[(j, i)];
+                finite &= v.is_finite();
+                u[i * n + j] = v as f32;
+            }
+        }
+        if finite && (0..n).all(|i| u[i * n + i] > 0.0) {
+            return Ok((u, frac));
+        }
+    }
+    Err(format!(
+        "the Hessian is not positive definite even with damping {frac} (mean diagonal {mean_diag:e})"
+    ))
+}

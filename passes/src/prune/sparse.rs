@@ -1,0 +1,294 @@
+//! Unstructured and N:M pruning of the selected linear layers: masks from magnitude,
+//! Wanda or SparseGPT scores, weights zeroed in place (the tensors keep their shapes;
+//! the export stores them dense with zeros). Wanda and SparseGPT run block by block
+//! (techniques.md §0): each stage's statistics come from a graph whose earlier stages
+//! are already pruned.
+
+use super::magnitude;
+use super::options::{Method, Pattern, Scope, SparseConfig};
+use super::pattern::{self, apply, holds_nm, mask_layer, mask_lowest, mask_nm, mask_rows};
+use super::sparsegpt::{sparsegpt, SparseGptConfig};
+use super::wanda;
+use crate::calib::{CalibRunner, InputStats, Sequencer};
+use crate::context::PassContext;
+use crate::idioms::Idioms;
+use crate::pass::PassError;
+use crate::quant::layers::{read_w, write_w, Layer};
+use crate::quant::pass::output_rel_err;
+use compc_ir::Graph;
+
+#[derive(Clone, Debug, Default)]
+pub struct LayerReport {
+    pub method: String,
+    pub sparsity: f64,
+    pub output_rel_err: Option<f64>,
+    pub extra: String,
+}
+
+pub struct SparseJob<'a> {
+    pub cfg: &'a SparseConfig,
+    pub idioms: &'a Idioms,
+    pub layers: Vec<Layer>,
+    pub reports: Vec<LayerReport>,
+}
+
+/// The mask of one layer's scores under the configured pattern and scope (global scope
+/// is handled by the caller).
+pub fn mask_for(cfg: &SparseConfig, scores: &[f32], cols: usize) -> Vec<bool> {
+    match (cfg.pattern, cfg.scope) {
+        (Pattern::NM { n, m }, _) => mask_nm(scores, cols, n, m),
+        (Pattern::Unstructured, Scope::Row) => mask_rows(scores, cols, cfg.sparsity),
+        (Pattern::Unstructured, _) => mask_layer(scores, cfg.sparsity),
+    }
+}
+
+impl SparseJob<'_> {
+    pub fn run(
+        &mut self,
+        g: &mut Graph,
+        cx: &mut PassContext,
+        runner: Option<&mut CalibRunner>,
+    ) -> Result<(), PassError> {
+        match (self.cfg.method, runner) {
+            (Method::Magnitude, _) if self.cfg.scope == Scope::Global => self.global(g, None),
+            (Method::Magnitude, _) => {
+                for i in 0..self.layers.len() {
+                    let w = read_w(g, &self.layers[i])?;
+                    let s = magnitude::scores(&w);
+                    self.finish_layer(g, i, w, &s, None, "magnitude")?;
+                }
+                Ok(())
+            }
+            (Method::Wanda, Some(r)) if self.cfg.scope == Scope::Global => self.global(g, Some(r)),
+            (Method::Wanda | Method::SparseGpt, Some(r)) => self.sequential(g, cx, r),
+            (m, None) => Err(PassError::Invalid(format!(
+                "method={} needs calibration data (give --calib CALIB.npz)",
+                m.name()
+            ))),
+        }
+    }
+
+    /// Masks `w` by `scores`, writes it back and fills the report row.
+    fn finish_layer(
+        &mut self,
+        g: &mut Graph,
+        i: usize,
+        mut w: Vec<f32>,
+        scores: &[f32],
+        mask: Option<Vec<bool>>,
+        method: &str,
+    ) -> Result<(), PassError> {
+        let l = &self.layers[i];
+        let mask = mask.unwrap_or_else(|| mask_for(self.cfg, scores, l.cols));
+        apply(&mut w, &mask);
+        write_w(g, l, &w)?;
+        let r = &mut self.reports[i];
+        r.method = method.into();
+        r.sparsity = pattern::sparsity_of(&w);
+        Ok(())
+    }
+
+    /// One threshold over every layer's scores (magnitude, or Wanda with activation norms
+    /// of the unpruned model).
+    fn global(&mut self, g: &mut Graph, runner: Option<&mut CalibRunner>) -> Result<(), PassError> {
+        let norms = match runner {
+            Some(r) => Some(self.input_norms(g, r)?),
+            None => None,
+        };
+        let mut ws = Vec::new();
+        let mut all = Vec::new();
+        for (i, l) in self.layers.iter().enumerate() {
+            let w = read_w(g, l)?;
+            let s = match &norms {
+                Some(n) => wanda::scores(&w, &n[i]),
+                None => magnitude::scores(&w),
+            };
+            all.extend_from_slice(&s);
+            ws.push(w);
+        }
+        let mut mask = mask_lowest(&all, pattern::count(all.len(), self.cfg.sparsity));
+        let method = self.cfg.method.name();
+        for (i, w) in ws.into_iter().enumerate() {
+            let rest = mask.split_off(w.len());
+            self.finish_layer(g, i, w, &[], Some(mask), method)?;
+            mask = rest;
+        }
+        Ok(())
+    }
+
+    /// `‖X_j‖₂` of every layer's input on the unpruned model, in one run.
+    fn input_norms(&self, g: &Graph, r: &mut CalibRunner) -> Result<Vec<Vec<f64>>, PassError> {
+        let mut values = Vec::new();
+        let mut which = Vec::new();
+        for l in &self.layers {
+            let x = l
+                .input(g)
+                .ok_or_else(|| PassError::Invalid(format!("layer `{}` has no input", l.name)))?;
+            which.push(match values.iter().position(|&(v, _)| v == x) {
+                Some(p) => p,
+                None => {
+                    values.push((x, l.cols));
+                    values.len() - 1
+                }
+            });
+        }
+        let vs: Vec<_> = values.iter().map(|v| v.0).collect();
+        let mut stats: Vec<InputStats> = values
+            .iter()
+            .map(|&(_, n)| InputStats::new(n, false))
+            .collect();
+        r.run(g, &vs, None, &mut |_, outs| {
+            for (s, t) in stats.iter_mut().zip(&outs) {
+                s.add(t, "pruned layer input")?;
+            }
+            Ok(())
+        })?;
+        let norms: Vec<Vec<f64>> = stats.iter().map(|s| s.l2_norm()).collect();
+        Ok(which.into_iter().map(|p| norms[p].clone()).collect())
+    }
+
+    /// Wanda or SparseGPT, stage by stage in block order.
+    fn sequential(
+        &mut self,
+        g: &mut Graph,
+        cx: &mut PassContext,
+        runner: &mut CalibRunner,
+    ) -> Result<(), PassError> {
+        let mut items = Vec::with_capacity(self.layers.len());
+        for l in &self.layers {
+            let x = l
+                .input(g)
+                .ok_or_else(|| PassError::Invalid(format!("layer `{}` has no input", l.name)))?;
+            items.push((l.node(), x));
+        }
+        let mut seq = Sequencer::new(g, self.idioms, &items)?;
+        let stages = seq.stages(&items);
+        let method = self.cfg.method;
+        let hessian = method == Method::SparseGpt;
+        let pb = cx.progress_bar(stages.len() as u64, method.name());
+        for stage in &stages {
+            let n = self.layers[stage.members[0]].cols;
+            let name = self.layers[stage.members[0]].name.clone();
+            let adv = seq.advance_for(stage);
+            let mut stats = InputStats::new(n, hessian);
+            runner.run(g, &[stage.input], adv, &mut |_, mut outs| {
+                let t = outs
+                    .pop()
+                    .ok_or_else(|| PassError::Invalid("no activation".into()))?;
+                stats.add(&t, &format!("input of `{name}`"))
+            })?;
+            if let Some(a) = adv {
+                seq.cut_moved(a);
+            }
+            for &i in &stage.members {
+                match method {
+                    Method::SparseGpt => self.sparsegpt_layer(g, i, &stats)?,
+                    _ => {
+                        let w = read_w(g, &self.layers[i])?;
+                        let s = wanda::scores(&w, &stats.l2_norm());
+                        self.finish_layer(g, i, w, &s, None, "wanda")?;
+                    }
+                }
+            }
+            seq.finish(stage);
+            pb.inc(1);
+        }
+        pb.finish_and_clear();
+        Ok(())
+    }
+
+    fn sparsegpt_layer(
+        &mut self,
+        g: &mut Graph,
+        i: usize,
+        stats: &InputStats,
+    ) -> Result<(), PassError> {
+        let (Some(h), Some(gram)) = (stats.hessian(), stats.gram()) else {
+            return Err(PassError::Invalid("no Hessian was collected".into()));
+        };
+        let l = &self.layers[i];
+        let w = read_w(g, l)?;
+        let cfg = SparseGptConfig {
+            sparsity: self.cfg.sparsity,
+            pattern: self.cfg.pattern,
+            block: self.cfg.block,
+            damp: self.cfg.damp,
+        };
+        let res = sparsegpt(&w, l.rows, l.cols, &h, &cfg)
+            .map_err(|e| PassError::Invalid(format!("layer `{}`: {e}", l.name)))?;
+        write_w(g, l, &res.w)?;
+        let r = &mut self.reports[i];
+        r.method = "sparsegpt".into();
+        r.sparsity = pattern::sparsity_of(&res.w);
+        r.output_rel_err = Some(output_rel_err(&w, &res.w, l.cols, &gram)?);
+        let mut extra = format!("loss {:.3e}", res.loss);
+        if res.damp != self.cfg.damp {
+            extra += &format!(", damping raised to {}", res.damp);
+        }
+        if res.dead > 0 {
+            extra += &format!(", {} dead inputs", res.dead);
+        }
+        r.extra = extra;
+        Ok(())
+    }
+
+    /// Report rows, the totals, and the sparsity note the exported model carries.
+    pub fn report(&self, g: &mut Graph, cx: &mut PassContext) {
+        let (mut zeros, mut total) = (0f64, 0f64);
+        let mut meta = Vec::new();
+        for (l, r) in self.layers.iter().zip(&self.reports) {
+            let numel = (l.rows * l.cols) as f64;
+            zeros += r.sparsity * numel;
+            total += numel;
+            let pat_ok = match self.cfg.pattern {
+                Pattern::NM { n, m } => {
+                    let ok = read_w(g, l).is_ok_and(|w| holds_nm(&w, l.cols, n, m));
+                    format!(", {n}:{m} {}", if ok { "holds" } else { "VIOLATED" })
+                }
+                Pattern::Unstructured => String::new(),
+            };
+            let out = r
+                .output_rel_err
+                .map(|e| format!(", output rel. error {e:.3e} (calibration)"))
+                .unwrap_or_default();
+            let extra = if r.extra.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", r.extra)
+            };
+            cx.note(format!(
+                "`{}` ({}): {} {}, sparsity {:.2}%{pat_ok}{out}; dense tensor with zeros{extra}",
+                l.name,
+                l.shape_text(),
+                r.method,
+                self.cfg.pattern.name(),
+                100.0 * r.sparsity
+            ));
+            meta.push(format!("{}={:.4}", l.name, r.sparsity));
+        }
+        let overall = zeros / total.max(1.0);
+        cx.note(format!(
+            "pruned {} layers to {:.2}% zeros overall ({} of {} weights); the weights stay \
+             dense tensors with zeros (a sparse kernel or a later compression pass realizes \
+             the saving)",
+            self.layers.len(),
+            100.0 * overall,
+            zeros.round() as u64,
+            total as u64
+        ));
+        cx.measured("sparsity", overall);
+        let axis = match self.cfg.pattern {
+            Pattern::NM { .. } => " along the input dimension K",
+            Pattern::Unstructured => "",
+        };
+        g.metadata.insert(
+            "compc.sparsity".into(),
+            format!(
+                "pattern={}{axis}; method={}; {}",
+                self.cfg.pattern.name(),
+                self.cfg.method.name(),
+                meta.join(",")
+            ),
+        );
+    }
+}

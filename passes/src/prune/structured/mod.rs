@@ -1,0 +1,287 @@
+//! Structured pruning (techniques.md §2.6): removes whole MLP hidden units and attention
+//! heads, so the tensors shrink and the exported model has fewer parameters and FLOPs.
+//!
+//! - [`depgraph`]: the groups of coupled slices (what must go together);
+//! - [`importance`]: scores per unit (magnitude, Wanda-style, Taylor/OBD);
+//! - [`apply`]: slicing the tensors, rewriting head counts, compensation, re-inference.
+//!
+//! Scores come from the unpruned model in one calibration run (not block-sequential).
+//! Removing nothing (ratio 0, heads=0) returns before touching the graph.
+
+pub mod apply;
+pub mod depgraph;
+pub mod importance;
+
+use super::options::{PruneConfig, StructuredConfig};
+use crate::calib::runner::DEFAULT_BATCH;
+use crate::calib::{CalibRunner, InputStats};
+use crate::context::PassContext;
+use crate::idioms::Idioms;
+use crate::ledger::GraphStats;
+use crate::pass::{Changed, PassError};
+use crate::quant::layers::{read_w, select_skipping, Layer};
+use crate::quant::pass::end_to_end_error;
+use apply::{add_to_bias, apply_group, describe_kind, reinfer};
+use compc_ir::{Graph, ValueRef};
+use depgraph::{head_group, mlp_group, Axis, Group, GroupKind};
+use importance::{group_scores, lowest, MemberData};
+
+/// Units to remove from a group.
+fn amount(group: &Group, s: &StructuredConfig) -> Result<usize, PassError> {
+    let k = match (group.kind, s.heads) {
+        (GroupKind::Heads(ai), Some(h)) => {
+            let r = group.heads_per_unit;
+            if h % r != 0 {
+                return Err(PassError::Invalid(format!(
+                    "attention[{ai}]: heads={h} is not a multiple of the {r} query heads that \
+                     share a KV head (GQA prunes whole KV groups)"
+                )));
+            }
+            h / r
+        }
+        _ => (s.ratio * group.units as f64).round() as usize,
+    };
+    if k >= group.units {
+        return Err(PassError::Invalid(format!(
+            "{}: removing {k} of its {} units would remove all of them",
+            describe_kind(group.kind),
+            group.units
+        )));
+    }
+    Ok(k)
+}
+
+/// Multiply-accumulates per token of every linear (rows × cols), a FLOP proxy.
+fn linear_macs(g: &Graph, idioms: &Idioms) -> u64 {
+    idioms
+        .linears
+        .iter()
+        .filter_map(|l| g.const_weight(l.weight))
+        .map(|w| w.numel())
+        .sum()
+}
+
+pub fn run(
+    g: &mut Graph,
+    cx: &mut PassContext,
+    cfg: &PruneConfig,
+    s: &StructuredConfig,
+) -> Result<Changed, PassError> {
+    let idioms = Idioms::find(g)?;
+    let mut groups = Vec::new();
+    if s.target.mlp() {
+        if idioms.mlps.is_empty() {
+            return Err(PassError::Invalid(
+                "structured=mlp: no MLP (up → activation → down) was recognised".into(),
+            ));
+        }
+        for mi in 0..idioms.mlps.len() {
+            groups.push(mlp_group(g, &idioms, mi)?);
+        }
+    }
+    if s.target.heads() {
+        if idioms.attention.is_empty() {
+            return Err(PassError::Invalid(
+                "structured=heads: no attention was recognised".into(),
+            ));
+        }
+        for ai in 0..idioms.attention.len() {
+            groups.push(head_group(g, &idioms, ai)?);
+        }
+    }
+    let mut amounts = Vec::new();
+    for grp in &groups {
+        // heads= applies to head groups; ratio to MLP groups (and heads without heads=).
+        amounts.push(amount(grp, s)?);
+    }
+    if amounts.iter().all(|&k| k == 0) {
+        cx.note("nothing to remove (ratio 0 / heads=0)");
+        return Ok(Changed::No);
+    }
+    let sel = select_skipping(g, &idioms, &cfg.skip);
+    let mut layers: Vec<Option<Layer>> = vec![None; idioms.linears.len()];
+    for l in sel.layers {
+        let i = l.index;
+        layers[i] = Some(l);
+    }
+    for grp in &groups {
+        for m in &grp.members {
+            if layers[m.linear].is_none() {
+                return Err(PassError::Invalid(format!(
+                    "{}: member linear[{}] is skipped or not a float layer with a constant weight",
+                    describe_kind(grp.kind),
+                    m.linear
+                )));
+            }
+        }
+    }
+    let before = GraphStats::of(g);
+    let macs_before = linear_macs(g, &idioms);
+    // Input statistics of every member, on the unpruned model.
+    let calibrated = s.importance.needs_calibration() || s.compensate;
+    let mut stats: Vec<(ValueRef, InputStats)> = Vec::new();
+    let mut runner = None;
+    if calibrated {
+        let calib = cx.calib.ok_or_else(|| {
+            PassError::Invalid("calibration data is needed (give --calib CALIB.npz)".into())
+        })?;
+        let mut r = CalibRunner::new(g, calib, DEFAULT_BATCH)?;
+        for grp in &groups {
+            for m in &grp.members {
+                let l = layers[m.linear].as_ref().expect("checked above");
+                if let Some(x) = l.input(g) {
+                    if !stats.iter().any(|(v, _)| *v == x) {
+                        stats.push((x, InputStats::new(l.cols, false)));
+                    }
+                }
+            }
+        }
+        let vs: Vec<ValueRef> = stats.iter().map(|s| s.0).collect();
+        r.run(g, &vs, None, &mut |_, outs| {
+            for ((_, st), t) in stats.iter_mut().zip(&outs) {
+                st.add(t, "structured pruning statistics")?;
+            }
+            Ok(())
+        })?;
+        runner = Some(r);
+    }
+    let stat_of = |g: &Graph, l: &Layer| -> Option<&InputStats> {
+        let x = l.input(g)?;
+        stats.iter().find(|(v, _)| *v == x).map(|(_, s)| s)
+    };
+    let original = runner.as_ref().map(|_| g.clone());
+    // Decide every group on the unpruned weights, then rewrite.
+    let mut plans: Vec<Vec<usize>> = Vec::new();
+    for (grp, &k) in groups.iter().zip(&amounts) {
+        let ws: Vec<Vec<f32>> = grp
+            .members
+            .iter()
+            .map(|m| read_w(g, layers[m.linear].as_ref().expect("checked")))
+            .collect::<Result<_, _>>()?;
+        let norms: Vec<Option<Vec<f64>>> = grp
+            .members
+            .iter()
+            .map(|m| {
+                let l = layers[m.linear].as_ref().expect("checked");
+                stat_of(g, l).map(|s| s.l2_norm())
+            })
+            .collect();
+        let data: Vec<MemberData> = grp
+            .members
+            .iter()
+            .zip(&ws)
+            .zip(&norms)
+            .map(|((m, w), n)| {
+                let l = layers[m.linear].as_ref().expect("checked");
+                MemberData {
+                    w,
+                    rows: l.rows,
+                    cols: l.cols,
+                    norms: n.as_deref(),
+                    tokens: stat_of(g, l).map_or(0, |s| s.tokens),
+                }
+            })
+            .collect();
+        let scores = group_scores(grp, &data, s.importance);
+        plans.push(lowest(&scores, k));
+    }
+    // Compensation deltas, from the unpruned consumer weights.
+    let mut deltas: Vec<(usize, Vec<f32>)> = Vec::new();
+    if s.compensate {
+        for (grp, removed) in groups.iter().zip(&plans) {
+            for m in grp.consumers() {
+                let l = layers[m.linear].as_ref().expect("checked");
+                let Some(st) = stat_of(g, l) else { continue };
+                let mean = st.mean();
+                let w = read_w(g, l)?;
+                let mut d = vec![0f32; l.rows];
+                for &u in removed {
+                    for c in u * m.width..(u + 1) * m.width {
+                        for (r, dr) in d.iter_mut().enumerate() {
+                            *dr += (w[r * l.cols + c] as f64 * mean[c]) as f32;
+                        }
+                    }
+                }
+                deltas.push((m.linear, d));
+            }
+        }
+    }
+    for ((grp, removed), &k) in groups.iter().zip(&plans).zip(&amounts) {
+        if k == 0 {
+            continue;
+        }
+        apply_group(g, &idioms, &layers, grp, removed)?;
+        let what = match grp.kind {
+            GroupKind::Mlp(_) => format!("{k} of {} hidden units", grp.units),
+            GroupKind::Heads(_) if grp.heads_per_unit > 1 => format!(
+                "{k} of {} KV groups ({} query heads each)",
+                grp.units, grp.heads_per_unit
+            ),
+            GroupKind::Heads(_) => format!("{k} of {} heads", grp.units),
+        };
+        let shown: Vec<String> = removed.iter().take(16).map(|u| u.to_string()).collect();
+        let members: Vec<String> = grp
+            .members
+            .iter()
+            .map(|m| {
+                let l = layers[m.linear].as_ref().expect("checked");
+                format!(
+                    "`{}` {}",
+                    l.name,
+                    if m.axis == Axis::Out {
+                        "rows"
+                    } else {
+                        "columns"
+                    }
+                )
+            })
+            .collect();
+        cx.note(format!(
+            "{}: removed {what} by {} importance (units {}{}); group: {}{}",
+            describe_kind(grp.kind),
+            s.importance.name(),
+            shown.join(", "),
+            if removed.len() > 16 { ", …" } else { "" },
+            members.join(", "),
+            if grp.consts.is_empty() {
+                String::new()
+            } else {
+                format!(", {} constants on the channel", grp.consts.len())
+            }
+        ));
+    }
+    for (li, d) in &deltas {
+        // The layer's bias (if it has one) is still the node recorded in `layers`.
+        let l = layers[*li].as_ref().expect("checked");
+        add_to_bias(g, l, d)?;
+    }
+    if !deltas.is_empty() {
+        cx.note(format!(
+            "compensation: the removed channels' mean contribution was added to {} biases",
+            deltas.len()
+        ));
+    }
+    reinfer(g)?;
+    let removed_dead = crate::dce::remove_dead_nodes(g)?;
+    let after = GraphStats::of(g);
+    let idioms_after = Idioms::find(g)?;
+    let macs_after = linear_macs(g, &idioms_after);
+    cx.note(format!(
+        "parameters {} → {} ({:.1}%), linear multiply-adds per token {} → {} ({:.1}%)",
+        before.parameters,
+        after.parameters,
+        100.0 * after.parameters as f64 / before.parameters.max(1) as f64,
+        macs_before,
+        macs_after,
+        100.0 * macs_after as f64 / macs_before.max(1) as f64
+    ));
+    cx.measured(
+        "parameter_ratio",
+        after.parameters as f64 / before.parameters.max(1) as f64,
+    );
+    cx.touch(groups.len() + removed_dead);
+    if let (Some(orig), Some(r)) = (original, runner.as_ref()) {
+        end_to_end_error(&orig, g, r, cx)?;
+    }
+    Ok(Changed::Yes)
+}
