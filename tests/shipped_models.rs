@@ -1,5 +1,5 @@
 //! Real models that packages ship (tests/fixtures/shipped.toml), fetched by
-//! tests/fixtures/scripts/fetch_models.py into fixtures-cache/ (git-ignored; `.ci/run`
+//! tests/fixtures/scripts/fetch_models.py into fixtures-cache/ (git-ignored; `scripts/test`
 //! fills it). For each one in the cache:
 //! - compc imports it and its reference runtime reproduces onnxruntime's outputs
 //!   (`<name>.expected.npz`, written by the fetcher) on the fetcher's inputs;

@@ -79,3 +79,34 @@ pub fn transpose<T: Copy + Default + Send + Sync>(x: &[T], rows: usize, cols: us
         });
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::transpose;
+
+    #[test]
+    fn transpose_matches_the_definition_on_every_edge_case() {
+        // Sizes around the 8×8 micro-blocks and the 32-column bands.
+        for (rows, cols) in [
+            (0, 5),
+            (1, 1),
+            (7, 9),
+            (8, 8),
+            (33, 17),
+            (40, 65),
+            (129, 31),
+        ] {
+            let x: Vec<u32> = (0..rows * cols).map(|i| i as u32).collect();
+            let t = transpose(&x, rows, cols);
+            for r in 0..rows {
+                for c in 0..cols {
+                    assert_eq!(
+                        t[c * rows + r],
+                        x[r * cols + c],
+                        "{rows}×{cols} at ({r}, {c})"
+                    );
+                }
+            }
+        }
+    }
+}

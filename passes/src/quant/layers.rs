@@ -7,6 +7,7 @@ use super::options::{glob_match, QuantConfig};
 use crate::idioms::{Idioms, Linear, LinearKind};
 use crate::pass::PassError;
 use compc_ir::{DType, Graph, NodeId, ValueRef, Weight};
+use rayon::prelude::*;
 
 /// How the weight constant stores W.
 #[derive(Clone, Debug, PartialEq)]
@@ -185,18 +186,32 @@ pub fn weight<'g>(g: &'g Graph, l: &Layer) -> Result<&'g Weight, PassError> {
 /// The layer's current weight in W-form.
 pub fn read_w(g: &Graph, l: &Layer) -> Result<Vec<f32>, PassError> {
     let w = weight(g, l)?;
-    let v = w
-        .to_f32_vec()
-        .map_err(|e| PassError::Invalid(e.to_string()))?;
-    if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+    // An f32 weight (memory-mapped or owned) that happens to be 4-byte aligned is read in
+    // place; only the layout change copies it. Anything else is decoded first.
+    let bytes = w.bytes().map_err(|e| PassError::Invalid(e.to_string()))?;
+    let decoded;
+    let v: &[f32] = match (w.dtype, bytemuck::try_cast_slice::<u8, f32>(bytes)) {
+        (DType::F32, Ok(v)) if cfg!(target_endian = "little") => v,
+        _ => {
+            decoded = w
+                .to_f32_vec()
+                .map_err(|e| PassError::Invalid(e.to_string()))?;
+            &decoded
+        }
+    };
+    let bad = v
+        .par_chunks(1 << 16)
+        .enumerate()
+        .find_map_first(|(c, x)| x.iter().position(|x| !x.is_finite()).map(|i| (c << 16) + i));
+    if let Some(i) = bad {
         return Err(PassError::Invalid(format!(
             "layer `{}`: weight element {i} is {} (cannot quantize NaN or infinite weights)",
             l.name, v[i]
         )));
     }
     Ok(match l.layout {
-        Layout::InOut => transpose(&v, l.cols, l.rows),
-        Layout::OutIn | Layout::Conv(_) => v,
+        Layout::InOut => transpose(v, l.cols, l.rows),
+        Layout::OutIn | Layout::Conv(_) => v.to_vec(),
     })
 }
 

@@ -17,7 +17,7 @@ use super::lower_nbits::{can_lower, lower_nbits};
 use super::lower_qdq::{insert_activation_qdq, lower_qdq};
 use super::options::{Format, Method, QuantConfig};
 use super::qmatrix::QMatrix;
-use super::rtn::{group_ranges, rtn, rtn_with_ranges};
+use super::rtn::{group_ranges, rtn_with_mse, rtn_with_ranges};
 use super::smoothquant::{smooth_scales, weight_col_max};
 use crate::calib::linalg::matmul;
 use crate::calib::runner::DEFAULT_BATCH;
@@ -229,13 +229,12 @@ impl Job {
     fn rtn_layer(&mut self, g: &mut Graph, i: usize, method: &str) -> Result<(), PassError> {
         let l = &self.layers[i];
         let w = read_w(g, l)?;
-        let q = rtn(&w, l.rows, l.cols, self.group_for(l), self.grid());
-        let deq = q.dequantize();
+        let (q, weight_mse) = rtn_with_mse(&w, l.rows, l.cols, self.group_for(l), self.grid());
         self.reports[i].method = method.into();
-        self.reports[i].weight_mse = mse(&w, &deq);
+        self.reports[i].weight_mse = weight_mse;
         // Later calibration (activation ranges) must see the quantized weights.
         if self.cfg.act_bits > 0 {
-            write_w(g, l, &deq)?;
+            write_w(g, l, &q.dequantize())?;
         }
         self.q[i] = Some(q);
         Ok(())

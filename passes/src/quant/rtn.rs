@@ -3,7 +3,7 @@
 //! split over rows with rayon; each group is two streaming passes over contiguous memory
 //! (min/max, then quantize), which the compiler vectorizes.
 
-use super::grid::{code, min_max, quantize_into, Grid};
+use super::grid::{code, dequant, min_max, quantize_into, Grid};
 use super::qmatrix::{effective_group, QMatrix};
 use rayon::prelude::*;
 
@@ -14,8 +14,27 @@ pub fn rtn(w: &[f32], rows: usize, cols: usize, group: usize, grid: Grid) -> QMa
     q
 }
 
+/// RTN and the weight MSE of the result, computed while each group is still in cache
+/// (the streaming path for large models: one pass over the weights).
+pub fn rtn_with_mse(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    group: usize,
+    grid: Grid,
+) -> (QMatrix, f64) {
+    let mut q = QMatrix::zeroed(rows, cols, group, grid);
+    let sq = rtn_into_measured(w, &mut q);
+    (q, sq / w.len().max(1) as f64)
+}
+
 /// RTN into a pre-shaped matrix (its geometry and grid decide everything).
 pub fn rtn_into(w: &[f32], q: &mut QMatrix) {
+    rtn_into_measured(w, q);
+}
+
+/// `rtn_into`, returning the sum of squared quantization errors.
+fn rtn_into_measured(w: &[f32], q: &mut QMatrix) -> f64 {
     let (cols, group, ng, grid) = (q.cols.max(1), q.group, q.groups(), q.grid);
     let qmax = grid.qmax();
     // Enough rows per task that small rows do not drown in scheduling.
@@ -25,16 +44,28 @@ pub fn rtn_into(w: &[f32], q: &mut QMatrix) {
         .zip(q.scales.par_chunks_mut(ng * rows_per_task))
         .zip(q.zeros.par_chunks_mut(ng * rows_per_task))
         .zip(w.par_chunks(cols * rows_per_task))
-        .for_each(|(((codes, scales), zeros), w)| {
+        .map(|(((codes, scales), zeros), w)| {
+            let mut sq = 0f64;
             for (r, (wr, cr)) in w.chunks(cols).zip(codes.chunks_mut(cols)).enumerate() {
                 for (gi, (wg, cg)) in wr.chunks(group).zip(cr.chunks_mut(group)).enumerate() {
                     let (s, z) = grid.params_of(wg);
                     scales[r * ng + gi] = s;
                     zeros[r * ng + gi] = z as u8;
                     quantize_into(wg, s, z, qmax, cg);
+                    let e: f32 = wg
+                        .iter()
+                        .zip(cg.iter())
+                        .map(|(&x, &c)| {
+                            let d = dequant(c as f32, s, z) - x;
+                            d * d
+                        })
+                        .sum();
+                    sq += e as f64;
                 }
             }
-        });
+            sq
+        })
+        .sum()
 }
 
 /// RTN with clipping: each group's range is `[lo, hi]` from `clip(group values)`. AWQ's
