@@ -19,6 +19,7 @@ pub mod pass;
 pub mod pipeline;
 pub mod quant;
 pub mod registry;
+pub mod rotate;
 
 pub use context::{CalibData, PassContext, PassRecord};
 pub use ledger::{GraphStats, Ledger, LedgerEntry};
@@ -52,6 +53,7 @@ pub fn builtin_passes() -> Vec<PassDescriptor> {
             build: |_| Ok(Box::new(const_fold::ConstFold)),
         },
         quant::descriptor(),
+        rotate::descriptor(),
         PassDescriptor {
             name: "egraph-opt",
             summary: "equality saturation (egg) over pure regions: layout chains, identities, scale/BN/bias folding, fused GELU/norms; extracts the cheapest graph",
