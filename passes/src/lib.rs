@@ -20,6 +20,7 @@ pub mod pipeline;
 pub mod prune;
 pub mod quant;
 pub mod registry;
+pub mod rotate;
 
 pub use context::{CalibData, PassContext, PassRecord};
 pub use ledger::{GraphStats, Ledger, LedgerEntry};
@@ -54,6 +55,7 @@ pub fn builtin_passes() -> Vec<PassDescriptor> {
         },
         quant::descriptor(),
         prune::descriptor(),
+        rotate::descriptor(),
         PassDescriptor {
             name: "egraph-opt",
             summary: "equality saturation (egg) over pure regions: layout chains, identities, scale/BN/bias folding, fused GELU/norms; extracts the cheapest graph",

@@ -12,6 +12,15 @@ pub fn emit_node(em: &mut Emitter<'_>, id: NodeId, index: usize) -> Result<(), E
     let g = em.g;
     let n = g.node(id);
     let desc = n.describe(id);
+    if let Op::Hadamard(h) = &n.op {
+        // The Kronecker factor is baked into the exported matrix, not an initializer.
+        let x = match n.input(0) {
+            Some(v) => vec![em.value_name(v)?],
+            None => vec![],
+        };
+        let outputs = em.output_names(id, index);
+        return lower::hadamard(em, id, index, h.size, x, outputs);
+    }
     let mut inputs = em.input_names(id)?;
     let outputs = em.output_names(id, index);
     let mut attrs = n.op.attrs();
@@ -25,9 +34,6 @@ pub fn emit_node(em: &mut Emitter<'_>, id: NodeId, index: usize) -> Result<(), E
             return Err(ExportError::Node(format!(
                 "{desc}: router_top_k is not exportable to ONNX yet"
             )))
-        }
-        Op::Hadamard(h) => {
-            return lower::hadamard(em, id, index, h.size, inputs, outputs);
         }
         Op::RmsNorm(_) if em.opset >= 23 => ("", "RMSNormalization"),
         Op::RmsNorm(_) => ("", "SimplifiedLayerNormalization"),

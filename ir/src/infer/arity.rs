@@ -111,8 +111,9 @@ pub fn arity(op: &Op) -> Arity {
         | Op::ConstantOfShape(_)
         | Op::DepthToSpace(_)
         | Op::SpaceToDepth(_)
-        | Op::Hadamard(_)
         | Op::RouterTopK(_) => one(1, 1),
+        // The optional second input is the Kronecker factor of a non-power-of-two size.
+        Op::Hadamard(_) => one(1, 2),
         Op::Reshape(_)
         | Op::Gather(_)
         | Op::GatherElements(_)

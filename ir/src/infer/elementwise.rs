@@ -112,13 +112,30 @@ pub(crate) fn hadamard(cx: &Cx, h: &Hadamard) -> Out {
     if h.size < 0 {
         return Err(format!("block size {} is negative", h.size));
     }
+    let k = match cx.opt_ty(1) {
+        None => 1,
+        Some(f) => match f.shape.as_known().as_deref() {
+            Some([a, b]) if a == b && *a > 0 => *a,
+            _ => {
+                return Err(format!(
+                    "the Kronecker factor must be a square [K, K] matrix, got {:?}",
+                    f.shape
+                ))
+            }
+        },
+    };
     if let Some(dims) = x.shape.dims() {
         match dims.last() {
             None => return Err("input is a scalar; the transform needs a last axis".into()),
-            Some(Dim::Known(n)) if h.size > 0 && n % h.size as u64 != 0 => {
+            Some(Dim::Known(n)) if h.size > 0 && n % (k * h.size as u64) != 0 => {
                 return Err(format!(
                     "last dim {n} is not a multiple of the block size {}",
-                    h.size
+                    k * h.size as u64
+                ))
+            }
+            Some(Dim::Known(n)) if n % k != 0 => {
+                return Err(format!(
+                    "last dim {n} is not a multiple of the factor's order {k}"
                 ))
             }
             _ => {}

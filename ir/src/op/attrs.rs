@@ -356,6 +356,11 @@ attr_struct!(
     /// Normalized Walsh–Hadamard transform of the last axis, applied independently to
     /// consecutive blocks of `size` elements (`size` = 0: the whole axis). Orthogonal, so
     /// `hadamard ∘ hadamard = identity`. Used by the rotation pass for online rotations.
+    ///
+    /// An optional second input, a constant orthonormal `F` of shape `[K, K]`, makes the
+    /// transform of each block of `K·size` elements `x ↦ x·(F ⊗ H_size)` (row-major view
+    /// `[K, size]`: `Fᵀ X H`): the Kronecker form of Hadamard sizes that are not powers of
+    /// two (688 = 344·2, 11008 = 344·32). With `F` the op is no longer its own inverse.
     Hadamard {
         size: i64 = 0 => "size",
     }

@@ -285,7 +285,7 @@ pub fn eval_op(op: &Op, inputs: &[Option<&Tensor>], num_outputs: usize) -> Resul
             d,
         )),
         Op::MatMulNBits(m) => one(quant::matmul_nbits(inputs, m)),
-        Op::Hadamard(h) => one(quant::hadamard(x()?, h.size)),
+        Op::Hadamard(h) => one(quant::hadamard_kron(x()?, h.size, opt(inputs, 1))),
         Op::RouterTopK(r) => one(index::router_top_k(x()?, r.capacity)),
         Op::Det => one(misc::det(x()?)),
         Op::MatMulInteger => one(qlinear::matmul_integer(

@@ -396,3 +396,60 @@ pub fn hadamard(x: &Tensor, size: i64) -> Result<Tensor> {
     });
     Tensor::from_f32_as(x.dtype(), x.shape().to_vec(), v)
 }
+
+/// [`hadamard`] with an optional Kronecker factor `F` ([K, K], orthonormal): each block of
+/// `K·size` elements, viewed row-major as `X[K, size]`, becomes `Fᵀ X H_size`, i.e. the
+/// row vector times `F ⊗ H_size`.
+pub fn hadamard_kron(x: &Tensor, size: i64, factor: Option<&Tensor>) -> Result<Tensor> {
+    let Some(f) = factor else {
+        return hadamard(x, size);
+    };
+    let k = match f.shape() {
+        [a, b] if a == b && *a > 0 => *a,
+        s => bail!("hadamard factor must be a square [K, K] matrix, got {s:?}"),
+    };
+    if !x.dtype().is_float() || x.rank() == 0 {
+        bail!(
+            "hadamard needs a float input of rank ≥ 1, got {} {:?}",
+            x.dtype(),
+            x.shape()
+        );
+    }
+    let l = x.shape()[x.rank() - 1];
+    if !l.is_multiple_of(k) {
+        bail!("hadamard factor of order {k} does not divide the last axis ({l})");
+    }
+    let s = if size == 0 {
+        l / k
+    } else {
+        usize::try_from(size).unwrap_or(0)
+    };
+    if s == 0 || !s.is_power_of_two() || !l.is_multiple_of(k * s) {
+        bail!("hadamard size {s} must be a power of two with {k}·{s} dividing the last axis ({l})");
+    }
+    // The power-of-two part first (blocks of `s`), then the mixing of the K rows.
+    let inner = hadamard(x, s as i64)?.to_f32_vec();
+    let fv: Vec<f64> = f.to_f32_vec().iter().map(|&v| v as f64).collect();
+    let mut out = vec![0f32; inner.len()];
+    out.par_chunks_mut(k * s)
+        .zip(inner.par_chunks(k * s))
+        .for_each(|(o, xb)| {
+            let mut acc = vec![0f64; s];
+            for i in 0..k {
+                acc.iter_mut().for_each(|a| *a = 0.0);
+                for r in 0..k {
+                    let c = fv[r * k + i];
+                    if c == 0.0 {
+                        continue;
+                    }
+                    for (a, &v) in acc.iter_mut().zip(&xb[r * s..(r + 1) * s]) {
+                        *a += c * v as f64;
+                    }
+                }
+                for (dst, a) in o[i * s..(i + 1) * s].iter_mut().zip(&acc) {
+                    *dst = *a as f32;
+                }
+            }
+        });
+    Tensor::from_f32_as(x.dtype(), x.shape().to_vec(), out)
+}

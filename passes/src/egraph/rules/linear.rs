@@ -142,10 +142,13 @@ fn matmul_identity(eg: &EG, id: Id) -> Vec<Id> {
 
 fn hadamard_pair(eg: &EG, id: Id) -> Vec<Id> {
     let mut out = Vec::new();
+    // Only the plain transform is an involution; one with a Kronecker factor is not.
     for (op, c) in ops_where(eg, id, |o| matches!(o, Op::Hadamard(_))) {
-        let Some(y) = child(eg, &c, 0) else { continue };
+        let Some(y) = child(eg, &c, 0).filter(|_| child(eg, &c, 1).is_none()) else {
+            continue;
+        };
         for (inner, ic) in ops_where(eg, y, |o| matches!(o, Op::Hadamard(_))) {
-            if inner == op {
+            if inner == op && child(eg, &ic, 1).is_none() {
                 if let Some(x) = child(eg, &ic, 0) {
                     out.push(x);
                 }

@@ -1,0 +1,11 @@
+//! The `rotate` pass and its parts: Hadamard constructions, the rotation primitive, the
+//! residual stream's structure, norm folding and stream rotation, online rotations.
+
+pub mod hadamard;
+pub mod online;
+pub mod pass;
+pub mod rotation;
+pub mod stream;
+pub mod weights;
+
+pub use pass::{descriptor, Rotate};
