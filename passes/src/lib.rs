@@ -11,6 +11,7 @@ pub mod context;
 pub mod cse;
 pub mod dce;
 pub mod egraph;
+pub mod gqa;
 pub mod idioms;
 pub mod ledger;
 pub mod manager;
@@ -21,6 +22,7 @@ pub mod prune;
 pub mod quant;
 pub mod registry;
 pub mod rotate;
+pub mod share_layers;
 
 pub use context::{CalibData, PassContext, PassRecord};
 pub use ledger::{GraphStats, Ledger, LedgerEntry};
@@ -56,6 +58,8 @@ pub fn builtin_passes() -> Vec<PassDescriptor> {
         quant::descriptor(),
         prune::descriptor(),
         rotate::descriptor(),
+        gqa::descriptor(),
+        share_layers::descriptor(),
         PassDescriptor {
             name: "egraph-opt",
             summary: "equality saturation (egg) over pure regions: layout chains, identities, scale/BN/bias folding, fused GELU/norms; extracts the cheapest graph",

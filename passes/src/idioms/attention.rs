@@ -55,6 +55,8 @@ fn trace_to_linear(
             | Op::Binary(BinaryOp::Add)
     );
     match node.op {
+        // Grouped-query attention repeats KV heads for the query heads.
+        Op::Tile | Op::Expand => trace_to_linear(g, node.input(0)?, linears, depth - 1),
         Op::Binary(BinaryOp::Mul | BinaryOp::Div | BinaryOp::Add | BinaryOp::Sub)
         | Op::Concat(_)
         | Op::Unary(UnaryOp::Neg)

@@ -25,7 +25,7 @@ fn invalid(s: String) -> PassError {
 }
 
 /// Replaces input `slot` of `node` with a new constant holding `t`.
-fn set_const(
+pub fn set_const(
     g: &mut Graph,
     node: NodeId,
     slot: usize,
@@ -38,7 +38,7 @@ fn set_const(
     Ok(())
 }
 
-fn const_tensor(g: &Graph, v: ValueRef) -> Result<(Weight, Tensor), PassError> {
+pub fn const_tensor(g: &Graph, v: ValueRef) -> Result<(Weight, Tensor), PassError> {
     let w = g
         .const_weight(v)
         .ok_or_else(|| {
@@ -80,7 +80,7 @@ fn slice_const_last(
 }
 
 /// Writes a W-form `rows × cols` matrix as the layer's weight, with its new shape.
-fn write_resized(
+pub fn write_resized(
     g: &mut Graph,
     l: &Layer,
     w: Vec<f32>,
@@ -140,7 +140,7 @@ fn slice_member(g: &mut Graph, l: &Layer, axis: Axis, keep: &[usize]) -> Result<
 }
 
 /// Sets the element `from_end` places from the end of a Reshape's target shape to `value`.
-fn set_shape_element(
+pub fn set_shape_element(
     g: &mut Graph,
     reshape: NodeId,
     from_end: usize,

@@ -267,7 +267,7 @@ pub fn mlp_group(g: &Graph, idioms: &Idioms, mi: usize) -> Result<Group, PassErr
 }
 
 /// The Reshape a linear's output goes through to be split into heads.
-fn split_reshape(g: &Graph, v: ValueRef, what: &str, ai: usize) -> Result<NodeId, PassError> {
+pub fn split_reshape(g: &Graph, v: ValueRef, what: &str, ai: usize) -> Result<NodeId, PassError> {
     let mut cur = v;
     for _ in 0..4 {
         // Shape readers (batch and sequence length for the reshape) are not coupled.

@@ -1,0 +1,330 @@
+//! Pass `share-layers`: Relaxed Recursive Transformers (techniques.md §5.1). The L
+//! transformer blocks become B = L/K unique blocks looped K times (CYCLE sharing: block
+//! position ℓ uses shared block `ℓ mod B`); every linear of a block (q, k, v, o, gate,
+//! up, down) reads one shared constant, initialised by `average`, `stepwise` or `lower`.
+//! With `lora_rank=r`, position ℓ adds `B_ℓ(A_ℓ x)` from the rank-r truncated SVD of
+//! `W_ℓ − W'` (kept unmerged so the sharing survives export). Norm scales stay per
+//! position. The exported graph stores each shared weight once: one initializer read by
+//! K MatMuls.
+
+pub mod svd;
+
+use crate::context::PassContext;
+use crate::idioms::Idioms;
+use crate::options::{OptionKind, OptionSpec, PassOptions};
+use crate::pass::{Changed, Exactness, Pass, PassError};
+use crate::prune::structured::apply::{const_tensor, reinfer};
+use crate::quant::layers::{read_w, select_skipping, Layer, Layout};
+use crate::registry::PassDescriptor;
+use compc_ir::op::BinaryOp;
+use compc_ir::{DType, Graph, Op, Shape, TensorType, ValueRef};
+use compc_runtime::Tensor;
+use svd::thin_svd;
+
+pub const OPTIONS: &[OptionSpec] = &[
+    OptionSpec {
+        name: "every",
+        kind: OptionKind::Int { min: 1, max: 1024 },
+        default: Some("2"),
+        help: "K: each unique block is used K times (L blocks → L/K unique blocks)",
+    },
+    OptionSpec {
+        name: "init",
+        kind: OptionKind::Choice(&["average", "stepwise", "lower"]),
+        default: Some("average"),
+        help: "shared block j: the mean of the blocks tied to it, block round(linspace(0, L−1, B))[j], or block j",
+    },
+    OptionSpec {
+        name: "lora_rank",
+        kind: OptionKind::Int { min: 0, max: 1 << 20 },
+        default: Some("0"),
+        help: "per-position LoRA rank from the truncated SVD of (original − shared); 0 = pure recursion; at least min(m, n) reproduces the original",
+    },
+];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Init {
+    Average,
+    Stepwise,
+    Lower,
+}
+
+pub struct ShareLayers {
+    pub every: usize,
+    pub init: Init,
+    pub lora_rank: usize,
+}
+
+pub fn descriptor() -> PassDescriptor {
+    PassDescriptor {
+        name: "share-layers",
+        summary: "Relaxed Recursive Transformers: L blocks → L/K shared blocks looped K times (one initializer per shared weight), optional per-depth LoRA from the SVD of the residual",
+        exactness: Exactness::Lossy,
+        options: OPTIONS,
+        build: |o| Ok(Box::new(ShareLayers::from_options(o).map_err(|e| e.to_string())?)),
+    }
+}
+
+impl ShareLayers {
+    pub fn from_options(o: &PassOptions) -> Result<ShareLayers, PassError> {
+        Ok(ShareLayers {
+            every: o.int("every").unwrap_or(2) as usize,
+            init: match o.text("init").unwrap_or("average") {
+                "stepwise" => Init::Stepwise,
+                "lower" => Init::Lower,
+                _ => Init::Average,
+            },
+            lora_rank: o.int("lora_rank").unwrap_or(0) as usize,
+        })
+    }
+}
+
+/// Which original positions initialise shared block `j` (of `b`), with `l` blocks.
+pub fn sources(init: Init, l: usize, b: usize, j: usize) -> Vec<usize> {
+    match init {
+        Init::Average => (0..l / b).map(|r| j + r * b).collect(),
+        Init::Lower => vec![j],
+        Init::Stepwise => {
+            let x = if b <= 1 {
+                0.0
+            } else {
+                j as f64 * (l - 1) as f64 / (b - 1) as f64
+            };
+            vec![x.round_ties_even() as usize]
+        }
+    }
+}
+
+fn f32_const(
+    g: &mut Graph,
+    name: String,
+    dims: Vec<usize>,
+    data: Vec<f32>,
+    dtype: DType,
+) -> Result<ValueRef, PassError> {
+    let w = Tensor::from_f32_as(dtype, dims, data)?.to_weight(&name)?;
+    Ok(ValueRef::new(g.add_const(w), 0))
+}
+
+/// Adds `x·A_Bᵀ·B_Bᵀ` (rank-r LoRA) to the product of `l`.
+fn add_lora(
+    g: &mut Graph,
+    l: &Layer,
+    a_io: Vec<f32>,
+    b_io: Vec<f32>,
+    r: usize,
+    pos: usize,
+) -> Result<(), PassError> {
+    let x = l
+        .input(g)
+        .ok_or_else(|| PassError::Invalid(format!("layer `{}` has no input", l.name)))?;
+    let prod = ValueRef::new(l.node(), 0);
+    let name = format!("{}_lora{pos}", l.name);
+    let a = f32_const(g, format!("{name}.A"), vec![l.cols, r], a_io, l.dtype)?;
+    let b = f32_const(g, format!("{name}.B"), vec![r, l.rows], b_io, l.dtype)?;
+    let ty = TensorType {
+        dtype: l.dtype,
+        shape: Shape::Unranked,
+    };
+    let users = g.value_users(prod);
+    let down = g.add_node(
+        Op::MatMul,
+        vec![Some(x), Some(a)],
+        vec![ty.clone()],
+        format!("{name}_down"),
+    );
+    let up = g.add_node(
+        Op::MatMul,
+        vec![Some(ValueRef::new(down, 0)), Some(b)],
+        vec![ty.clone()],
+        format!("{name}_up"),
+    );
+    let add = g.add_node(
+        Op::Binary(BinaryOp::Add),
+        vec![Some(prod), Some(ValueRef::new(up, 0))],
+        vec![ty],
+        format!("{name}_add"),
+    );
+    for (u, slot) in users {
+        g.set_input(u, slot as usize, Some(ValueRef::new(add, 0)));
+    }
+    for o in g.outputs.iter_mut() {
+        if o.value == prod {
+            o.value = ValueRef::new(add, 0);
+        }
+    }
+    Ok(())
+}
+
+impl Pass for ShareLayers {
+    fn name(&self) -> &'static str {
+        "share-layers"
+    }
+
+    fn exactness(&self) -> Exactness {
+        Exactness::Lossy
+    }
+
+    // Slots index the same linear of every tied block.
+    #[allow(clippy::needless_range_loop)]
+    fn run(&self, g: &mut Graph, cx: &mut PassContext) -> Result<Changed, PassError> {
+        let idioms = Idioms::find(g)?;
+        let l = idioms.blocks.len();
+        if l == 0 {
+            return Err(PassError::Invalid(
+                "share-layers: no transformer block (attention + residual) was recognised".into(),
+            ));
+        }
+        let k = self.every;
+        if k == 0 || l % k != 0 {
+            return Err(PassError::Invalid(format!(
+                "share-layers: every={k} does not divide the {l} transformer blocks"
+            )));
+        }
+        if k == 1 {
+            cx.note("every=1: every block is its own shared block; nothing to do");
+            return Ok(Changed::No);
+        }
+        let b = l / k;
+        let sel = select_skipping(g, &idioms, &[]);
+        let mut layers: Vec<Option<Layer>> = vec![None; idioms.linears.len()];
+        for x in sel.layers {
+            let i = x.index;
+            layers[i] = Some(x);
+        }
+        // The linears of each block, in a fixed order.
+        let mut members: Vec<Vec<usize>> = Vec::new();
+        for (bi, blk) in idioms.blocks.iter().enumerate() {
+            let mut m = Vec::new();
+            if let Some(a) = blk.attention.map(|i| &idioms.attention[i]) {
+                m.extend([Some(a.q), Some(a.k), Some(a.v), a.o].into_iter().flatten());
+            }
+            if let Some(p) = blk.mlp.map(|i| &idioms.mlps[i]) {
+                m.extend([p.gate, Some(p.up), Some(p.down)].into_iter().flatten());
+            }
+            for &li in &m {
+                if layers[li].as_ref().is_none_or(|x| x.is_conv()) {
+                    return Err(PassError::Invalid(format!(
+                        "share-layers: block[{bi}]: linear[{li}] is not a float MatMul/Gemm with a constant weight"
+                    )));
+                }
+            }
+            members.push(m);
+        }
+        for (bi, m) in members.iter().enumerate() {
+            let shape = |li: usize| {
+                let x = layers[li].as_ref().expect("checked");
+                (x.rows, x.cols, x.layout.clone())
+            };
+            if m.len() != members[0].len()
+                || m.iter()
+                    .zip(&members[0])
+                    .any(|(&a, &c)| shape(a) != shape(c))
+            {
+                return Err(PassError::Invalid(format!(
+                    "share-layers: block[{bi}] does not have the same linears and shapes as block[0]; only identical blocks can share weights"
+                )));
+            }
+        }
+        let block_bytes: u64 = members
+            .iter()
+            .flatten()
+            .map(|&li| layers[li].as_ref().expect("checked").float_bytes())
+            .sum();
+        let mut unique_bytes = 0u64;
+        let mut lora_bytes = 0u64;
+        let mut residual_energy = (0f64, 0f64);
+        for j in 0..b {
+            let src = sources(self.init, l, b, j);
+            for slot in 0..members[0].len() {
+                let tied: Vec<usize> = (0..k).map(|r| members[j + r * b][slot]).collect();
+                let first = layers[tied[0]].as_ref().expect("checked").clone();
+                // Average / copy in the stored layout (identical across tied layers).
+                let mut acc: Vec<f64> = Vec::new();
+                let mut dims = Vec::new();
+                for &p in &src {
+                    let li = members[p][slot];
+                    let wv = idioms.linears[li].weight;
+                    let (_, t) = const_tensor(g, wv)?;
+                    dims = t.shape().to_vec();
+                    let x = t.f32_cow();
+                    if acc.is_empty() {
+                        acc = vec![0.0; x.len()];
+                    }
+                    acc.iter_mut()
+                        .zip(x.iter())
+                        .for_each(|(a, &v)| *a += v as f64);
+                }
+                let n = src.len() as f64;
+                let shared: Vec<f32> = acc.iter().map(|a| (a / n) as f32).collect();
+                let name = format!("{}_shared{j}", first.name);
+                let sc = f32_const(g, name, dims, shared.clone(), first.dtype)?;
+                unique_bytes += first.float_bytes();
+                // W-form of the shared weight for the residuals.
+                let (rows, cols) = (first.rows, first.cols);
+                let shared_w: Vec<f32> = match first.layout {
+                    Layout::InOut => crate::quant::layers::transpose(&shared, cols, rows),
+                    _ => shared.clone(),
+                };
+                for (r, &li) in tied.iter().enumerate() {
+                    let lay = layers[li].as_ref().expect("checked").clone();
+                    let pos = j + r * b;
+                    if self.lora_rank > 0 {
+                        let w = read_w(g, &lay)?;
+                        let res: Vec<f64> = w
+                            .iter()
+                            .zip(&shared_w)
+                            .map(|(a, s)| (*a - *s) as f64)
+                            .collect();
+                        let energy: f64 = res.iter().map(|v| v * v).sum();
+                        residual_energy.0 += energy;
+                        if energy > 0.0 {
+                            let rank = self.lora_rank.min(rows.min(cols));
+                            let (u, s, v) = thin_svd(&res, rows, cols)?;
+                            residual_energy.1 += s[rank..].iter().map(|x| x * x).sum::<f64>();
+                            // A_B = A_ℓᵀ = V_r (cols × rank); B_B = B_ℓᵀ = (U_r Σ_r)ᵀ (rank × rows).
+                            let mut a_io = vec![0f32; cols * rank];
+                            for c in 0..cols {
+                                for q in 0..rank {
+                                    a_io[c * rank + q] = v[(c, q)] as f32;
+                                }
+                            }
+                            let mut b_io = vec![0f32; rank * rows];
+                            for q in 0..rank {
+                                for o in 0..rows {
+                                    b_io[q * rows + o] = (u[(o, q)] * s[q]) as f32;
+                                }
+                            }
+                            add_lora(g, &lay, a_io, b_io, rank, pos)?;
+                            lora_bytes +=
+                                ((rows + cols) * rank) as u64 * (lay.dtype.bits() as u64 / 8);
+                        }
+                    }
+                    g.set_input(lay.node(), 1, Some(sc));
+                }
+            }
+        }
+        reinfer(g)?;
+        let removed = crate::dce::remove_dead_nodes(g)?;
+        cx.note(format!(
+            "{l} blocks → {b} shared blocks × {k} ({:?} init); unique block linear bytes {block_bytes} → {unique_bytes} ({:.2}×){}",
+            self.init,
+            block_bytes as f64 / unique_bytes.max(1) as f64,
+            if self.lora_rank > 0 {
+                format!(
+                    ", LoRA rank {} adds {lora_bytes} bytes; it keeps {:.1}% of the residual energy",
+                    self.lora_rank,
+                    100.0 * (1.0 - residual_energy.1 / residual_energy.0.max(1e-300))
+                )
+            } else {
+                String::new()
+            }
+        ));
+        cx.measured(
+            "unique_block_parameter_bytes",
+            (unique_bytes + lora_bytes) as f64,
+        );
+        cx.touch(members.len() + removed);
+        Ok(Changed::Yes)
+    }
+}

@@ -1,0 +1,141 @@
+//! `share-layers` on the LM fixture: every=1 leaves the graph as it was, full-rank LoRA
+//! reproduces the original, every=2 halves the unique block weights (one initializer
+//! read by two MatMuls, in compc and in the exported model), and the exported model runs
+//! in onnxruntime with compc's outputs.
+
+mod common;
+
+use common::{oracle_available, ort_run, read_npz};
+use compc::ir::Graph;
+use compc::passes::share_layers::{sources, Init};
+use compc::passes::{GraphStats, PassManager, Registry};
+use compc::runtime::Tensor;
+use std::path::PathBuf;
+
+fn lm() -> Graph {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lm/lm.torchscript.onnx");
+    compc::driver::load_model(&p).unwrap()
+}
+
+fn lm_ids(n: usize, t: usize, offset: usize) -> Vec<(String, Tensor)> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lm/calib_text.txt");
+    let text = std::fs::read(p).unwrap();
+    let ids: Vec<i64> = (0..n * t).map(|i| text[offset + i] as i64).collect();
+    vec![("input_ids".into(), Tensor::from_i64(vec![n, t], ids))]
+}
+
+fn close(a: &[f32], b: &[f32], rtol: f32, atol: f32) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| (x - y).abs() <= atol + rtol * y.abs())
+}
+
+fn try_pipeline(g: &Graph, pipeline: &str) -> Result<Graph, String> {
+    let passes = Registry::with_builtin_passes()
+        .parse(pipeline)
+        .map_err(|e| e.to_string())?;
+    let mut out = g.clone();
+    let mut pm = PassManager::new(passes);
+    pm.run(&mut out).map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+fn logits(g: &Graph, inputs: &[(String, Tensor)]) -> Vec<f32> {
+    compc::runtime::run(g, inputs).unwrap()[0].1.to_f32_vec()
+}
+
+#[test]
+fn source_lists() {
+    // L = 6, K = 3 (B = 2), CYCLE: average ties {0, 2, 4} and {1, 3, 5}.
+    assert_eq!(sources(Init::Average, 6, 2, 0), vec![0, 2, 4]);
+    assert_eq!(sources(Init::Average, 6, 2, 1), vec![1, 3, 5]);
+    assert_eq!(sources(Init::Lower, 6, 2, 1), vec![1]);
+    // L = 18, B = 9: [0, 2, 4, 6, 8, 11, 13, 15, 17] (ties to even, as numpy rounds).
+    let step: Vec<usize> = (0..9)
+        .map(|j| sources(Init::Stepwise, 18, 9, j)[0])
+        .collect();
+    assert_eq!(step, vec![0, 2, 4, 6, 8, 11, 13, 15, 17]);
+}
+
+#[test]
+fn every_one_is_identity_and_full_rank_lora_reproduces() {
+    let g = lm();
+    let text = compc::ir::text::print(&g);
+    let out = try_pipeline(&g, "share-layers{every=1}").unwrap();
+    assert_eq!(compc::ir::text::print(&out), text);
+    // The small decoder fixture (2 blocks, d = 64, RoPE) keeps the SVDs quick in debug builds.
+    let dec = compc::driver::load_model(&common::model_path("decoder", "torchscript")).unwrap();
+    let inputs = read_npz(&common::inputs_path("decoder", "b3"));
+    let before = logits(&dec, &inputs);
+    for init in ["average", "stepwise", "lower"] {
+        let full = try_pipeline(
+            &dec,
+            &format!("share-layers{{every=2,init={init},lora_rank=1024}}"),
+        )
+        .unwrap();
+        assert!(
+            close(&logits(&full, &inputs), &before, 1e-4, 1e-4),
+            "{init}: full-rank LoRA changed the model"
+        );
+    }
+    let pure = try_pipeline(&dec, "share-layers{every=2,init=average}").unwrap();
+    assert!(
+        !close(&logits(&pure, &inputs), &before, 1e-2, 1e-2),
+        "sharing without LoRA should change the model"
+    );
+    assert!(GraphStats::of(&pure).parameters < GraphStats::of(&dec).parameters);
+}
+
+#[test]
+fn every_two_halves_block_weights_and_runs_in_onnxruntime() {
+    let lm = lm();
+    let lm_inputs = lm_ids(2, 16, 7000);
+    let dec = compc::driver::load_model(&common::model_path("decoder", "torchscript")).unwrap();
+    let dec_inputs = read_npz(&common::inputs_path("decoder", "b3"));
+    for (g, inputs, p) in [
+        (&lm, &lm_inputs, "share-layers{every=2,init=stepwise}"),
+        (&lm, &lm_inputs, "share-layers{every=4,init=lower}"),
+        (
+            &dec,
+            &dec_inputs,
+            "share-layers{every=2,init=average,lora_rank=8}",
+        ),
+    ] {
+        let out = try_pipeline(g, p).unwrap();
+        let (a, b) = (
+            GraphStats::of(g).parameters,
+            GraphStats::of(&out).parameters,
+        );
+        assert!(b < a, "{p}: {a} → {b}");
+        // The 4 blocks' linears: 4·(4·256² + 3·256·688) parameters; every=2 removes half.
+        if p.contains("every=2,init=stepwise") {
+            let block = 4 * (4 * 256 * 256 + 3 * 256 * 688) as u64;
+            assert_eq!(a - b, block / 2, "{p}");
+        }
+        let ours = logits(&out, inputs);
+        if oracle_available() {
+            let dir = tempfile::tempdir().unwrap();
+            let model = dir.path().join("m.onnx");
+            compc::onnx::export::export_file(&out, &model, &Default::default()).unwrap();
+            let inp = dir.path().join("in.npz");
+            compc::runtime::npz::write_npz(&inp, inputs).unwrap();
+            let o = dir.path().join("out.npz");
+            ort_run(&model, &inp, &o).unwrap_or_else(|e| panic!("onnxruntime: {e}"));
+            let ort = read_npz(&o)[0].1.to_f32_vec();
+            assert!(close(&ort, &ours, 1e-4, 1e-3), "{p}: onnxruntime disagrees");
+            // Shared weights are stored once in the file.
+            let bytes = std::fs::metadata(&model).unwrap().len();
+            assert!(bytes < 4 * a, "{p}: the file holds {bytes} bytes");
+        }
+    }
+}
+
+#[test]
+fn bad_every_is_an_error() {
+    let e = try_pipeline(&lm(), "share-layers{every=3}").unwrap_err();
+    assert!(
+        e.contains("every=3 does not divide the 4 transformer blocks"),
+        "{e}"
+    );
+}
