@@ -5,76 +5,15 @@
 
 mod common;
 
-use common::{model_path, oracle_available, ort_run, read_npz};
+use common::{
+    close, lm, lm_ids, model_path, ort_outputs, outputs, read_npz, run_pipeline, try_pipeline,
+};
 use compc::ir::Graph;
 use compc::passes::idioms::Idioms;
-use compc::passes::{CalibData, PassManager, Registry};
-use compc::runtime::Tensor;
-use std::path::PathBuf;
-
-fn lm() -> Graph {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lm/lm.torchscript.onnx");
-    compc::driver::load_model(&p).unwrap()
-}
+use compc::passes::CalibData;
 
 fn encoder() -> Graph {
     compc::driver::load_model(&model_path("encoder", "torchscript")).unwrap()
-}
-
-fn lm_ids(n: usize, t: usize, offset: usize) -> Vec<(String, Tensor)> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lm/calib_text.txt");
-    let text = std::fs::read(p).unwrap();
-    let ids: Vec<i64> = (0..n * t).map(|i| text[offset + i] as i64).collect();
-    vec![("input_ids".into(), Tensor::from_i64(vec![n, t], ids))]
-}
-
-fn close(a: &[f32], b: &[f32], rtol: f32, atol: f32) -> bool {
-    a.len() == b.len()
-        && a.iter()
-            .zip(b)
-            .all(|(x, y)| (x - y).abs() <= atol + rtol * y.abs())
-}
-
-fn try_pipeline(g: &Graph, pipeline: &str, calib: Option<&CalibData>) -> Result<Graph, String> {
-    let passes = Registry::with_builtin_passes()
-        .parse(pipeline)
-        .map_err(|e| e.to_string())?;
-    let mut out = g.clone();
-    let mut pm = PassManager::new(passes);
-    pm.calib = calib;
-    pm.run(&mut out).map_err(|e| e.to_string())?;
-    Ok(out)
-}
-
-fn run_pipeline(g: &Graph, pipeline: &str, calib: Option<&CalibData>) -> Graph {
-    try_pipeline(g, pipeline, calib).unwrap_or_else(|e| panic!("{pipeline}: {e}"))
-}
-
-fn outputs(g: &Graph, inputs: &[(String, Tensor)]) -> Vec<Vec<f32>> {
-    compc::runtime::run(g, inputs)
-        .unwrap()
-        .into_iter()
-        .map(|(_, t)| t.to_f32_vec())
-        .collect()
-}
-
-fn ort_outputs(g: &Graph, inputs: &[(String, Tensor)]) -> Option<Vec<Vec<f32>>> {
-    if !oracle_available() {
-        return None;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let model = dir.path().join("m.onnx");
-    compc::onnx::export::export_file(g, &model, &Default::default()).unwrap();
-    let inp = dir.path().join("in.npz");
-    compc::runtime::npz::write_npz(&inp, inputs).unwrap();
-    let out = dir.path().join("out.npz");
-    ort_run(&model, &inp, &out).unwrap_or_else(|e| panic!("onnxruntime: {e}"));
-    Some(
-        read_npz(&out)
-            .into_iter()
-            .map(|(_, t)| t.to_f32_vec())
-            .collect(),
-    )
 }
 
 fn kv_heads(g: &Graph) -> Vec<u64> {

@@ -5,41 +5,11 @@
 
 mod common;
 
-use common::{oracle_available, ort_run, read_npz};
+use common::{close, lm, lm_ids, oracle_available, ort_run, read_npz, try_pipeline};
 use compc::ir::Graph;
 use compc::passes::share_layers::{sources, Init};
-use compc::passes::{GraphStats, PassManager, Registry};
+use compc::passes::GraphStats;
 use compc::runtime::Tensor;
-use std::path::PathBuf;
-
-fn lm() -> Graph {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lm/lm.torchscript.onnx");
-    compc::driver::load_model(&p).unwrap()
-}
-
-fn lm_ids(n: usize, t: usize, offset: usize) -> Vec<(String, Tensor)> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lm/calib_text.txt");
-    let text = std::fs::read(p).unwrap();
-    let ids: Vec<i64> = (0..n * t).map(|i| text[offset + i] as i64).collect();
-    vec![("input_ids".into(), Tensor::from_i64(vec![n, t], ids))]
-}
-
-fn close(a: &[f32], b: &[f32], rtol: f32, atol: f32) -> bool {
-    a.len() == b.len()
-        && a.iter()
-            .zip(b)
-            .all(|(x, y)| (x - y).abs() <= atol + rtol * y.abs())
-}
-
-fn try_pipeline(g: &Graph, pipeline: &str) -> Result<Graph, String> {
-    let passes = Registry::with_builtin_passes()
-        .parse(pipeline)
-        .map_err(|e| e.to_string())?;
-    let mut out = g.clone();
-    let mut pm = PassManager::new(passes);
-    pm.run(&mut out).map_err(|e| e.to_string())?;
-    Ok(out)
-}
 
 fn logits(g: &Graph, inputs: &[(String, Tensor)]) -> Vec<f32> {
     compc::runtime::run(g, inputs).unwrap()[0].1.to_f32_vec()
@@ -62,7 +32,7 @@ fn source_lists() {
 fn every_one_is_identity_and_full_rank_lora_reproduces() {
     let g = lm();
     let text = compc::ir::text::print(&g);
-    let out = try_pipeline(&g, "share-layers{every=1}").unwrap();
+    let out = try_pipeline(&g, "share-layers{every=1}", None).unwrap();
     assert_eq!(compc::ir::text::print(&out), text);
     // The small decoder fixture (2 blocks, d = 64, RoPE) keeps the SVDs quick in debug builds.
     let dec = compc::driver::load_model(&common::model_path("decoder", "torchscript")).unwrap();
@@ -72,6 +42,7 @@ fn every_one_is_identity_and_full_rank_lora_reproduces() {
         let full = try_pipeline(
             &dec,
             &format!("share-layers{{every=2,init={init},lora_rank=1024}}"),
+            None,
         )
         .unwrap();
         assert!(
@@ -79,7 +50,7 @@ fn every_one_is_identity_and_full_rank_lora_reproduces() {
             "{init}: full-rank LoRA changed the model"
         );
     }
-    let pure = try_pipeline(&dec, "share-layers{every=2,init=average}").unwrap();
+    let pure = try_pipeline(&dec, "share-layers{every=2,init=average}", None).unwrap();
     assert!(
         !close(&logits(&pure, &inputs), &before, 1e-2, 1e-2),
         "sharing without LoRA should change the model"
@@ -102,7 +73,7 @@ fn every_two_halves_block_weights_and_runs_in_onnxruntime() {
             "share-layers{every=2,init=average,lora_rank=8}",
         ),
     ] {
-        let out = try_pipeline(g, p).unwrap();
+        let out = try_pipeline(g, p, None).unwrap();
         let (a, b) = (
             GraphStats::of(g).parameters,
             GraphStats::of(&out).parameters,
@@ -133,7 +104,7 @@ fn every_two_halves_block_weights_and_runs_in_onnxruntime() {
 
 #[test]
 fn bad_every_is_an_error() {
-    let e = try_pipeline(&lm(), "share-layers{every=3}").unwrap_err();
+    let e = try_pipeline(&lm(), "share-layers{every=3}", None).unwrap_err();
     assert!(
         e.contains("every=3 does not divide the 4 transformer blocks"),
         "{e}"

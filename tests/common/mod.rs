@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+use compc::ir::Graph;
+use compc::passes::{CalibData, PassManager, Registry};
 use compc::runtime::Tensor;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -144,4 +146,69 @@ pub fn allclose(
         }
     }
     Ok(())
+}
+
+/// The trained LM fixture.
+pub fn lm() -> Graph {
+    compc::driver::load_model(&fixtures().join("lm/lm.torchscript.onnx")).unwrap()
+}
+
+/// `n` byte windows of length `t` from the LM's calibration text, from byte `offset`.
+pub fn lm_ids(n: usize, t: usize, offset: usize) -> Vec<(String, Tensor)> {
+    let text = std::fs::read(fixtures().join("lm/calib_text.txt")).unwrap();
+    let ids: Vec<i64> = (0..n * t).map(|i| text[offset + i] as i64).collect();
+    vec![("input_ids".into(), Tensor::from_i64(vec![n, t], ids))]
+}
+
+/// `|a − b| ≤ atol + rtol·|b|` everywhere, same lengths.
+pub fn close(a: &[f32], b: &[f32], rtol: f32, atol: f32) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| (x - y).abs() <= atol + rtol * y.abs())
+}
+
+/// Runs `pipeline` (pass-registry syntax) on a copy of `g`.
+pub fn try_pipeline(g: &Graph, pipeline: &str, calib: Option<&CalibData>) -> Result<Graph, String> {
+    let passes = Registry::with_builtin_passes()
+        .parse(pipeline)
+        .map_err(|e| e.to_string())?;
+    let mut out = g.clone();
+    let mut pm = PassManager::new(passes);
+    pm.calib = calib;
+    pm.run(&mut out).map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+pub fn run_pipeline(g: &Graph, pipeline: &str, calib: Option<&CalibData>) -> Graph {
+    try_pipeline(g, pipeline, calib).unwrap_or_else(|e| panic!("{pipeline}: {e}"))
+}
+
+/// Every output of `g` on `inputs`, in compc's runtime, as f32.
+pub fn outputs(g: &Graph, inputs: &[(String, Tensor)]) -> Vec<Vec<f32>> {
+    compc::runtime::run(g, inputs)
+        .unwrap()
+        .into_iter()
+        .map(|(_, t)| t.to_f32_vec())
+        .collect()
+}
+
+/// Exports `g` and runs it in onnxruntime; `None` when the oracle is missing.
+pub fn ort_outputs(g: &Graph, inputs: &[(String, Tensor)]) -> Option<Vec<Vec<f32>>> {
+    if !oracle_available() {
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m.onnx");
+    compc::onnx::export::export_file(g, &model, &Default::default()).unwrap();
+    let inp = dir.path().join("in.npz");
+    compc::runtime::npz::write_npz(&inp, inputs).unwrap();
+    let out = dir.path().join("out.npz");
+    ort_run(&model, &inp, &out).unwrap_or_else(|e| panic!("onnxruntime: {e}"));
+    Some(
+        read_npz(&out)
+            .into_iter()
+            .map(|(_, t)| t.to_f32_vec())
+            .collect(),
+    )
 }
