@@ -6,8 +6,9 @@
 //!
 //! Each measurement of (1) runs in a child process so its peak RSS is its own.
 
-use compc::ir::op::UnaryOp;
-use compc::ir::{DType, Dim, Graph, GraphOutput, Op, Shape, TensorType, ValueRef, Weight};
+mod common;
+
+use common::{big_mlp, peak_rss_mib};
 use compc::onnx::export::{export_file, ExportOptions, ExternalData};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,63 +16,6 @@ use std::time::Instant;
 
 const LAYERS: usize = 8;
 const WIDTH: u64 = 4096;
-
-/// An MLP of `LAYERS` square layers: `LAYERS × WIDTH² × 4` bytes of weights (512 MiB).
-fn big_mlp() -> Graph {
-    let mut g = Graph::new("big_mlp");
-    g.opsets.insert(String::new(), 17);
-    let x = g.add_input(
-        "x",
-        TensorType::new(
-            DType::F32,
-            Shape::Ranked(vec![Dim::Sym("batch".into()), Dim::Known(WIDTH)]),
-        ),
-    );
-    let mut v = ValueRef::new(x, 0);
-    let ty = TensorType::new(
-        DType::F32,
-        Shape::Ranked(vec![Dim::Sym("batch".into()), Dim::Known(WIDTH)]),
-    );
-    let n = (WIDTH * WIDTH) as usize;
-    for l in 0..LAYERS {
-        // Deterministic, cheap-to-make values; their content does not matter for I/O speed.
-        let vals: Vec<f32> = (0..n)
-            .map(|i| ((i * 31 + l * 7) % 1000) as f32 * 1e-6)
-            .collect();
-        let w = g.add_const(
-            Weight::from_f32(format!("layer{l}.weight"), vec![WIDTH, WIDTH], &vals)
-                .expect("weight"),
-        );
-        let mm = g.add_node(
-            Op::MatMul,
-            vec![Some(v), Some(ValueRef::new(w, 0))],
-            vec![ty.clone()],
-            format!("layer{l}/MatMul"),
-        );
-        let act = g.add_node(
-            Op::Unary(UnaryOp::Relu),
-            vec![Some(ValueRef::new(mm, 0))],
-            vec![ty.clone()],
-            format!("layer{l}/Relu"),
-        );
-        v = ValueRef::new(act, 0);
-    }
-    g.outputs.push(GraphOutput {
-        name: "y".into(),
-        value: v,
-    });
-    g
-}
-
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
-}
 
 /// Child mode: import `model`, export it into `out_dir`, print one JSON line.
 fn measure(model: &Path, out_dir: &Path, external: bool) {
@@ -156,7 +100,12 @@ fn main() {
         "## import + export of a {LAYERS}×{WIDTH}×{WIDTH} f32 MLP ({} MiB of weights)\n",
         (LAYERS as u64 * WIDTH * WIDTH * 4) >> 20
     );
-    let g = big_mlp();
+    // Deterministic, cheap-to-make values; their content does not matter for I/O speed.
+    let g = big_mlp(LAYERS, WIDTH, |l, n| {
+        (0..n)
+            .map(|i| ((i * 31 + l * 7) % 1000) as f32 * 1e-6)
+            .collect()
+    });
     for external in [false, true] {
         let kind = if external { "external" } else { "embedded" };
         let src = dir.path().join(kind);

@@ -7,8 +7,9 @@
 //! onnxruntime's own RTN MatMulNBits quantizer on the same file in the same run, as a
 //! ratio. Each measurement runs in a child process so its peak RSS is its own.
 
-use compc::ir::op::UnaryOp;
-use compc::ir::{DType, Dim, Graph, GraphOutput, Op, Shape, TensorType, ValueRef, Weight};
+mod common;
+
+use common::{big_mlp, peak_rss_mib};
 use compc::onnx::export::{export_file, ExportOptions, ExternalData};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -37,52 +38,6 @@ fn weights(seed: u64, n: usize) -> Vec<f32> {
             (sum - 2.0) * 0.02
         })
         .collect()
-}
-
-fn big_mlp() -> Graph {
-    let mut g = Graph::new("big_mlp");
-    g.opsets.insert(String::new(), 17);
-    let ty = TensorType::new(
-        DType::F32,
-        Shape::Ranked(vec![Dim::Sym("batch".into()), Dim::Known(WIDTH)]),
-    );
-    let x = g.add_input("x", ty.clone());
-    let mut v = ValueRef::new(x, 0);
-    for l in 0..LAYERS {
-        let vals = weights(l as u64, (WIDTH * WIDTH) as usize);
-        let w = g.add_const(
-            Weight::from_f32(format!("layer{l}.weight"), vec![WIDTH, WIDTH], &vals)
-                .expect("weight"),
-        );
-        let mm = g.add_node(
-            Op::MatMul,
-            vec![Some(v), Some(ValueRef::new(w, 0))],
-            vec![ty.clone()],
-            format!("layer{l}/MatMul"),
-        );
-        let act = g.add_node(
-            Op::Unary(UnaryOp::Relu),
-            vec![Some(ValueRef::new(mm, 0))],
-            vec![ty.clone()],
-            format!("layer{l}/Relu"),
-        );
-        v = ValueRef::new(act, 0);
-    }
-    g.outputs.push(GraphOutput {
-        name: "y".into(),
-        value: v,
-    });
-    g
-}
-
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
 }
 
 /// Child mode: the whole `compc MODEL -p PIPELINE -o OUT` job; prints one JSON line.
@@ -139,7 +94,12 @@ fn main() {
         external_data: ExternalData::Always,
         ..Default::default()
     };
-    export_file(&big_mlp(), &model, &opts).expect("write source model");
+    export_file(
+        &big_mlp(LAYERS, WIDTH, |l, n| weights(l as u64, n)),
+        &model,
+        &opts,
+    )
+    .expect("write source model");
     println!(
         "## RTN int4 g128 → MatMulNBits, {LAYERS}×{WIDTH}×{WIDTH} f32 MLP ({} MiB, external data), {} threads\n",
         (LAYERS as u64 * WIDTH * WIDTH * 4) >> 20,

@@ -1,0 +1,55 @@
+//! Shared by the benchmarks: the large generated model and peak-memory reading.
+
+#![allow(dead_code)]
+
+use compc::ir::op::UnaryOp;
+use compc::ir::{DType, Dim, Graph, GraphOutput, Op, Shape, TensorType, ValueRef, Weight};
+
+/// An MLP of `layers` square `width × width` f32 layers (MatMul + Relu), each weight made
+/// by `values(layer, width²)`, over a symbolic batch.
+pub fn big_mlp(layers: usize, width: u64, values: impl Fn(usize, usize) -> Vec<f32>) -> Graph {
+    let mut g = Graph::new("big_mlp");
+    g.opsets.insert(String::new(), 17);
+    let ty = TensorType::new(
+        DType::F32,
+        Shape::Ranked(vec![Dim::Sym("batch".into()), Dim::Known(width)]),
+    );
+    let x = g.add_input("x", ty.clone());
+    let mut v = ValueRef::new(x, 0);
+    for l in 0..layers {
+        let vals = values(l, (width * width) as usize);
+        let w = g.add_const(
+            Weight::from_f32(format!("layer{l}.weight"), vec![width, width], &vals)
+                .expect("weight"),
+        );
+        let mm = g.add_node(
+            Op::MatMul,
+            vec![Some(v), Some(ValueRef::new(w, 0))],
+            vec![ty.clone()],
+            format!("layer{l}/MatMul"),
+        );
+        let act = g.add_node(
+            Op::Unary(UnaryOp::Relu),
+            vec![Some(ValueRef::new(mm, 0))],
+            vec![ty.clone()],
+            format!("layer{l}/Relu"),
+        );
+        v = ValueRef::new(act, 0);
+    }
+    g.outputs.push(GraphOutput {
+        name: "y".into(),
+        value: v,
+    });
+    g
+}
+
+/// This process's peak resident memory (VmHWM), in MiB.
+pub fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
