@@ -3,8 +3,9 @@
 //! methods walk the columns of W in a fixed order and use row `j` of `U` (`H⁻¹ = UᵀU`)
 //! as the OBS elimination step of column `j` (techniques.md §2.1).
 
-use super::linalg::{cholesky_lower, inverse_from_lower};
+use super::linalg::{cholesky_lower, inverse_from_lower, matmul};
 use faer::Mat;
+use rayon::prelude::*;
 
 /// Marks inputs that were always zero (`H_jj = 0`): sets `H_jj = 1` and zeroes column
 /// `j` of the W-form `w` (`rows × n`), as the references do. Returns how many.
@@ -60,4 +61,35 @@ pub fn inverse_cholesky(h: &[f64], n: usize, damp: f64) -> Result<(Vec<f32>, f64
     Err(format!(
         "the Hessian is not positive definite even with damping {frac} (mean diagonal {mean_diag:e})"
     ))
+}
+
+/// GPTQ/SparseGPT's lazy batch update after a finished column block `i1..i2`: the
+/// block's scaled errors `err` (`rows × (i2 − i1)`) are propagated to every later column,
+/// `W[:, i2:] −= E · U[i1:i2, i2:]`, with `U` the upper Cholesky factor of H⁻¹ (`n × n`)
+/// and `w` row-major `rows × n`.
+pub fn propagate_block_error(
+    w: &mut [f32],
+    err: &[f32],
+    u: &[f32],
+    n: usize,
+    i1: usize,
+    i2: usize,
+) -> Result<(), String> {
+    if i2 >= n {
+        return Ok(());
+    }
+    let (rest, cnt) = (n - i2, i2 - i1);
+    let rows = w.len() / n.max(1);
+    let ub: Vec<f32> = (i1..i2)
+        .flat_map(|r| u[r * n + i2..r * n + n].iter().copied())
+        .collect();
+    let p = matmul(err, &ub, rows, cnt, rest).map_err(|e| e.to_string())?;
+    w.par_chunks_mut(n)
+        .zip(p.par_chunks(rest))
+        .for_each(|(wr, pr)| {
+            for (a, b) in wr[i2..].iter_mut().zip(pr) {
+                *a -= b;
+            }
+        });
+    Ok(())
 }

@@ -21,8 +21,7 @@
 use super::grid::{code, dequant, Grid};
 use super::qmatrix::{effective_group, QMatrix};
 pub use crate::calib::hessian::inverse_cholesky;
-use crate::calib::hessian::zero_dead_inputs;
-use crate::calib::linalg::matmul;
+use crate::calib::hessian::{propagate_block_error, zero_dead_inputs};
 use rayon::prelude::*;
 
 #[derive(Clone, Copy, Debug)]
@@ -201,21 +200,7 @@ pub fn gptq(
             })
             .sum();
         loss += block_loss;
-        if i2 < n {
-            // W[:, i2:] −= E · U[i1:i2, i2:]
-            let rest = n - i2;
-            let ub: Vec<f32> = (i1..i2)
-                .flat_map(|r| u[r * n + i2..r * n + n].iter().copied())
-                .collect();
-            let p = matmul(&err, &ub, rows, cnt, rest).map_err(|e| e.to_string())?;
-            w.par_chunks_mut(n)
-                .zip(p.par_chunks(rest))
-                .for_each(|(wr, pr)| {
-                    for (a, b) in wr[i2..].iter_mut().zip(pr) {
-                        *a -= b;
-                    }
-                });
-        }
+        propagate_block_error(&mut w, &err, &u, n, i1, i2)?;
     }
 
     let codes = if permuted {
