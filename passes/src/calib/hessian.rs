@@ -93,3 +93,16 @@ pub fn propagate_block_error(
         });
     Ok(())
 }
+
+/// The report's note on a Hessian-based solve (GPTQ, SparseGPT): its loss, the damping
+/// when it had to be raised above `requested`, and the inputs that were never active.
+pub fn solve_note(loss: f64, damp: f64, requested: f64, dead: usize) -> String {
+    let mut note = format!("loss {loss:.3e}");
+    if damp != requested {
+        note += &format!(", damping raised to {damp}");
+    }
+    if dead > 0 {
+        note += &format!(", {dead} dead inputs");
+    }
+    note
+}

@@ -7,7 +7,9 @@
 use super::plan::{Maps, Plan};
 use crate::idioms::{Attention, Idioms};
 use crate::pass::PassError;
-use crate::prune::structured::apply::{const_tensor, set_const, set_shape_element, write_resized};
+use crate::prune::structured::apply::{
+    bias_slot, const_tensor, set_const, set_shape_element, write_resized,
+};
 use crate::prune::structured::depgraph::split_reshape;
 use crate::quant::layers::{read_w, Layer};
 use compc_ir::{DType, Graph, NodeId, Op, Shape, TensorType, ValueRef, Weight};
@@ -44,12 +46,7 @@ fn write_bias(g: &mut Graph, l: &Layer, b: Vec<f32>) -> Result<(), PassError> {
     let Some((bnode, bval)) = l.linear.bias else {
         return Ok(());
     };
-    let slot = g
-        .node(bnode)
-        .inputs()
-        .iter()
-        .position(|i| *i == Some(bval))
-        .ok_or_else(|| invalid(format!("layer `{}`: bias input not found", l.name)))?;
+    let slot = bias_slot(g, l, bnode, bval)?;
     let (w, _) = const_tensor(g, bval)?;
     let t = Tensor::from_f32_as(w.dtype, vec![b.len()], b)?;
     set_const(g, bnode, slot, &t, &w.name)

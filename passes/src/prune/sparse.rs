@@ -9,6 +9,7 @@ use super::options::{Method, Pattern, Scope, SparseConfig};
 use super::pattern::{self, apply, holds_nm, mask_layer, mask_lowest, mask_nm, mask_rows};
 use super::sparsegpt::{sparsegpt, SparseGptConfig};
 use super::wanda;
+use crate::calib::hessian::solve_note;
 use crate::calib::{CalibRunner, InputStats, Sequencer};
 use crate::context::PassContext;
 use crate::idioms::Idioms;
@@ -221,14 +222,7 @@ impl SparseJob<'_> {
         r.method = "sparsegpt".into();
         r.sparsity = pattern::sparsity_of(&res.w);
         r.output_rel_err = Some(output_rel_err(&w, &res.w, l.cols, &gram)?);
-        let mut extra = format!("loss {:.3e}", res.loss);
-        if res.damp != self.cfg.damp {
-            extra += &format!(", damping raised to {}", res.damp);
-        }
-        if res.dead > 0 {
-            extra += &format!(", {} dead inputs", res.dead);
-        }
-        r.extra = extra;
+        r.extra = solve_note(res.loss, res.damp, self.cfg.damp, res.dead);
         Ok(())
     }
 

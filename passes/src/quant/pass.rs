@@ -19,6 +19,7 @@ use super::options::{Format, Method, QuantConfig};
 use super::qmatrix::QMatrix;
 use super::rtn::{group_ranges, rtn_with_mse, rtn_with_ranges};
 use super::smoothquant::{smooth_scales, weight_col_max};
+use crate::calib::hessian::solve_note;
 use crate::calib::linalg::matmul;
 use crate::calib::runner::DEFAULT_BATCH;
 use crate::calib::{CalibRunner, InputStats, Sequencer};
@@ -331,14 +332,7 @@ impl Job {
             r.method = "gptq".into();
             r.weight_mse = mse(&w, &deq);
             r.output_rel_err = Some(output_rel_err(&w, &deq, l.cols, &gram)?);
-            let mut extra = format!("loss {:.3e}", res.loss);
-            if res.damp != self.cfg.damp {
-                extra += &format!(", damping raised to {}", res.damp);
-            }
-            if res.dead > 0 {
-                extra += &format!(", {} dead inputs", res.dead);
-            }
-            r.extra = extra;
+            r.extra = solve_note(res.loss, res.damp, self.cfg.damp, res.dead);
             self.q[i] = Some(res.q);
         }
         Ok(())

@@ -119,12 +119,7 @@ fn slice_member(g: &mut Graph, l: &Layer, axis: Axis, keep: &[usize]) -> Result<
             }
             write_resized(g, l, out, keep.len(), cols)?;
             if let Some((bnode, bval)) = l.linear.bias {
-                let slot = g
-                    .node(bnode)
-                    .inputs()
-                    .iter()
-                    .position(|i| *i == Some(bval))
-                    .ok_or_else(|| invalid(format!("layer `{}`: bias input not found", l.name)))?;
+                let slot = bias_slot(g, l, bnode, bval)?;
                 slice_const_last(g, bnode, slot, keep)?;
             }
         }
@@ -256,12 +251,7 @@ pub fn set_shape_element(
 /// when it has none.
 pub fn add_to_bias(g: &mut Graph, l: &Layer, delta: &[f32]) -> Result<(), PassError> {
     if let Some((bnode, bval)) = l.linear.bias {
-        let slot = g
-            .node(bnode)
-            .inputs()
-            .iter()
-            .position(|i| *i == Some(bval))
-            .ok_or_else(|| invalid(format!("layer `{}`: bias input not found", l.name)))?;
+        let slot = bias_slot(g, l, bnode, bval)?;
         let (w, t) = const_tensor(g, bval)?;
         let b: Vec<f32> = t.f32_cow().iter().zip(delta).map(|(a, d)| a + d).collect();
         let nt = Tensor::from_f32_as(w.dtype, t.shape().to_vec(), b)?;
@@ -357,4 +347,13 @@ pub fn reinfer(g: &mut Graph) -> Result<(), PassError> {
         }
     }
     infer_graph(g).map_err(|e| invalid(format!("shape inference after pruning: {e}")))
+}
+
+/// Which input of the bias node `bnode` is the layer's bias constant `bval`.
+pub fn bias_slot(g: &Graph, l: &Layer, bnode: NodeId, bval: ValueRef) -> Result<usize, PassError> {
+    g.node(bnode)
+        .inputs()
+        .iter()
+        .position(|i| *i == Some(bval))
+        .ok_or_else(|| invalid(format!("layer `{}`: bias input not found", l.name)))
 }
