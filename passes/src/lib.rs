@@ -13,6 +13,7 @@ pub mod dce;
 pub mod egraph;
 pub mod idioms;
 pub mod ledger;
+pub mod low_rank;
 pub mod manager;
 pub mod options;
 pub mod pass;
@@ -56,6 +57,7 @@ pub fn builtin_passes() -> Vec<PassDescriptor> {
         quant::descriptor(),
         prune::descriptor(),
         rotate::descriptor(),
+        low_rank::descriptor(),
         PassDescriptor {
             name: "egraph-opt",
             summary: "equality saturation (egg) over pure regions: layout chains, identities, scale/BN/bias folding, fused GELU/norms; extracts the cheapest graph",
