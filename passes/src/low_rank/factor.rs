@@ -133,15 +133,15 @@ pub fn factor(w: &[f32], m: usize, n: usize, r: usize, t: &Transform) -> Result<
         Transform::Identity => Mat::<f64>::from_fn(m, n, |i, j| w[i * n + j] as f64),
         Transform::Scale(s) => Mat::<f64>::from_fn(m, n, |i, j| w[i * n + j] as f64 * s[j]),
         Transform::Lower(l) => {
+            let lt = lower_columns(l);
             let mut out = Mat::<f64>::zeros(m, n);
+            let mut row = vec![0f64; n];
             for i in 0..m {
-                let row = &w[i * n..(i + 1) * n];
+                for (d, &x) in row.iter_mut().zip(&w[i * n..(i + 1) * n]) {
+                    *d = x as f64;
+                }
                 for j in 0..n {
-                    let mut acc = 0.0;
-                    for (k, &x) in row.iter().enumerate().skip(j) {
-                        acc += x as f64 * l[(k, j)];
-                    }
-                    out[(i, j)] = acc;
+                    out[(i, j)] = dot(&row[j..], &lt[j * n + j..(j + 1) * n]);
                 }
             }
             out
@@ -158,18 +158,19 @@ pub fn factor(w: &[f32], m: usize, n: usize, r: usize, t: &Transform) -> Result<
     // Row k of W₁ is √σ_k · v_kᵀ T⁻¹.
     let mut w1 = vec![0f32; r * n];
     let mut z = vec![0f64; n];
+    let lt = match t {
+        Transform::Lower(l) => lower_columns(l),
+        _ => vec![],
+    };
     for k in 0..r {
         match t {
             Transform::Identity => (0..n).for_each(|j| z[j] = v[(j, k)]),
             Transform::Scale(s) => (0..n).for_each(|j| z[j] = v[(j, k)] / s[j]),
-            Transform::Lower(l) => {
+            Transform::Lower(_) => {
                 // z L = v_kᵀ  ⇔  Lᵀ zᵀ = v_k: back substitution.
                 for j in (0..n).rev() {
-                    let mut acc = v[(j, k)];
-                    for (i, zi) in z.iter().enumerate().skip(j + 1) {
-                        acc -= l[(i, j)] * zi;
-                    }
-                    z[j] = acc / l[(j, j)];
+                    let col = &lt[j * n..(j + 1) * n];
+                    z[j] = (v[(j, k)] - dot(&col[j + 1..], &z[j + 1..])) / col[j];
                 }
             }
         }
@@ -183,6 +184,22 @@ pub fn factor(w: &[f32], m: usize, n: usize, r: usize, t: &Transform) -> Result<
         w2,
         sigma,
     })
+}
+
+/// The columns of `l` (n × n), each contiguous: `out[j·n + i] = l[(i, j)]`.
+fn lower_columns(l: &Mat<f64>) -> Vec<f64> {
+    let n = l.nrows();
+    let mut out = vec![0f64; n * n];
+    for j in 0..n {
+        for i in j..n {
+            out[j * n + i] = l[(i, j)];
+        }
+    }
+    out
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
 /// `‖W − W₂W₁‖_F / ‖W‖_F`.
