@@ -14,6 +14,7 @@ pub mod egraph;
 pub mod gqa;
 pub mod idioms;
 pub mod ledger;
+pub mod low_rank;
 pub mod manager;
 pub mod options;
 pub mod pass;
@@ -60,6 +61,7 @@ pub fn builtin_passes() -> Vec<PassDescriptor> {
         rotate::descriptor(),
         gqa::descriptor(),
         share_layers::descriptor(),
+        low_rank::descriptor(),
         PassDescriptor {
             name: "egraph-opt",
             summary: "equality saturation (egg) over pure regions: layout chains, identities, scale/BN/bias folding, fused GELU/norms; extracts the cheapest graph",

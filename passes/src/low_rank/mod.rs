@@ -1,0 +1,30 @@
+//! Pass `low-rank`: factor linear layers into two thinner ones (techniques.md §8).
+//!
+//! - [`options`]: the option schema and the resolved configuration;
+//! - [`factor`]: truncated SVD, ASVD's scaled SVD and SVD-LLM's whitened SVD of one
+//!   weight in f64;
+//! - [`pass`]: the pass itself: picks the layers, collects calibration statistics,
+//!   rewrites each layer into two MatMuls and reports what it did.
+
+pub mod factor;
+pub mod options;
+pub mod pass;
+
+pub use options::{LowRankConfig, OPTIONS};
+pub use pass::LowRank;
+
+use crate::pass::Exactness;
+use crate::registry::PassDescriptor;
+
+pub fn descriptor() -> PassDescriptor {
+    PassDescriptor {
+        name: "low-rank",
+        summary: "factor linear layers into two MatMuls of rank r: truncated SVD, ASVD (activation-scaled) or SVD-LLM (whitened by the calibration Gram matrix)",
+        exactness: Exactness::Lossy,
+        options: OPTIONS,
+        build: |o| {
+            LowRankConfig::resolve(o)?;
+            Ok(Box::new(LowRank::new(o.clone())))
+        },
+    }
+}
