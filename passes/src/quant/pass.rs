@@ -12,7 +12,7 @@ use super::awq::{self, SearchLayer};
 use super::fold::{self, Prev};
 use super::gptq::{gptq, GptqConfig};
 use super::grid::Grid;
-use super::layers::{self, read_w, write_w, Layer, Layout};
+use super::layers::{self, read_w, read_w_unchecked, write_w, Layer, Layout};
 use super::lower_nbits::{can_lower, lower_nbits};
 use super::lower_qdq::{insert_activation_qdq, lower_qdq};
 use super::options::{Format, Method, QuantConfig};
@@ -229,8 +229,11 @@ impl Job {
 
     fn rtn_layer(&mut self, g: &mut Graph, i: usize, method: &str) -> Result<(), PassError> {
         let l = &self.layers[i];
-        let w = read_w(g, l)?;
+        let w = read_w_unchecked(g, l)?;
         let (q, weight_mse) = rtn_with_mse(&w, l.rows, l.cols, self.group_for(l), self.grid());
+        if !weight_mse.is_finite() {
+            layers::check_finite(g, l)?;
+        }
         self.reports[i].method = method.into();
         self.reports[i].weight_mse = weight_mse;
         // Later calibration (activation ranges) must see the quantized weights.
