@@ -10,6 +10,7 @@
 use crate::pass::PassError;
 use faer::dyn_stack::{MemBuffer, MemStack};
 use faer::linalg::cholesky::llt;
+use faer::linalg::svd::{self, ComputeSvdVectors};
 use faer::{Mat, Par};
 use rayon::prelude::*;
 
@@ -80,9 +81,60 @@ pub fn transpose<T: Copy + Default + Send + Sync>(x: &[T], rows: usize, cols: us
     out
 }
 
+/// `(U, singular values, V)`.
+pub type Svd = (Mat<f64>, Vec<f64>, Mat<f64>);
+
+/// Thin SVD `A = U diag(s) Vᵀ` (`U`: rows × k, `V`: cols × k, k = min(rows, cols)),
+/// singular values non-increasing.
+pub fn thin_svd(a: &Mat<f64>) -> Result<Svd, String> {
+    let (m, n) = (a.nrows(), a.ncols());
+    let k = m.min(n);
+    let mut s = faer::diag::Diag::<f64>::zeros(k);
+    let mut u = Mat::<f64>::zeros(m, k);
+    let mut v = Mat::<f64>::zeros(n, k);
+    let mut mem = MemBuffer::new(svd::svd_scratch::<f64>(
+        m,
+        n,
+        ComputeSvdVectors::Thin,
+        ComputeSvdVectors::Thin,
+        Par::Seq,
+        Default::default(),
+    ));
+    svd::svd(
+        a.as_ref(),
+        s.as_mut(),
+        Some(u.as_mut()),
+        Some(v.as_mut()),
+        Par::Seq,
+        MemStack::new(&mut mem),
+        Default::default(),
+    )
+    .map_err(|e| format!("the SVD did not converge ({e:?})"))?;
+    let sv: Vec<f64> = (0..k).map(|i| s[i]).collect();
+    if sv.iter().any(|x| !x.is_finite()) {
+        return Err("the SVD returned non-finite singular values".into());
+    }
+    Ok((u, sv, v))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::transpose;
+    use super::{thin_svd, transpose};
+    use faer::Mat;
+
+    #[test]
+    fn thin_svd_reconstructs_with_descending_singular_values() {
+        let (m, n) = (7, 5);
+        let a: Vec<f64> = (0..m * n).map(|i| ((i * 37 % 11) as f64) - 5.0).collect();
+        let (u, s, v) = thin_svd(&Mat::from_fn(m, n, |i, j| a[i * n + j])).unwrap();
+        assert!(s.windows(2).all(|w| w[0] >= w[1]));
+        for i in 0..m {
+            for j in 0..n {
+                let r: f64 = (0..n).map(|k| u[(i, k)] * s[k] * v[(j, k)]).sum();
+                assert!((r - a[i * n + j]).abs() < 1e-10);
+            }
+        }
+    }
 
     #[test]
     fn transpose_matches_the_definition_on_every_edge_case() {

@@ -10,10 +10,8 @@
 //! faer runs sequentially (`Par::Seq`, see [`crate::calib::linalg`]); the products here
 //! are plain loops.
 
-use crate::calib::linalg::{cholesky_lower, matmul};
-use faer::dyn_stack::{MemBuffer, MemStack};
-use faer::linalg::svd::{self, ComputeSvdVectors};
-use faer::{Mat, Par};
+use crate::calib::linalg::{cholesky_lower, matmul, thin_svd};
+use faer::Mat;
 
 /// The input-space transform `T` applied before the SVD.
 pub enum Transform<'a> {
@@ -56,42 +54,6 @@ impl Factors {
     pub fn product(&self, m: usize, n: usize) -> Vec<f32> {
         matmul(&self.w2, &self.w1, m, self.rank, n).unwrap_or_else(|_| vec![f32::NAN; m * n])
     }
-}
-
-/// `(U, singular values, V)`.
-pub type Svd = (Mat<f64>, Vec<f64>, Mat<f64>);
-
-/// Thin SVD `A = U diag(s) Vᵀ` (`U`: rows × k, `V`: cols × k, k = min(rows, cols)),
-/// singular values non-increasing.
-pub fn thin_svd(a: &Mat<f64>) -> Result<Svd, String> {
-    let (m, n) = (a.nrows(), a.ncols());
-    let k = m.min(n);
-    let mut s = faer::diag::Diag::<f64>::zeros(k);
-    let mut u = Mat::<f64>::zeros(m, k);
-    let mut v = Mat::<f64>::zeros(n, k);
-    let mut mem = MemBuffer::new(svd::svd_scratch::<f64>(
-        m,
-        n,
-        ComputeSvdVectors::Thin,
-        ComputeSvdVectors::Thin,
-        Par::Seq,
-        Default::default(),
-    ));
-    svd::svd(
-        a.as_ref(),
-        s.as_mut(),
-        Some(u.as_mut()),
-        Some(v.as_mut()),
-        Par::Seq,
-        MemStack::new(&mut mem),
-        Default::default(),
-    )
-    .map_err(|e| format!("the SVD did not converge ({e:?})"))?;
-    let sv: Vec<f64> = (0..k).map(|i| s[i]).collect();
-    if sv.iter().any(|x| !x.is_finite()) {
-        return Err("the SVD returned non-finite singular values".into());
-    }
-    Ok((u, sv, v))
 }
 
 /// The lower Cholesky factor of `gram + λI` (n × n row-major, symmetric), with

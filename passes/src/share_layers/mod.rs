@@ -7,8 +7,7 @@
 //! position. The exported graph stores each shared weight once: one initializer read by
 //! K MatMuls.
 
-pub mod svd;
-
+use crate::calib::linalg::thin_svd;
 use crate::context::PassContext;
 use crate::idioms::Idioms;
 use crate::options::{OptionKind, OptionSpec, PassOptions};
@@ -19,7 +18,7 @@ use crate::registry::PassDescriptor;
 use compc_ir::op::BinaryOp;
 use compc_ir::{DType, Graph, Op, Shape, TensorType, ValueRef};
 use compc_runtime::Tensor;
-use svd::thin_svd;
+use faer::Mat;
 
 pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec {
@@ -280,7 +279,9 @@ impl Pass for ShareLayers {
                         residual_energy.0 += energy;
                         if energy > 0.0 {
                             let rank = self.lora_rank.min(rows.min(cols));
-                            let (u, s, v) = thin_svd(&res, rows, cols)?;
+                            let (u, s, v) =
+                                thin_svd(&Mat::from_fn(rows, cols, |i, j| res[i * cols + j]))
+                                    .map_err(PassError::Invalid)?;
                             residual_energy.1 += s[rank..].iter().map(|x| x * x).sum::<f64>();
                             // A_B = A_ℓᵀ = V_r (cols × rank); B_B = B_ℓᵀ = (U_r Σ_r)ᵀ (rank × rows).
                             let mut a_io = vec![0f32; cols * rank];
