@@ -106,3 +106,25 @@ pub fn solve_note(loss: f64, damp: f64, requested: f64, dead: usize) -> String {
     }
     note
 }
+
+/// The shapes and values a Hessian-based solve (GPTQ, SparseGPT) needs: a `rows × n`
+/// weight, an `n × n` finite Hessian.
+pub fn check_solve_inputs(
+    method: &str,
+    w: &[f32],
+    rows: usize,
+    n: usize,
+    h: &[f64],
+) -> Result<(), String> {
+    if w.len() != rows * n || h.len() != n * n {
+        return Err(format!(
+            "{method} needs a {rows}×{n} weight and a {n}×{n} Hessian, got {} and {} values",
+            w.len(),
+            h.len()
+        ));
+    }
+    if h.iter().any(|v| !v.is_finite()) {
+        return Err("the Hessian has NaN or infinite entries".into());
+    }
+    Ok(())
+}

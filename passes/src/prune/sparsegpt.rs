@@ -17,7 +17,9 @@
 
 use super::options::Pattern;
 use super::pattern::{count, mask_lowest};
-use crate::calib::hessian::{inverse_cholesky, propagate_block_error, zero_dead_inputs};
+use crate::calib::hessian::{
+    check_solve_inputs, inverse_cholesky, propagate_block_error, zero_dead_inputs,
+};
 use rayon::prelude::*;
 
 #[derive(Clone, Copy, Debug)]
@@ -50,16 +52,7 @@ pub fn sparsegpt(
     cfg: &SparseGptConfig,
 ) -> Result<SparseGptResult, String> {
     let n = cols;
-    if w.len() != rows * n || h.len() != n * n {
-        return Err(format!(
-            "SparseGPT needs a {rows}×{n} weight and a {n}×{n} Hessian, got {} and {} values",
-            w.len(),
-            h.len()
-        ));
-    }
-    if h.iter().any(|v| !v.is_finite()) {
-        return Err("the Hessian has NaN or infinite entries".into());
-    }
+    check_solve_inputs("SparseGPT", w, rows, n, h)?;
     let mut w = w.to_vec();
     let mut h = h.to_vec();
     let dead = zero_dead_inputs(&mut h, &mut w, rows, n);

@@ -21,7 +21,7 @@
 use super::grid::{code, dequant, Grid};
 use super::qmatrix::{effective_group, QMatrix};
 pub use crate::calib::hessian::inverse_cholesky;
-use crate::calib::hessian::{propagate_block_error, zero_dead_inputs};
+use crate::calib::hessian::{check_solve_inputs, propagate_block_error, zero_dead_inputs};
 use rayon::prelude::*;
 
 #[derive(Clone, Copy, Debug)]
@@ -55,16 +55,7 @@ pub fn gptq(
     cfg: &GptqConfig,
 ) -> Result<GptqResult, String> {
     let n = cols;
-    if w.len() != rows * n || h.len() != n * n {
-        return Err(format!(
-            "GPTQ needs a {rows}×{n} weight and a {n}×{n} Hessian, got {} and {} values",
-            w.len(),
-            h.len()
-        ));
-    }
-    if h.iter().any(|v| !v.is_finite()) {
-        return Err("the Hessian has NaN or infinite entries".into());
-    }
+    check_solve_inputs("GPTQ", w, rows, n, h)?;
     let grid = cfg.grid;
     let qmax = grid.qmax();
     let group = effective_group(n, cfg.group);
