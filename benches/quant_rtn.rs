@@ -52,6 +52,7 @@ fn measure(model: &Path, out: &Path) {
         seed: 0,
         progress: false,
         external_data: true,
+        target: Default::default(),
     };
     let registry = compc::passes::Registry::with_builtin_passes();
     let t0 = Instant::now();

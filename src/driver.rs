@@ -39,6 +39,18 @@ pub struct CompileOptions {
     /// Write every weight of 1 KiB or more to `model.data` beside `model.onnx` (otherwise
     /// only models too big for one protobuf file use external data).
     pub external_data: bool,
+    /// Also compile to native code in the output folder (`--target cpu`).
+    pub target: Target,
+}
+
+/// What `-o OUT` holds besides `model.onnx` and the report.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Target {
+    /// Only the ONNX model.
+    #[default]
+    Onnx,
+    /// Also `model.so` + `weights.bin` + `manifest.json` from the MLIR CPU backend.
+    Cpu,
 }
 
 pub struct CompileSummary {
@@ -105,6 +117,10 @@ pub fn compile(opts: &CompileOptions, registry: &Registry) -> Result<CompileSumm
         &staged.path().join("report.md"),
         ledger.to_markdown().as_bytes(),
     )?;
+    if opts.target == Target::Cpu {
+        crate::native::compile_cpu(&g, staged.path())
+            .context("compiling for the CPU (--target cpu)")?;
+    }
     let out = staged.commit()?;
     Ok(CompileSummary { out, ledger })
 }

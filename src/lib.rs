@@ -14,6 +14,8 @@ pub use compc_ir as ir;
 pub use compc_passes as passes;
 pub use compc_runtime as runtime;
 
+pub use compc_backend_mlir as mlir;
+
 pub mod onnx {
     pub use compc_backend_onnx as export;
     pub use compc_frontend_onnx as import;
@@ -23,4 +25,5 @@ pub mod calib;
 pub mod conformance;
 pub mod driver;
 pub mod eval;
+pub mod native;
 pub mod outdir;

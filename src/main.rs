@@ -44,6 +44,13 @@ struct CompileArgs {
     /// Write weights to model.data beside model.onnx (automatic above 2 GB)
     #[arg(long)]
     external_data: bool,
+    /// Also compile the result to native code in OUTDIR (`cpu`: model.so, weights.bin,
+    /// manifest.json, model.mlir; run it with `compc run OUTDIR`).
+    #[arg(long, value_enum, default_value = "onnx")]
+    target: compc::driver::Target,
+    /// Print the MLIR (linalg/tensor) the result lowers to, instead of writing OUTDIR.
+    #[arg(long)]
+    emit_mlir: bool,
 }
 
 #[derive(Subcommand)]
@@ -184,6 +191,9 @@ fn dispatch(cli: Cli) -> Result<()> {
             let model = a.model.context(
                 "no model given (usage: compc MODEL [-p PIPELINE] -o OUTDIR; see --help)",
             )?;
+            if a.emit_mlir {
+                return emit_mlir(&model, a.pipeline.as_deref(), a.calib.as_deref(), &registry);
+            }
             let out = a.out.context("no output folder given: add -o OUTDIR")?;
             let summary = compile(
                 &CompileOptions {
@@ -196,6 +206,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                     seed: a.seed,
                     progress: std::io::stderr().is_terminal(),
                     external_data: a.external_data,
+                    target: a.target,
                 },
                 &registry,
             )?;
@@ -233,15 +244,49 @@ fn list_passes(registry: &Registry) -> String {
     s
 }
 
+/// `compc MODEL [-p PIPELINE] --emit-mlir`: the pipeline's result as MLIR on stdout.
+fn emit_mlir(
+    model: &std::path::Path,
+    pipeline: Option<&str>,
+    calib: Option<&std::path::Path>,
+    registry: &Registry,
+) -> Result<()> {
+    let mut g = load_model(model)?;
+    if let Some(p) = pipeline.filter(|p| !p.trim().is_empty()) {
+        let passes = registry.parse(p).map_err(anyhow::Error::msg)?;
+        let calib = match calib {
+            Some(c) => Some(compc::passes::CalibData {
+                tensors: compc::runtime::npz::read_npz(c)
+                    .map_err(|e| anyhow::anyhow!("calibration data {}: {e}", c.display()))?,
+            }),
+            None => None,
+        };
+        let mut pm = compc::passes::PassManager::new(passes);
+        pm.calib = calib.as_ref();
+        pm.run(&mut g)?;
+    }
+    let m = compc::native::emit_mlir(&g)?;
+    print!("{}", m.text);
+    Ok(())
+}
+
+/// `compc run`: a compiled folder (manifest.json) runs natively; a model file runs in the
+/// reference interpreter.
 fn run_model(
     model: &std::path::Path,
     inputs: &std::path::Path,
     output: &std::path::Path,
 ) -> Result<()> {
-    let g = load_model(model)?;
     let ins = compc::runtime::npz::read_npz(inputs)
         .map_err(|e| anyhow::anyhow!("inputs {}: {e}", inputs.display()))?;
-    let outs = compc::runtime::run(&g, &ins).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let manifest = model.join(compc::runtime::native::manifest::MANIFEST_FILE);
+    let outs = if model.is_dir() && manifest.is_file() {
+        let native = compc::runtime::native::NativeModel::load(model)?;
+        native.run(&ins)?
+    } else {
+        let g = load_model(model)?;
+        compc::runtime::run(&g, &ins).map_err(|e| anyhow::anyhow!("{e}"))?
+    };
     compc::runtime::npz::write_npz(output, &outs)
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", output.display()))?;
     Ok(())

@@ -15,6 +15,7 @@ pub mod broadcast;
 pub mod control;
 pub mod error;
 pub mod executor;
+pub mod native;
 pub mod npz;
 pub mod ops;
 pub mod strings;

@@ -1,0 +1,175 @@
+//! MLIR text → native code through melior (feature `mlir`): parse, run the CPU lowering
+//! pipeline, then JIT ([`jit`]) or write an object and link a shared library
+//! ([`compile_to_dir`]).
+
+use crate::emit::{MlirModule, ParamSource, ENTRY};
+use crate::pipeline::cpu_pipeline;
+use crate::{manifest_for, BackendError};
+use compc_ir::Graph;
+use compc_runtime::native::{NativeModel, PackedEntry, WeightBytes};
+use melior::dialect::DialectRegistry;
+use melior::ir::Module;
+use melior::pass::PassManager;
+use melior::utility::{
+    parse_pass_pipeline, register_all_dialects, register_all_llvm_translations, register_all_passes,
+};
+use melior::{Context, ExecutionEngine};
+use std::cell::RefCell;
+use std::path::Path;
+use std::rc::Rc;
+
+/// The packed wrapper MLIR's execution engine generates for `@main`'s C interface.
+pub const PACKED_ENTRY: &str = "_mlir__mlir_ciface_main";
+
+fn context() -> (Box<Context>, Diags) {
+    let registry = DialectRegistry::new();
+    register_all_dialects(&registry);
+    let ctx = Context::new();
+    ctx.append_dialect_registry(&registry);
+    ctx.load_all_available_dialects();
+    register_all_llvm_translations(&ctx);
+    register_all_passes();
+    let diags = Rc::new(RefCell::new(Vec::new()));
+    let d = diags.clone();
+    ctx.attach_diagnostic_handler(move |diag| {
+        d.borrow_mut().push(format!("{} {diag}", diag.location()));
+        true
+    });
+    (Box::new(ctx), diags)
+}
+
+fn mlir_error(stage: &str, diags: &Diags) -> BackendError {
+    let d = diags.borrow();
+    let shown: Vec<&String> = d.iter().take(8).collect();
+    BackendError::Mlir(format!(
+        "{stage} failed:\n{}",
+        shown
+            .iter()
+            .map(|s| format!("  {s}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    ))
+}
+
+type Diags = Rc<RefCell<Vec<String>>>;
+
+fn parse<'c>(ctx: &'c Context, text: &str, diags: &Diags) -> Result<Module<'c>, BackendError> {
+    Module::parse(ctx, text).ok_or_else(|| mlir_error("parsing the emitted MLIR", diags))
+}
+
+/// Runs the CPU pipeline on a parsed module.
+fn run_pipeline(ctx: &Context, module: &mut Module, diags: &Diags) -> Result<(), BackendError> {
+    let pm = PassManager::new(ctx);
+    parse_pass_pipeline(pm.as_operation_pass_manager(), &cpu_pipeline())
+        .map_err(|e| BackendError::Mlir(format!("pass pipeline: {e}")))?;
+    pm.run(module)
+        .map_err(|_| mlir_error("lowering to LLVM", diags))
+}
+
+/// The lowered module as text (the LLVM dialect), for debugging and tests.
+pub fn lower_to_llvm_text(m: &MlirModule) -> Result<String, BackendError> {
+    let (ctx, diags) = context();
+    let mut module = parse(&ctx, &m.text, &diags)?;
+    run_pipeline(&ctx, &mut module, &diags)?;
+    Ok(module.as_operation().to_string())
+}
+
+/// The weights each argument reads, copied to aligned buffers (JIT path).
+fn weight_bytes(g: &Graph, m: &MlirModule) -> Result<Vec<WeightBytes>, BackendError> {
+    let mut out = Vec::new();
+    for p in &m.params {
+        match &p.source {
+            ParamSource::Input(_) => {}
+            ParamSource::Weight(id) => {
+                let w = g.weights.get(*id);
+                let b = w
+                    .bytes()
+                    .map_err(|e| BackendError::Weights(format!("{}: {e}", w.name)))?;
+                out.push(WeightBytes::copy_of(b));
+            }
+            ParamSource::Prepared(b) => out.push(WeightBytes::copy_of(b)),
+        }
+    }
+    Ok(out)
+}
+
+/// What keeps JIT-compiled code alive: the engine (dropped first), then its context.
+struct JitOwner {
+    _engine: ExecutionEngine,
+    _ctx: Box<Context>,
+}
+
+/// Compiles in process and returns a runnable model (tests and `compc run` on a model
+/// file use this; `--target cpu -o OUT` writes a library instead).
+pub fn jit(g: &Graph, m: &MlirModule, opt_level: usize) -> Result<NativeModel, BackendError> {
+    let (ctx, diags) = context();
+    let engine = {
+        let mut module = parse(&ctx, &m.text, &diags)?;
+        run_pipeline(&ctx, &mut module, &diags)?;
+        ExecutionEngine::new(&module, opt_level, &[], false, false)
+    };
+    // SAFETY: `memref_copy` has the C signature MLIR's lowering calls.
+    unsafe {
+        engine.register_symbol(
+            "memrefCopy",
+            crate::support::memref_copy as *const () as *mut (),
+        )
+    };
+    let ptr = engine.lookup(PACKED_ENTRY);
+    if ptr.is_null() {
+        return Err(BackendError::Mlir(format!(
+            "the JIT has no `{PACKED_ENTRY}` (entry `{ENTRY}`)"
+        )));
+    }
+    // SAFETY: the symbol is the packed wrapper of `@main`, compiled for this manifest.
+    let entry: PackedEntry = unsafe { std::mem::transmute(ptr) };
+    let manifest = manifest_for(m, "cpu", "", PACKED_ENTRY)?;
+    let weights = weight_bytes(g, m)?;
+    let owner = JitOwner {
+        _engine: engine,
+        _ctx: ctx,
+    };
+    Ok(unsafe { NativeModel::from_entry(entry, manifest, weights, Box::new(owner)) })
+}
+
+/// Writes `dir/model.o` through the execution engine's object dump (position-independent
+/// code) and links `dir/model.so` with the system C compiler.
+pub fn write_shared_library(
+    m: &MlirModule,
+    dir: &Path,
+    opt_level: usize,
+) -> Result<(), BackendError> {
+    let (ctx, diags) = context();
+    let obj = dir.join("model.o");
+    {
+        let mut module = parse(&ctx, &m.text, &diags)?;
+        run_pipeline(&ctx, &mut module, &diags)?;
+        let engine = ExecutionEngine::new(&module, opt_level, &[], true, true);
+        engine.dump_to_object_file(&obj.display().to_string());
+    }
+    if !obj.exists() {
+        return Err(BackendError::Mlir("the object file was not written".into()));
+    }
+    let so = dir.join("model.so");
+    let support = dir.join("support.c");
+    std::fs::write(&support, crate::support::MEMREF_COPY_C).map_err(|e| BackendError::Io {
+        path: support.display().to_string(),
+        msg: e.to_string(),
+    })?;
+    let status = std::process::Command::new("cc")
+        .args(["-O2", "-fPIC", "-shared", "-o"])
+        .arg(&so)
+        .arg(&obj)
+        .arg(&support)
+        .arg("-lm")
+        .status()
+        .map_err(|e| BackendError::Link(format!("cannot run `cc`: {e}")))?;
+    if !status.success() {
+        return Err(BackendError::Link(format!(
+            "`cc -shared` exited with {status}"
+        )));
+    }
+    let _ = std::fs::remove_file(&obj);
+    let _ = std::fs::remove_file(&support);
+    Ok(())
+}

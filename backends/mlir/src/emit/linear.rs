@@ -1,0 +1,353 @@
+//! Matrix products. Plain matmuls become the named `linalg.matmul` / `linalg.batch_matmul`
+//! (leading dims collapsed, which is free), so the tiling and vectorization recipes apply
+//! to them; what does not fit a named op is a `linalg.generic` contraction.
+//! `MatMulNBits` is a contraction whose body unpacks and dequantizes the packed weight in
+//! registers: the int4/int8 weight is never expanded to f32 in memory.
+
+use super::builder::{affine_map, broadcast_map, elt, tensor_type, Emitter, Init, Val};
+use super::layout::{collapse_leading, expand_to};
+use super::EmitError;
+use compc_ir::op::{Gemm, MatMulNBits};
+use compc_ir::{DType, Dim, NodeId, Shape, TensorType};
+
+/// `linalg.matmul` of 2-D operands into a zero-filled (or given) accumulator.
+fn named_matmul(
+    em: &mut Emitter,
+    name: &str,
+    a: &Val,
+    b: &Val,
+    out: &TensorType,
+    acc: Option<&Val>,
+) -> Result<Val, EmitError> {
+    let init = match acc {
+        Some(v) => v.clone(),
+        None => em.filled(out, "0.0")?,
+    };
+    let t = tensor_type(out);
+    let ssa = em.op(format!(
+        "linalg.{name} ins({}, {} : {}, {}) outs({} : {t}) -> {t}",
+        a.ssa,
+        b.ssa,
+        a.mlir_type(),
+        b.mlir_type(),
+        init.ssa
+    ));
+    Ok(Val {
+        ssa,
+        ty: out.clone(),
+    })
+}
+
+fn ty(dtype: DType, dims: Vec<Dim>) -> TensorType {
+    TensorType::new(dtype, Shape::Ranked(dims))
+}
+
+pub fn matmul(em: &mut Emitter, id: NodeId) -> Result<Val, EmitError> {
+    let a = em.input(id, 0)?;
+    let b = em.input(id, 1)?;
+    let out = em.out_type(id)?;
+    if !out.dtype.is_float() || a.ty.dtype != b.ty.dtype {
+        return Err(em.err("matmul is lowered for float operands of one type"));
+    }
+    let (ra, rb) = (a.rank(), b.rank());
+    if ra < 2 || rb < 2 {
+        return Err(em.err("matmul with a vector operand is not lowered yet"));
+    }
+    let od = out.shape.dims().unwrap().to_vec();
+    let dt = out.dtype;
+    // Collapsing two dynamic dims into one is avoided: expanding them back trips an
+    // MLIR 22 bug (see layout::expand), so such shapes take the generic contraction.
+    let dynamic = |d: &[Dim]| d.iter().filter(|x| x.known().is_none()).count();
+    if rb == 2 && dynamic(&a.dims()[..ra - 1]) <= 1 {
+        // [..., M, K] x [K, N]: collapse the leading dims into M.
+        let a2 = collapse_leading(em, &a, ra - 1)?;
+        let m = a2.dims()[0].clone();
+        let o2 = ty(dt, vec![m, od[od.len() - 1].clone()]);
+        let r = named_matmul(em, "matmul", &a2, &b, &o2, None)?;
+        return expand_to(em, &r, &out);
+    }
+    if ra == rb && a.dims()[..ra - 2] == b.dims()[..rb - 2] && dynamic(&a.dims()[..ra - 2]) <= 1 {
+        // Same batch dims on both sides: one batch_matmul over their product.
+        let a3 = collapse_leading(em, &a, ra - 2)?;
+        let b3 = collapse_leading(em, &b, rb - 2)?;
+        let o3 = ty(
+            dt,
+            vec![
+                a3.dims()[0].clone(),
+                od[od.len() - 2].clone(),
+                od[od.len() - 1].clone(),
+            ],
+        );
+        let r = named_matmul(em, "batch_matmul", &a3, &b3, &o3, None)?;
+        return expand_to(em, &r, &out);
+    }
+    // General broadcasting contraction: loops (batch..., m, n, k).
+    let r = od.len();
+    let n_loops = r + 1;
+    let k = format!("d{r}");
+    let operand_map = |dims: &[Dim], last2: [String; 2]| {
+        let batch = &dims[..dims.len() - 2];
+        let m = broadcast_map(batch, &od[..r - 2]);
+        // Reuse the broadcast rule on the batch part, then append the two matrix dims.
+        let inner = m
+            .split("-> (")
+            .nth(1)
+            .unwrap()
+            .trim_end_matches(")>")
+            .to_string();
+        let mut e: Vec<String> = if inner.is_empty() {
+            vec![]
+        } else {
+            inner.split(", ").map(String::from).collect()
+        };
+        e.extend(last2);
+        affine_map(n_loops, &e)
+    };
+    let ma = operand_map(a.dims(), [format!("d{}", r - 2), k.clone()]);
+    let mb = operand_map(b.dims(), [k.clone(), format!("d{}", r - 1)]);
+    let mo = affine_map(
+        n_loops,
+        &(0..r).map(|i| format!("d{i}")).collect::<Vec<_>>(),
+    );
+    let mut iters = vec!["parallel"; r];
+    iters.push("reduction");
+    let t = elt(dt);
+    em.generic(
+        &[(&a, ma), (&b, mb)],
+        &out,
+        mo,
+        &iters,
+        Init::Fill("0.0".into()),
+        |bd, x| {
+            let p = bd.op(format!("arith.mulf {}, {} : {t}", x[0], x[1]));
+            Ok(bd.op(format!("arith.addf {}, {p} : {t}", x[2])))
+        },
+    )
+}
+
+/// A constant 2-D weight transposed at compile time (Gemm's `transB`).
+fn transposed_weight(em: &mut Emitter, id: NodeId, i: usize) -> Result<Option<Val>, EmitError> {
+    let Some(v) = em.g.node(id).input(i) else {
+        return Ok(None);
+    };
+    let Some(w) = em.g.const_weight(v) else {
+        return Ok(None);
+    };
+    if w.dims.len() != 2 || w.dtype != DType::F32 {
+        return Ok(None);
+    }
+    let (r, c) = (w.dims[0] as usize, w.dims[1] as usize);
+    let src = w
+        .to_f32_vec()
+        .map_err(|e| em.err(format!("weight {}: {e}", w.name)))?;
+    let mut t = vec![0f32; r * c];
+    for i in 0..r {
+        for j in 0..c {
+            t[j * r + i] = src[i * c + j];
+        }
+    }
+    let name = format!("{}.T", w.name);
+    Ok(Some(em.prepared(
+        &name,
+        DType::F32,
+        &[c as u64, r as u64],
+        bytemuck::cast_slice(&t).to_vec(),
+    )))
+}
+
+pub fn gemm(em: &mut Emitter, id: NodeId, g: &Gemm) -> Result<Val, EmitError> {
+    let out = em.out_type(id)?;
+    if out.dtype != DType::F32 {
+        return Err(em.err("gemm is lowered for f32"));
+    }
+    if g.trans_a {
+        return Err(em.err("gemm with transA=1 is not lowered yet"));
+    }
+    let a = em.input(id, 0)?;
+    let b = if g.trans_b {
+        transposed_weight(em, id, 1)?
+            .ok_or_else(|| em.err("gemm with transB=1 needs a constant f32 B"))?
+    } else {
+        em.input(id, 1)?
+    };
+    // C (scaled by beta) is the accumulator the product is added to.
+    let acc = match em.g.node(id).input(2) {
+        Some(_) => {
+            let c = em.input(id, 2)?;
+            let beta = g.beta;
+            Some(em.elementwise(&[&c], &out, |bd, x| {
+                let k = bd.fconst(beta, "f32");
+                Ok(bd.op(format!("arith.mulf {}, {k} : f32", x[0])))
+            })?)
+        }
+        None => None,
+    };
+    let a = if g.alpha != 1.0 {
+        let alpha = g.alpha;
+        let t = a.ty.clone();
+        em.elementwise(&[&a], &t, |bd, x| {
+            let k = bd.fconst(alpha, "f32");
+            Ok(bd.op(format!("arith.mulf {}, {k} : f32", x[0])))
+        })?
+    } else {
+        a
+    };
+    named_matmul(em, "matmul", &a, &b, &out, acc.as_ref())
+}
+
+/// `Y = A · dequant(B)ᵀ (+ bias)` with B packed `[N, n_blocks, blob]` (4-bit: two values a
+/// byte, low nibble first), scales `[N·n_blocks]`, optional packed zero points. The loops
+/// are (m, n, block, [nibble,] j); the body shifts and masks the byte, subtracts the zero
+/// point and scales, all in registers.
+pub fn matmul_nbits(em: &mut Emitter, id: NodeId, q: &MatMulNBits) -> Result<Val, EmitError> {
+    let a = em.input(id, 0)?;
+    let out = em.out_type(id)?;
+    let (k, n, bits, bs) = (q.k as u64, q.n as u64, q.bits as u64, q.block_size as u64);
+    if !(bits == 4 || bits == 8) || bs == 0 || k % bs != 0 {
+        return Err(em.err(format!(
+            "MatMulNBits with bits={bits}, block_size={bs}, K={k} is not lowered (4 or 8 bits, K a multiple of the block)"
+        )));
+    }
+    if a.ty.dtype != DType::F32 {
+        return Err(em.err("MatMulNBits is lowered for f32 activations"));
+    }
+    let nb = k / bs;
+    let node = em.g.node(id);
+    // Packed weight, viewed as i8 [N, nb, bs·bits/8] (same bytes).
+    let wv = node.input(1).ok_or_else(|| em.err("B is missing"))?;
+    let w =
+        em.g.const_weight(wv)
+            .ok_or_else(|| em.err("B must be a constant"))?;
+    let wbytes = w
+        .bytes()
+        .map_err(|e| em.err(format!("weight {}: {e}", w.name)))?
+        .to_vec();
+    let per_block = bs * bits / 8;
+    if wbytes.len() as u64 != n * nb * per_block {
+        return Err(em.err("B's size does not match N, K, bits and block_size"));
+    }
+    let wname = w.name.clone();
+    let bq = em.prepared(&wname, DType::U8, &[n, nb, per_block], wbytes);
+    let scales = em
+        .const_f32(id, 2)
+        .ok_or_else(|| em.err("scales must be a constant"))?;
+    let sc = em.prepared(
+        &format!("{wname}.scales"),
+        DType::F32,
+        &[n, nb],
+        bytemuck::cast_slice(&scales).to_vec(),
+    );
+    // Zero points unpacked at compile time to f32 [N, nb] (default 2^(bits-1)).
+    let mut zp = vec![(1u32 << (bits - 1)) as f32; (n * nb) as usize];
+    if node.input(3).is_some() {
+        let z = em
+            .const_i64(id, 3)
+            .ok_or_else(|| em.err("zero points must be a constant"))?;
+        let per_row = (nb * bits).div_ceil(8) as usize;
+        for r in 0..n as usize {
+            for blk in 0..nb as usize {
+                let v = if bits == 4 {
+                    let byte = z[r * per_row + blk / 2] as u8;
+                    (byte >> ((blk % 2) * 4)) & 0xF
+                } else {
+                    z[r * per_row + blk] as u8
+                };
+                zp[r * nb as usize + blk] = v as f32;
+            }
+        }
+    }
+    let zpv = em.prepared(
+        &format!("{wname}.zero_points"),
+        DType::F32,
+        &[n, nb],
+        bytemuck::cast_slice(&zp).to_vec(),
+    );
+    // Loops: the leading dims of A (parallel), n (parallel), then the reduction over K
+    // split as (block, [nibble,] j).
+    let lead: Vec<Dim> = a.dims()[..a.rank() - 1].to_vec();
+    let l = lead.len();
+    let mut od = lead.clone();
+    od.push(Dim::Known(n));
+    let o = ty(DType::F32, od);
+    let init = match node.input(5) {
+        Some(_) => {
+            let bias = em.input(id, 5)?;
+            em.elementwise(&[&bias], &o, |_, x| Ok(x[0].clone()))?
+        }
+        None => em.filled(&o, "0.0")?,
+    };
+    let d = |i: usize| format!("d{i}");
+    let lead_exprs: Vec<String> = (0..l).map(d).collect();
+    let (nd, blk) = (l, l + 1);
+    let mut iters = vec!["parallel"; l + 1];
+    let mut out_e = lead_exprs.clone();
+    out_e.push(d(nd));
+    let r = if bits == 4 {
+        // A viewed as [..., nb, bs/2, 2]: k = blk·bs + 2·j + nib.
+        let mut ad = lead.clone();
+        ad.extend([Dim::Known(nb), Dim::Known(bs / 2), Dim::Known(2)]);
+        let a4 = expand_to(em, &a, &ty(DType::F32, ad))?;
+        let (nib, j) = (l + 2, l + 3);
+        let loops = l + 4;
+        iters.extend(["reduction"; 3]);
+        let mut ae = lead_exprs.clone();
+        ae.extend([d(blk), d(j), d(nib)]);
+        let maps = [
+            (&a4, affine_map(loops, &ae)),
+            (&bq, affine_map(loops, &[d(nd), d(blk), d(j)])),
+            (&sc, affine_map(loops, &[d(nd), d(blk)])),
+            (&zpv, affine_map(loops, &[d(nd), d(blk)])),
+        ];
+        em.generic(
+            &maps,
+            &o,
+            affine_map(loops, &out_e),
+            &iters,
+            Init::Value(&init),
+            |b, x| {
+                let nb_i = b.index(nib);
+                let nb_i = b.op(format!("arith.index_cast {nb_i} : index to i8"));
+                let four = b.iconst(4, "i8");
+                let sh = b.op(format!("arith.muli {nb_i}, {four} : i8"));
+                let v = b.op(format!("arith.shrui {}, {sh} : i8", x[1]));
+                let mask = b.iconst(15, "i8");
+                let q = b.op(format!("arith.andi {v}, {mask} : i8"));
+                let qf = b.op(format!("arith.uitofp {q} : i8 to f32"));
+                let c = b.op(format!("arith.subf {qf}, {} : f32", x[3]));
+                let wv = b.op(format!("arith.mulf {c}, {} : f32", x[2]));
+                let p = b.op(format!("arith.mulf {}, {wv} : f32", x[0]));
+                Ok(b.op(format!("arith.addf {}, {p} : f32", x[4])))
+            },
+        )?
+    } else {
+        let mut ad = lead.clone();
+        ad.extend([Dim::Known(nb), Dim::Known(bs)]);
+        let a3 = expand_to(em, &a, &ty(DType::F32, ad))?;
+        let j = l + 2;
+        let loops = l + 3;
+        iters.extend(["reduction"; 2]);
+        let mut ae = lead_exprs.clone();
+        ae.extend([d(blk), d(j)]);
+        let maps = [
+            (&a3, affine_map(loops, &ae)),
+            (&bq, affine_map(loops, &[d(nd), d(blk), d(j)])),
+            (&sc, affine_map(loops, &[d(nd), d(blk)])),
+            (&zpv, affine_map(loops, &[d(nd), d(blk)])),
+        ];
+        em.generic(
+            &maps,
+            &o,
+            affine_map(loops, &out_e),
+            &iters,
+            Init::Value(&init),
+            |b, x| {
+                let qf = b.op(format!("arith.uitofp {} : i8 to f32", x[1]));
+                let c = b.op(format!("arith.subf {qf}, {} : f32", x[3]));
+                let wv = b.op(format!("arith.mulf {c}, {} : f32", x[2]));
+                let p = b.op(format!("arith.mulf {}, {wv} : f32", x[0]));
+                Ok(b.op(format!("arith.addf {}, {p} : f32", x[4])))
+            },
+        )?
+    };
+    expand_to(em, &r, &out)
+}

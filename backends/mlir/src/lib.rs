@@ -1,0 +1,167 @@
+//! compc's MLIR backend. [`emit`] turns an IR graph into `linalg`/`tensor` MLIR text (pure
+//! Rust, always available); with the cargo feature `mlir`, `compile` lowers that text
+//! through melior to native code, JIT-compiled in process or written as a shared library
+//! plus `manifest.json` and `weights.bin` that `compc run` executes through
+//! `compc_runtime::native`.
+
+#[cfg(feature = "mlir")]
+pub mod compile;
+pub mod emit;
+pub mod pipeline;
+pub mod support;
+
+use compc_ir::Graph;
+use compc_runtime::native::manifest::{
+    Binding, DimSpec, Manifest, ParamSpec, TensorSpec, FORMAT_VERSION, MANIFEST_FILE,
+};
+use emit::{MlirModule, ParamSource};
+use std::io::Write;
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error(transparent)]
+    Emit(#[from] emit::EmitError),
+    #[error("MLIR: {0}")]
+    Mlir(String),
+    #[error("linking the compiled model: {0}")]
+    Link(String),
+    #[error("weights: {0}")]
+    Weights(String),
+    #[error("{path}: {msg}")]
+    Io { path: String, msg: String },
+    #[error(
+        "this compc was built without the `mlir` feature, so it cannot compile to native code \
+         (build with `cargo build --release --features mlir` after `scripts/install-mlir`, \
+         which installs Debian's LLVM/MLIR 22 packages); `--emit-mlir` works without it"
+    )]
+    FeatureOff,
+}
+
+/// Whether this build can compile MLIR to native code.
+pub const NATIVE_AVAILABLE: bool = cfg!(feature = "mlir");
+
+fn spec(
+    name: &str,
+    dtype: compc_ir::DType,
+    dims: &[compc_ir::Dim],
+) -> Result<TensorSpec, BackendError> {
+    let dims = dims
+        .iter()
+        .map(|d| {
+            DimSpec::from_dim(d).ok_or_else(|| {
+                BackendError::Mlir(format!(
+                    "`{name}` has an unknown dim; the compiled model needs named or static dims"
+                ))
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(TensorSpec {
+        name: name.to_string(),
+        dtype: dtype.name().to_string(),
+        dims,
+    })
+}
+
+/// The manifest of an emitted module; weights are laid out 64-byte aligned in argument
+/// order (the layout [`write_weights`] writes).
+pub fn manifest_for(
+    m: &MlirModule,
+    target: &str,
+    library: &str,
+    entry: &str,
+) -> Result<Manifest, BackendError> {
+    let mut params = Vec::new();
+    let mut inputs = Vec::new();
+    let mut offset = 0u64;
+    for p in &m.params {
+        let tensor = spec(&p.name, p.dtype, &p.dims)?;
+        let binding = match &p.source {
+            ParamSource::Input(i) => {
+                inputs.push(p.name.clone());
+                Binding::Input { index: *i }
+            }
+            ParamSource::Weight(_) | ParamSource::Prepared(_) => {
+                let numel: u64 = p.dims.iter().map(|d| d.known().unwrap_or(0)).product();
+                let len = p.dtype.storage_bytes(numel).unwrap_or(0);
+                let b = Binding::Weights { offset, len };
+                offset = (offset + len).div_ceil(64) * 64;
+                b
+            }
+        };
+        params.push(ParamSpec { tensor, binding });
+    }
+    let outputs = m
+        .outputs
+        .iter()
+        .map(|o| spec(&o.name, o.dtype, &o.dims))
+        .collect::<Result<_, _>>()?;
+    Ok(Manifest {
+        format: FORMAT_VERSION,
+        target: target.to_string(),
+        library: library.to_string(),
+        entry: entry.to_string(),
+        weights_file: "weights.bin".to_string(),
+        params,
+        outputs,
+        inputs,
+    })
+}
+
+/// Writes every weight argument into `path`, 64-byte aligned, in argument order.
+pub fn write_weights(g: &Graph, m: &MlirModule, path: &Path) -> Result<(), BackendError> {
+    let io = |e: std::io::Error| BackendError::Io {
+        path: path.display().to_string(),
+        msg: e.to_string(),
+    };
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).map_err(io)?);
+    let mut offset = 0u64;
+    for p in &m.params {
+        let bytes: &[u8] = match &p.source {
+            ParamSource::Input(_) => continue,
+            ParamSource::Weight(id) => {
+                let w = g.weights.get(*id);
+                w.bytes()
+                    .map_err(|e| BackendError::Weights(format!("{}: {e}", w.name)))?
+            }
+            ParamSource::Prepared(b) => b,
+        };
+        f.write_all(bytes).map_err(io)?;
+        offset += bytes.len() as u64;
+        let pad = offset.div_ceil(64) * 64 - offset;
+        f.write_all(&vec![0u8; pad as usize]).map_err(io)?;
+        offset += pad;
+    }
+    f.flush().map_err(io)
+}
+
+/// Compiles `g` for the CPU into `dir`: `model.so`, `weights.bin`, `manifest.json`,
+/// `model.mlir` (the emitted module, for reference).
+pub fn compile_cpu(g: &Graph, dir: &Path) -> Result<Manifest, BackendError> {
+    let m = emit::emit_module(g)?;
+    compile_module_cpu(g, &m, dir)
+}
+
+pub fn compile_module_cpu(g: &Graph, m: &MlirModule, dir: &Path) -> Result<Manifest, BackendError> {
+    #[cfg(feature = "mlir")]
+    {
+        let io = |p: &Path, e: std::io::Error| BackendError::Io {
+            path: p.display().to_string(),
+            msg: e.to_string(),
+        };
+        compile::write_shared_library(m, dir, 3)?;
+        write_weights(g, m, &dir.join("weights.bin"))?;
+        let manifest = manifest_for(m, "cpu", "model.so", compile::PACKED_ENTRY)?;
+        let text = serde_json::to_string_pretty(&manifest).expect("manifest serializes");
+        let mp = dir.join(MANIFEST_FILE);
+        std::fs::write(&mp, text).map_err(|e| io(&mp, e))?;
+        let tp = dir.join("model.mlir");
+        std::fs::write(&tp, &m.text).map_err(|e| io(&tp, e))?;
+        Ok(manifest)
+    }
+    #[cfg(not(feature = "mlir"))]
+    {
+        let _ = (g, m, dir);
+        Err(BackendError::FeatureOff)
+    }
+}

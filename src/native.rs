@@ -1,0 +1,42 @@
+//! Native compilation (`--target cpu`, `--emit-mlir`): the graph is first canonicalized
+//! with compc's own exact passes, so shape arithmetic is folded into static reshapes,
+//! norms and GELUs are fused ops, and the MLIR emitter sees a small op set.
+
+use anyhow::{anyhow, Result};
+use compc_ir::Graph;
+use compc_passes::{PassManager, Registry};
+
+/// The exact passes run before lowering.
+pub const PRE_LOWERING: &str = "const-fold,egraph-opt,dce";
+
+/// A canonicalized copy of `g`, ready for the MLIR emitter.
+pub fn prepare(g: &Graph) -> Result<Graph> {
+    let passes = Registry::with_builtin_passes()
+        .parse(PRE_LOWERING)
+        .map_err(|e| anyhow!("{e}"))?;
+    let mut out = g.clone();
+    let mut pm = PassManager::new(passes);
+    pm.run(&mut out).map_err(|e| anyhow!("{e}"))?;
+    Ok(out)
+}
+
+/// The MLIR text of `g` after [`prepare`].
+pub fn emit_mlir(g: &Graph) -> Result<compc_backend_mlir::emit::MlirModule> {
+    let p = prepare(g)?;
+    Ok(compc_backend_mlir::emit::emit_module(&p)?)
+}
+
+/// JIT-compiles `g` in process (tests and benchmarks).
+#[cfg(feature = "mlir")]
+pub fn jit(g: &Graph) -> Result<compc_runtime::native::NativeModel> {
+    let p = prepare(g)?;
+    let m = compc_backend_mlir::emit::emit_module(&p)?;
+    Ok(compc_backend_mlir::compile::jit(&p, &m, 3)?)
+}
+
+/// Compiles `g` for the CPU into `dir` (shared library, weights, manifest).
+pub fn compile_cpu(g: &Graph, dir: &std::path::Path) -> Result<()> {
+    let p = prepare(g)?;
+    compc_backend_mlir::compile_cpu(&p, dir)?;
+    Ok(())
+}
