@@ -44,3 +44,84 @@ fn jit_matches_reference_runtime_on_all_fixtures() {
         }
     }
 }
+
+/// Weight-only int4 and int8 (`MatMulNBits`, dequantized in the matmul's inner loop).
+#[test]
+fn quantized_matmul_nbits_matches_reference_runtime() {
+    let g = compc::driver::load_model(&model_path("decoder", "torchscript")).unwrap();
+    for pipeline in [
+        "quant{bits=4,method=rtn}",
+        "quant{bits=8,method=rtn,group=32,format=nbits}",
+    ] {
+        let q = run_pipeline(&g, pipeline, None);
+        let text = compc::ir::text::print(&q);
+        assert!(text.contains("matmul_nbits"), "{pipeline}: no MatMulNBits");
+        let native = compc::native::jit(&q).unwrap_or_else(|e| panic!("{pipeline}: {e:#}"));
+        let mlir = compc::native::emit_mlir(&q).unwrap().text;
+        assert!(
+            mlir.contains("arith.shrui") || pipeline.contains("bits=8"),
+            "in-loop unpacking"
+        );
+        for case in CASES {
+            let inputs = read_npz(&inputs_path("decoder", case));
+            let want = compc::runtime::run(&q, &inputs).unwrap();
+            let got = native.run(&inputs).unwrap();
+            check("decoder", pipeline, &got, &want);
+        }
+    }
+}
+
+/// The user's path: `compc MODEL --target cpu -o OUT`, then `compc run OUT`.
+#[test]
+fn target_cpu_writes_a_library_that_compc_run_executes() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("enc");
+    let bin = env!("CARGO_BIN_EXE_compc");
+    let st = std::process::Command::new(bin)
+        .arg(model_path("encoder", "dynamo"))
+        .args(["--target", "cpu", "-o"])
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    for f in [
+        "model.so",
+        "weights.bin",
+        "manifest.json",
+        "model.mlir",
+        "model.onnx",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    for case in CASES {
+        let res = dir.path().join(format!("out.{case}.npz"));
+        let st = std::process::Command::new(bin)
+            .arg("run")
+            .arg(&out)
+            .arg("--inputs")
+            .arg(inputs_path("encoder", case))
+            .arg("--output")
+            .arg(&res)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let got = read_npz(&res);
+        let want = read_npz(&expected_path("encoder", "dynamo", case));
+        // The expected files come from onnxruntime on the original model.
+        check("encoder", "dynamo (aot vs onnxruntime)", &got, &want);
+    }
+    // A wrong input shape is a clear error, not a crash.
+    let res = dir.path().join("bad.npz");
+    let o = std::process::Command::new(bin)
+        .arg("run")
+        .arg(&out)
+        .arg("--inputs")
+        .arg(inputs_path("cnn", "b1"))
+        .arg("--output")
+        .arg(&res)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("input_ids") || e.contains("input"), "{e}");
+}

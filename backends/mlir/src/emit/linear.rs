@@ -66,6 +66,26 @@ pub fn matmul(em: &mut Emitter, id: NodeId) -> Result<Val, EmitError> {
         let r = named_matmul(em, "matmul", &a2, &b, &o2, None)?;
         return expand_to(em, &r, &out);
     }
+    if rb == 2 && ra == 3 {
+        // [B, S, K] x [K, N] with dynamic B and S: a batch_matmul broadcasting B.
+        let init = em.filled(&out, "0.0")?;
+        let t = tensor_type(&out);
+        let maps = [
+            affine_map(4, &["d0".into(), "d1".into(), "d3".into()]),
+            affine_map(4, &["d3".into(), "d2".into()]),
+            affine_map(4, &["d0".into(), "d1".into(), "d2".into()]),
+        ];
+        let ssa = em.op(format!(
+            "linalg.batch_matmul indexing_maps = [{}] ins({}, {} : {}, {}) outs({} : {t}) -> {t}",
+            maps.join(", "),
+            a.ssa,
+            b.ssa,
+            a.mlir_type(),
+            b.mlir_type(),
+            init.ssa
+        ));
+        return Ok(Val { ssa, ty: out });
+    }
     if ra == rb && a.dims()[..ra - 2] == b.dims()[..rb - 2] && dynamic(&a.dims()[..ra - 2]) <= 1 {
         // Same batch dims on both sides: one batch_matmul over their product.
         let a3 = collapse_leading(em, &a, ra - 2)?;
@@ -203,15 +223,16 @@ pub fn matmul_nbits(em: &mut Emitter, id: NodeId, q: &MatMulNBits) -> Result<Val
     let a = em.input(id, 0)?;
     let out = em.out_type(id)?;
     let (k, n, bits, bs) = (q.k as u64, q.n as u64, q.bits as u64, q.block_size as u64);
-    if !(bits == 4 || bits == 8) || bs == 0 || k % bs != 0 {
+    if !(bits == 4 || bits == 8) || bs < 2 || bs % 2 != 0 {
         return Err(em.err(format!(
-            "MatMulNBits with bits={bits}, block_size={bs}, K={k} is not lowered (4 or 8 bits, K a multiple of the block)"
+            "MatMulNBits with bits={bits}, block_size={bs} is not lowered (4 or 8 bits, an even block size)"
         )));
     }
     if a.ty.dtype != DType::F32 {
         return Err(em.err("MatMulNBits is lowered for f32 activations"));
     }
-    let nb = k / bs;
+    // The last block is zero-padded in B; A is padded to match (zeros add nothing).
+    let nb = k.div_ceil(bs);
     let node = em.g.node(id);
     // Packed weight, viewed as i8 [N, nb, bs·bits/8] (same bytes).
     let wv = node.input(1).ok_or_else(|| em.err("B is missing"))?;
@@ -265,6 +286,7 @@ pub fn matmul_nbits(em: &mut Emitter, id: NodeId, q: &MatMulNBits) -> Result<Val
     // Loops: the leading dims of A (parallel), n (parallel), then the reduction over K
     // split as (block, [nibble,] j).
     let lead: Vec<Dim> = a.dims()[..a.rank() - 1].to_vec();
+    let a = pad_last(em, &a, nb * bs - k)?;
     let l = lead.len();
     let mut od = lead.clone();
     od.push(Dim::Known(n));
@@ -350,4 +372,34 @@ pub fn matmul_nbits(em: &mut Emitter, id: NodeId, q: &MatMulNBits) -> Result<Val
         )?
     };
     expand_to(em, &r, &out)
+}
+
+/// `a` with `extra` zeros appended along its last dim.
+fn pad_last(em: &mut Emitter, a: &Val, extra: u64) -> Result<Val, EmitError> {
+    if extra == 0 {
+        return Ok(a.clone());
+    }
+    let r = a.rank();
+    let mut dims = a.dims().to_vec();
+    let last = dims[r - 1]
+        .known()
+        .ok_or_else(|| em.err("K must be static"))?;
+    dims[r - 1] = Dim::Known(last + extra);
+    let to = ty(a.ty.dtype, dims);
+    let zero = em.op("arith.constant 0.0 : f32");
+    let idx: Vec<String> = (0..r).map(|_| em.fresh()).collect();
+    let decl: Vec<String> = idx.iter().map(|i| format!("{i}: index")).collect();
+    let mut hi = vec!["0".to_string(); r];
+    hi[r - 1] = extra.to_string();
+    let lo = vec!["0"; r];
+    let ssa = em.op(format!(
+        "tensor.pad {} low[{}] high[{}] {{\n  ^bb0({}):\n    tensor.yield {zero} : f32\n  }} : {} to {}",
+        a.ssa,
+        lo.join(", "),
+        hi.join(", "),
+        decl.join(", "),
+        a.mlir_type(),
+        tensor_type(&to)
+    ));
+    Ok(Val { ssa, ty: to })
 }
