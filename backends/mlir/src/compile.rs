@@ -3,7 +3,7 @@
 //! ([`compile_to_dir`]).
 
 use crate::emit::{MlirModule, ParamSource, ENTRY};
-use crate::pipeline::cpu_pipeline;
+use crate::pipeline::{cpu_pipeline, with_cpu_schedule, SCHEDULE_PIPELINE};
 use crate::{manifest_for, BackendError};
 use compc_ir::Graph;
 use compc_runtime::native::{NativeModel, PackedEntry, WeightBytes};
@@ -60,16 +60,42 @@ fn parse<'c>(ctx: &'c Context, text: &str, diags: &Diags) -> Result<Module<'c>, 
 /// Runs the CPU pipeline on a parsed module.
 fn run_pipeline(ctx: &Context, module: &mut Module, diags: &Diags) -> Result<(), BackendError> {
     let pm = PassManager::new(ctx);
+    parse_pass_pipeline(pm.as_operation_pass_manager(), SCHEDULE_PIPELINE)
+    .map_err(|e| BackendError::Mlir(format!("pass pipeline: {e}")))?;
+    pm.run(module)
+        .map_err(|_| mlir_error("applying the loop schedule", diags))?;
+    erase_schedule(module);
+    let pm = PassManager::new(ctx);
     parse_pass_pipeline(pm.as_operation_pass_manager(), &cpu_pipeline())
         .map_err(|e| BackendError::Mlir(format!("pass pipeline: {e}")))?;
     pm.run(module)
         .map_err(|_| mlir_error("lowering to LLVM", diags))
 }
 
+/// Removes the top-level `transform.*` ops (the schedule) so lowering sees only code.
+fn erase_schedule(module: &Module) {
+    use mlir_sys::*;
+    // SAFETY: walks the module's own block; each erased op is unlinked before it is freed.
+    unsafe {
+        let body = mlirModuleGetBody(module.to_raw());
+        let mut op = mlirBlockGetFirstOperation(body);
+        while !op.ptr.is_null() {
+            let next = mlirOperationGetNextInBlock(op);
+            let name = mlirIdentifierStr(mlirOperationGetName(op));
+            let name = std::slice::from_raw_parts(name.data as *const u8, name.length);
+            if name.starts_with(b"transform.") {
+                mlirOperationRemoveFromParent(op);
+                mlirOperationDestroy(op);
+            }
+            op = next;
+        }
+    }
+}
+
 /// The lowered module as text (the LLVM dialect), for debugging and tests.
 pub fn lower_to_llvm_text(m: &MlirModule) -> Result<String, BackendError> {
     let (ctx, diags) = context();
-    let mut module = parse(&ctx, &m.text, &diags)?;
+    let mut module = parse(&ctx, &with_cpu_schedule(&m.text), &diags)?;
     run_pipeline(&ctx, &mut module, &diags)?;
     Ok(module.as_operation().to_string())
 }
@@ -104,7 +130,7 @@ struct JitOwner {
 pub fn jit(g: &Graph, m: &MlirModule, opt_level: usize) -> Result<NativeModel, BackendError> {
     let (ctx, diags) = context();
     let engine = {
-        let mut module = parse(&ctx, &m.text, &diags)?;
+        let mut module = parse(&ctx, &with_cpu_schedule(&m.text), &diags)?;
         run_pipeline(&ctx, &mut module, &diags)?;
         ExecutionEngine::new(&module, opt_level, &[], false, false)
     };
@@ -142,7 +168,7 @@ pub fn write_shared_library(
     let (ctx, diags) = context();
     let obj = dir.join("model.o");
     {
-        let mut module = parse(&ctx, &m.text, &diags)?;
+        let mut module = parse(&ctx, &with_cpu_schedule(&m.text), &diags)?;
         run_pipeline(&ctx, &mut module, &diags)?;
         let engine = ExecutionEngine::new(&module, opt_level, &[], true, true);
         engine.dump_to_object_file(&obj.display().to_string());

@@ -1,0 +1,153 @@
+//! Compiled (MLIR CPU backend) latency against onnxruntime and compc's reference
+//! interpreter, side by side in one run, on the fixture families at batch 1 and 8, plus
+//! a weight-only int4 case (compc's MatMulNBits loop vs onnxruntime's MatMulNBits kernel).
+//!
+//!     cargo bench --features mlir --bench native_cpu [-- --reps N --threads T]
+//!
+//! Latency = median over N runs after warm-up, same inputs for every runtime. Reported as
+//! ratios (compiled / onnxruntime, compiled / interpreter); absolute times are noise on
+//! shared machines. onnxruntime runs with T intra-op threads (default 1, like the
+//! compiled code, which is single-threaded).
+
+use compc::ir::Graph;
+use compc::runtime::Tensor;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The batch-1 fixture inputs repeated to `batch` rows.
+fn inputs(model: &str, batch: usize) -> Vec<(String, Tensor)> {
+    let p = root().join(format!("tests/fixtures/models/{model}.inputs.b1.npz"));
+    compc::runtime::npz::read_npz(&p)
+        .unwrap()
+        .into_iter()
+        .map(|(n, t)| {
+            let mut shape = t.shape().to_vec();
+            shape[0] *= batch;
+            let t = match t.dtype() {
+                compc::ir::DType::I64 => Tensor::from_i64(shape, t.to_i64_vec().repeat(batch)),
+                _ => Tensor::from_f32(shape, t.to_f32_vec().repeat(batch)),
+            };
+            (n, t)
+        })
+        .collect()
+}
+
+fn median_ms(reps: usize, mut f: impl FnMut()) -> f64 {
+    for _ in 0..3 {
+        f();
+    }
+    let mut t: Vec<f64> = (0..reps)
+        .map(|_| {
+            let s = Instant::now();
+            f();
+            s.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    t.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    t[t.len() / 2]
+}
+
+fn ort_ms(model: &Path, ins: &[(String, Tensor)], reps: usize, threads: usize) -> Option<f64> {
+    let dir = tempfile::tempdir().ok()?;
+    let p = dir.path().join("in.npz");
+    compc::runtime::npz::write_npz(&p, ins).ok()?;
+    let o = Command::new("python3")
+        .arg(root().join("tests/fixtures/scripts/ort_time.py"))
+        .arg(model)
+        .arg(&p)
+        .args(["--reps", &reps.to_string(), "--threads", &threads.to_string()])
+        .output()
+        .ok()?;
+    if !o.status.success() {
+        eprintln!("onnxruntime: {}", String::from_utf8_lossy(&o.stderr));
+        return None;
+    }
+    String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn export(g: &Graph, dir: &Path) -> PathBuf {
+    let p = dir.join("model.onnx");
+    compc::onnx::export::export_file(g, &p, &Default::default()).unwrap();
+    p
+}
+
+fn main() {
+    let reps = arg("--reps", 30);
+    let threads = arg("--threads", 1);
+    let tmp = tempfile::tempdir().unwrap();
+    println!("| model | batch | compiled ms | onnxruntime ms ({threads} thr) | interpreter ms | compiled / ORT | compiled / interp |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    let mut cases: Vec<(String, Graph, &str)> = Vec::new();
+    for m in ["cnn", "encoder", "decoder"] {
+        let g = compc::driver::load_model(&root().join(format!("tests/fixtures/models/{m}.torchscript.onnx"))).unwrap();
+        cases.push((m.to_string(), g, m));
+    }
+    let dec = cases[2].1.clone();
+    let q = {
+        let passes = compc::passes::Registry::with_builtin_passes()
+            .parse("quant{bits=4,method=rtn,group=32}")
+            .unwrap();
+        let mut g = dec;
+        compc::passes::PassManager::new(passes).run(&mut g).unwrap();
+        g
+    };
+    cases.push(("decoder int4 (MatMulNBits)".into(), q, "decoder"));
+    let only = std::env::args()
+        .position(|a| a == "--only")
+        .and_then(|i| std::env::args().nth(i + 1));
+    for (i, (name, g, inp)) in cases.iter().enumerate() {
+        if only.as_deref().is_some_and(|o| !name.starts_with(o)) {
+            continue;
+        }
+        // `--aot`: through the shared library `--target cpu` writes (profilers see its
+        // symbols); default: the in-process JIT.
+        let aot_dir = tmp.path().join(format!("aot{i}"));
+        let native = if std::env::args().any(|a| a == "--aot") {
+            std::fs::create_dir_all(&aot_dir).unwrap();
+            compc::native::compile_cpu(g, &aot_dir).unwrap();
+            compc::runtime::native::NativeModel::load(&aot_dir).unwrap()
+        } else {
+            compc::native::jit(g).unwrap()
+        };
+        let d = tmp.path().join(format!("m{i}"));
+        std::fs::create_dir_all(&d).unwrap();
+        let onnx = export(g, &d);
+        let interp = compc::runtime::Executor::new(g).unwrap();
+        for batch in [1, 8] {
+            let ins = inputs(inp, batch);
+            let c = median_ms(reps, || {
+                native.run(&ins).unwrap();
+            });
+            let r = median_ms(reps.min(10), || {
+                interp.run(&ins).unwrap();
+            });
+            let o = ort_ms(&onnx, &ins, reps, threads);
+            let (os, ratio) = match o {
+                Some(o) => (format!("{o:.3}"), format!("{:.2}×", c / o)),
+                None => ("—".into(), "—".into()),
+            };
+            println!(
+                "| {name} | {batch} | {c:.3} | {os} | {r:.3} | {ratio} | {:.3}× |",
+                c / r
+            );
+        }
+    }
+}
