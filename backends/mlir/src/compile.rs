@@ -171,6 +171,17 @@ pub fn write_shared_library(
         let mut module = parse(&ctx, &with_cpu_schedule(&m.text), &diags)?;
         run_pipeline(&ctx, &mut module, &diags)?;
         let engine = ExecutionEngine::new(&module, opt_level, &[], true, true);
+        // Materializing the code resolves `memrefCopy`; the library links the C version.
+        // SAFETY: as in `jit`.
+        unsafe {
+            engine.register_symbol(
+                "memrefCopy",
+                crate::support::memref_copy as *const () as *mut (),
+            )
+        };
+        if engine.lookup(PACKED_ENTRY).is_null() {
+            return Err(BackendError::Mlir(format!("no `{PACKED_ENTRY}` was compiled")));
+        }
         engine.dump_to_object_file(&obj.display().to_string());
     }
     if !obj.exists() {

@@ -37,7 +37,14 @@ pub unsafe extern "C" fn memref_copy(
     if sizes.contains(&0) {
         return;
     }
-    let mut idx = vec![0i64; rank];
+    // Rows whose last dim is unit-stride on both sides are copied whole.
+    let rows = rank > 0 && sstr[rank - 1] == 1 && dstr[rank - 1] == 1;
+    let (outer, chunk) = if rows {
+        (rank - 1, es * sizes[rank - 1] as usize)
+    } else {
+        (rank, es)
+    };
+    let mut idx = vec![0i64; outer];
     loop {
         let so: i64 = soff + idx.iter().zip(&sstr).map(|(a, b)| a * b).sum::<i64>();
         let d_o: i64 = doff + idx.iter().zip(&dstr).map(|(a, b)| a * b).sum::<i64>();
@@ -45,11 +52,11 @@ pub unsafe extern "C" fn memref_copy(
             std::ptr::copy_nonoverlapping(
                 sbase.add(so as usize * es),
                 dbase.add(d_o as usize * es),
-                es,
+                chunk,
             )
         };
-        // Odometer over the index space, last dim fastest.
-        let mut k = rank;
+        // Odometer over the outer index space, last dim fastest.
+        let mut k = outer;
         loop {
             if k == 0 {
                 return;
@@ -69,19 +76,25 @@ pub const MEMREF_COPY_C: &str = r#"
 #include <stdint.h>
 #include <string.h>
 typedef struct { int64_t rank; int64_t *desc; } unranked_t;
+/* Copies a strided view; rows whose last dim is unit-stride on both sides go in one memcpy. */
 void memrefCopy(int64_t es, unranked_t *src, unranked_t *dst) {
   int64_t rank = src->rank;
   char *sb = (char *)src->desc[1], *db = (char *)dst->desc[1];
   int64_t soff = src->desc[2], doff = dst->desc[2];
   int64_t *sizes = src->desc + 3, *ss = src->desc + 3 + rank, *ds = dst->desc + 3 + rank;
   int64_t idx[16] = {0};
-  for (int64_t i = 0; i < rank; i++) if (sizes[i] == 0) return;
+  if (rank == 0) { memcpy(db + doff * es, sb + soff * es, (size_t)es); return; }
   if (rank > 16) return;
+  for (int64_t i = 0; i < rank; i++) if (sizes[i] == 0) return;
+  int64_t last = rank - 1;
+  int rows = ss[last] == 1 && ds[last] == 1;
+  int64_t outer = rows ? last : rank;
   for (;;) {
     int64_t so = soff, d = doff;
-    for (int64_t i = 0; i < rank; i++) { so += idx[i] * ss[i]; d += idx[i] * ds[i]; }
-    memcpy(db + d * es, sb + so * es, (size_t)es);
-    int64_t k = rank;
+    for (int64_t i = 0; i < outer; i++) { so += idx[i] * ss[i]; d += idx[i] * ds[i]; }
+    if (rows) memcpy(db + d * es, sb + so * es, (size_t)(es * sizes[last]));
+    else memcpy(db + d * es, sb + so * es, (size_t)es);
+    int64_t k = outer;
     for (;;) {
       if (k == 0) return;
       k--;
