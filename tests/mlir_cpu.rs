@@ -78,7 +78,7 @@ fn target_cpu_writes_a_library_that_compc_run_executes() {
     let out = dir.path().join("enc");
     let bin = env!("CARGO_BIN_EXE_compc");
     let st = std::process::Command::new(bin)
-        .arg(model_path("encoder", "dynamo"))
+        .arg(model_path("cnn", "dynamo"))
         .args(["--target", "cpu", "-o"])
         .arg(&out)
         .status()
@@ -99,16 +99,16 @@ fn target_cpu_writes_a_library_that_compc_run_executes() {
             .arg("run")
             .arg(&out)
             .arg("--inputs")
-            .arg(inputs_path("encoder", case))
+            .arg(inputs_path("cnn", case))
             .arg("--output")
             .arg(&res)
             .status()
             .unwrap();
         assert!(st.success());
         let got = read_npz(&res);
-        let want = read_npz(&expected_path("encoder", "dynamo", case));
+        let want = read_npz(&expected_path("cnn", "dynamo", case));
         // The expected files come from onnxruntime on the original model.
-        check("encoder", "dynamo (aot vs onnxruntime)", &got, &want);
+        check("cnn", "dynamo (aot vs onnxruntime)", &got, &want);
     }
     // A wrong input shape is a clear error, not a crash.
     let res = dir.path().join("bad.npz");
@@ -116,7 +116,7 @@ fn target_cpu_writes_a_library_that_compc_run_executes() {
         .arg("run")
         .arg(&out)
         .arg("--inputs")
-        .arg(inputs_path("cnn", "b1"))
+        .arg(inputs_path("encoder", "b1"))
         .arg("--output")
         .arg(&res)
         .output()
