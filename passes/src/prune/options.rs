@@ -60,9 +60,10 @@ pub const OPTIONS: &[OptionSpec] = &[
     },
     OptionSpec {
         name: "structured",
-        kind: OptionKind::Choice(&["mlp", "heads", "both"]),
+        kind: OptionKind::Choice(&["mlp", "heads", "both", "channels"]),
         default: None,
-        help: "remove MLP hidden units and/or attention heads (shrinks tensors)",
+        help: "remove MLP hidden units and/or attention heads, or convolution output \
+               channels (shrinks tensors)",
     },
     OptionSpec {
         name: "ratio",
@@ -174,6 +175,8 @@ pub enum Target {
     Mlp,
     Heads,
     Both,
+    /// Output channels of convolutions (with everything coupled to them).
+    Channels,
 }
 
 impl Target {
@@ -339,9 +342,10 @@ impl PruneConfig {
             "mlp" => Target::Mlp,
             "heads" => Target::Heads,
             "both" => Target::Both,
+            "channels" => Target::Channels,
             other => {
                 return Err(format!(
-                    "unknown structured target `{other}` (mlp, heads, both)"
+                    "unknown structured target `{other}` (mlp, heads, both, channels)"
                 ))
             }
         };
@@ -367,6 +371,9 @@ impl PruneConfig {
         if heads.is_some() && !target.heads() {
             return Err("heads= applies to structured=heads|both".into());
         }
+        if target == Target::Channels {
+            super::structured::channels_rewrite::check_options(o)?;
+        }
         let importance = match o.text("importance") {
             Some("magnitude") => Importance::Magnitude,
             Some("wanda") => Importance::Wanda,
@@ -376,7 +383,7 @@ impl PruneConfig {
                     "unknown importance `{i}` (magnitude, wanda, taylor)"
                 ))
             }
-            None if has_calib => Importance::Wanda,
+            None if has_calib && target != Target::Channels => Importance::Wanda,
             None => Importance::Magnitude,
         };
         if importance.needs_calibration() && !has_calib {
