@@ -57,6 +57,7 @@ fn pruning_nothing_is_an_exact_no_op() {
         "prune{sparsity=0}",
         "prune{structured=mlp,ratio=0}",
         "prune{structured=heads,heads=0}",
+        "prune{structured=hidden,ratio=0}",
     ] {
         let out = run_pipeline(&g, p, None);
         assert_eq!(compc::ir::text::print(&out), text, "{p}");
@@ -411,4 +412,92 @@ fn gqa_head_pruning_keeps_kv_heads_with_their_query_heads() {
             "onnxruntime disagrees"
         );
     }
+}
+
+#[test]
+fn lm_hidden_size_pruning_of_zero_channels_keeps_outputs() {
+    let mut g = lm();
+    let idioms = Idioms::find(&g).unwrap();
+    let sel = select_skipping(&g, &idioms, &[]);
+    // 64 of the 256 stream channels: zero in the embedding table, in every writer's output
+    // (o, down) and every reader's input (q, k, v, gate, up, lm_head), so the stream is
+    // zero there and every member scores them lowest.
+    let zeroed: Vec<usize> = (0..64).map(|i| (5 + 7 * i) % 256).collect();
+    let table = g
+        .node_ids()
+        .find_map(|id| match g.node(id).op {
+            compc::ir::Op::Gather(_) => g
+                .node(id)
+                .input(0)
+                .filter(|t| g.const_weight(*t).is_some())
+                .map(|t| (id, t)),
+            _ => None,
+        })
+        .unwrap();
+    let w = g.const_weight(table.1).unwrap().clone();
+    let mut e = w.to_f32_vec().unwrap();
+    for (i, x) in e.iter_mut().enumerate() {
+        if zeroed.contains(&(i % 256)) {
+            *x = 0.0;
+        }
+    }
+    let c = g.add_const(
+        Tensor::from_f32(vec![256, 256], e)
+            .to_weight(&w.name)
+            .unwrap(),
+    );
+    g.set_input(table.0, 0, Some(ValueRef::new(c, 0)));
+    let mut readers = 0;
+    for l in &sel.layers {
+        let mut w = read_w(&g, l).unwrap();
+        // Writers have 256 outputs and are read by a residual Add; everything else with 256
+        // inputs reads the stream (through a norm).
+        let writer = idioms.residuals.iter().any(|r| r.branch == l.linear.output);
+        for r in 0..l.rows {
+            for c in 0..l.cols {
+                if zeroed.contains(if writer { &r } else { &c }) && (writer || l.cols == 256) {
+                    w[r * l.cols + c] = 0.0;
+                }
+            }
+        }
+        readers += usize::from(!writer && l.cols == 256);
+        write_w(&mut g, l, &w).unwrap();
+    }
+    // q, k, v, gate, up per block and lm_head.
+    assert_eq!(readers, 4 * 5 + 1);
+    compc::passes::dce::remove_dead_nodes(&mut g).unwrap();
+    let inputs = lm_ids(2, 24, 1000);
+    let before = outputs(&g, &inputs);
+    let out = run_pipeline(&g, "prune{structured=hidden,ratio=0.25}", None);
+    let after_idioms = Idioms::find(&out).unwrap();
+    let mut seen = 0;
+    for r in &after_idioms.residuals {
+        let l = after_idioms
+            .linears
+            .iter()
+            .find(|l| l.output == r.branch)
+            .unwrap();
+        assert_eq!(l.out_features, Some(192));
+        seen += 1;
+    }
+    assert_eq!(seen, 8);
+    // Every stream reader now reads 192 features; the o projections still read the
+    // 8 heads × 32 of the attention context.
+    let narrow = after_idioms
+        .linears
+        .iter()
+        .filter(|l| l.in_features == Some(192))
+        .count();
+    assert_eq!(narrow, readers);
+    let after = outputs(&out, &inputs);
+    assert!(close(&before[0], &after[0], 1e-4, 1e-4), "outputs changed");
+    if let Some(ort) = ort_outputs(&out, &inputs) {
+        assert!(
+            close(&ort[0], &after[0], 1e-4, 1e-4),
+            "onnxruntime disagrees"
+        );
+    }
+    // Without zeroed channels the function changes, but stays close at a small ratio.
+    let lossy = run_pipeline(&lm(), "prune{structured=hidden,ratio=0.0625}", None);
+    assert!(GraphStats::of(&lossy).parameters < GraphStats::of(&lm()).parameters);
 }

@@ -60,10 +60,10 @@ pub const OPTIONS: &[OptionSpec] = &[
     },
     OptionSpec {
         name: "structured",
-        kind: OptionKind::Choice(&["mlp", "heads", "both", "channels"]),
+        kind: OptionKind::Choice(&["mlp", "heads", "both", "channels", "hidden"]),
         default: None,
-        help: "remove MLP hidden units and/or attention heads, or convolution output \
-               channels (shrinks tensors)",
+        help: "remove MLP hidden units and/or attention heads, convolution output channels, \
+               or channels of a decoder's residual stream (hidden size); shrinks tensors",
     },
     OptionSpec {
         name: "ratio",
@@ -177,6 +177,8 @@ pub enum Target {
     Both,
     /// Output channels of convolutions (with everything coupled to them).
     Channels,
+    /// The hidden size of a pre-norm decoder's residual stream.
+    Hidden,
 }
 
 impl Target {
@@ -343,9 +345,10 @@ impl PruneConfig {
             "heads" => Target::Heads,
             "both" => Target::Both,
             "channels" => Target::Channels,
+            "hidden" => Target::Hidden,
             other => {
                 return Err(format!(
-                    "unknown structured target `{other}` (mlp, heads, both, channels)"
+                    "unknown structured target `{other}` (mlp, heads, both, channels, hidden)"
                 ))
             }
         };
@@ -371,8 +374,8 @@ impl PruneConfig {
         if heads.is_some() && !target.heads() {
             return Err("heads= applies to structured=heads|both".into());
         }
-        if target == Target::Channels {
-            super::structured::channels_rewrite::check_options(o)?;
+        if matches!(target, Target::Channels | Target::Hidden) {
+            super::structured::channels_rewrite::check_options(o, t)?;
         }
         let importance = match o.text("importance") {
             Some("magnitude") => Importance::Magnitude,
@@ -383,7 +386,9 @@ impl PruneConfig {
                     "unknown importance `{i}` (magnitude, wanda, taylor)"
                 ))
             }
-            None if has_calib && target != Target::Channels => Importance::Wanda,
+            None if has_calib && matches!(target, Target::Mlp | Target::Heads | Target::Both) => {
+                Importance::Wanda
+            }
             None => Importance::Magnitude,
         };
         if importance.needs_calibration() && !has_calib {

@@ -108,7 +108,7 @@ pub fn write_resized(
 }
 
 /// Removes the units of one member linear.
-fn slice_member(g: &mut Graph, l: &Layer, axis: Axis, keep: &[usize]) -> Result<(), PassError> {
+pub fn slice_member(g: &mut Graph, l: &Layer, axis: Axis, keep: &[usize]) -> Result<(), PassError> {
     let w = read_w(g, l)?;
     let (rows, cols) = (l.rows, l.cols);
     match axis {

@@ -252,13 +252,14 @@ pub fn run(
     Ok(Changed::Yes)
 }
 
-/// Checks the options structured=channels supports.
-pub fn check_options(o: &PassOptions) -> Result<(), String> {
+/// Checks the options structured=channels and structured=hidden (`what`) support: both
+/// score by weight magnitude and have no bias compensation.
+pub fn check_options(o: &PassOptions, what: &str) -> Result<(), String> {
     match o.text("importance") {
         None | Some("magnitude") => {}
         Some(i) => {
             return Err(format!(
-                "structured=channels scores channels by magnitude only (importance={i} is for \
+                "structured={what} scores channels by magnitude only (importance={i} is for \
                  mlp/heads)"
             ))
         }

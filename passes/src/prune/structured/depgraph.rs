@@ -16,8 +16,8 @@
 //!   back are recorded so their head count can be rewritten.
 //!
 //! The residual stream (every writer's output axis and every reader's input axis, norms,
-//! embeddings) forms one giant group; it is detected (the search stops there) but not
-//! pruned.
+//! embeddings) forms one giant group: the MLP search stops there, and `structured=hidden`
+//! ([`super::hidden`]) prunes it as a whole.
 
 use crate::idioms::{Attention, Idioms};
 use crate::pass::PassError;
@@ -316,7 +316,7 @@ pub fn split_reshape(g: &Graph, v: ValueRef, what: &str, ai: usize) -> Result<No
 }
 
 /// The Reshape merging the heads back before the output projection.
-fn merge_reshape(g: &Graph, v: ValueRef, ai: usize) -> Result<NodeId, PassError> {
+pub fn merge_reshape(g: &Graph, v: ValueRef, ai: usize) -> Result<NodeId, PassError> {
     let mut cur = v;
     for _ in 0..4 {
         let node = g.node(cur.node);

@@ -4,7 +4,8 @@
 //! - [`depgraph`]: the groups of coupled slices (what must go together);
 //! - [`importance`]: scores per unit (magnitude, Wanda-style, Taylor/OBD);
 //! - [`apply`]: slicing the tensors, rewriting head counts, compensation, re-inference;
-//! - [`channels`], [`channels_rewrite`]: convolution output channels (`structured=channels`).
+//! - [`channels`], [`channels_rewrite`]: convolution output channels (`structured=channels`);
+//! - [`hidden`]: the residual stream's hidden size (`structured=hidden`).
 //!
 //! Scores come from the unpruned model in one calibration run (not block-sequential).
 //! Removing nothing (ratio 0, heads=0) returns before touching the graph.
@@ -13,6 +14,7 @@ pub mod apply;
 pub mod channels;
 pub mod channels_rewrite;
 pub mod depgraph;
+pub mod hidden;
 pub mod importance;
 
 use super::options::{PruneConfig, StructuredConfig, Target};
@@ -70,8 +72,10 @@ pub fn run(
     cfg: &PruneConfig,
     s: &StructuredConfig,
 ) -> Result<Changed, PassError> {
-    if s.target == Target::Channels {
-        return channels_rewrite::run(g, cx, &cfg.skip, s);
+    match s.target {
+        Target::Channels => return channels_rewrite::run(g, cx, &cfg.skip, s),
+        Target::Hidden => return hidden::run(g, cx, &cfg.skip, s),
+        _ => {}
     }
     let idioms = Idioms::find(g)?;
     let mut groups = Vec::new();
