@@ -273,6 +273,7 @@ impl Search<'_> {
                 && slot == 0
                 && spatial_is_one(g, v)
             {
+                // After global pooling, channel c is feature c of the flattened vector.
             } else if matches!(node.op, Op::Reshape(_)) && slot == 0 && spatial_is_one(g, v) {
                 let target = node
                     .input(1)
@@ -288,6 +289,7 @@ impl Search<'_> {
                 self.members.insert(ChannelMember::LinearIn(user));
                 continue;
             } else if carrier_slots(g, user).is_some_and(|s| s.contains(&slot)) {
+                // Keeps the channel index: follow its output.
             } else if matches!(node.op, Op::Concat(_)) {
                 return Err(self.refuse(
                     user,
