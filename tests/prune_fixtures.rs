@@ -2,8 +2,8 @@
 //! pruning nothing is an exact no-op; structured pruning removes channels and heads that
 //! are already zero with identical outputs, gives smaller models that onnxruntime runs
 //! with the same outputs as compc's runtime, and composes with `quant`. On the CNN,
-//! convolution channel groups are found across BatchNorm, depthwise convs, residual adds
-//! and squeeze-excite, zero channels are removed with identical outputs, and onnxruntime
+//! convolution channel groups are found across BatchNorm, depthwise convs, residual adds,
+//! squeeze-excite and the channel Concat, zero channels are removed with identical outputs, and onnxruntime
 //! runs the shrunk model.
 
 mod common;
@@ -243,12 +243,14 @@ fn zero_channels(g: &mut Graph, ratio: f64) -> Vec<(NodeId, usize, Vec<usize>)> 
         // 7 is prime to every channel count here, so these are k distinct channels.
         let zeroed: Vec<usize> = (0..k).map(|i| (2 + 7 * i) % c).collect();
         for m in &grp.members {
-            let (node, axis) = match *m {
-                ChannelMember::ConvOut(n) | ChannelMember::Depthwise(n) => (n, 0),
-                ChannelMember::ConvIn(n) => (n, 1),
-                ChannelMember::LinearIn(n) => (n, 1), // the classifier is Gemm transB=1
+            let (node, axis, offset) = match *m {
+                ChannelMember::ConvOut(n) | ChannelMember::Depthwise(n) => (n, 0, 0),
+                ChannelMember::ConvIn(n) => (n, 1, 0),
+                ChannelMember::ConvInAt { node, offset } => (node, 1, offset),
+                ChannelMember::LinearIn(n) => (n, 1, 0), // the classifier is Gemm transB=1
                 _ => continue,
             };
+            let at: Vec<usize> = zeroed.iter().map(|c| offset + c).collect();
             let wv = g.node(node).input(1).unwrap();
             let w = g.const_weight(wv).unwrap().clone();
             let shape: Vec<usize> = w.dims.iter().map(|&d| d as usize).collect();
@@ -256,13 +258,11 @@ fn zero_channels(g: &mut Graph, ratio: f64) -> Vec<(NodeId, usize, Vec<usize>)> 
             let n = shape[axis];
             let inner: usize = shape[axis + 1..].iter().product();
             for (i, v) in x.iter_mut().enumerate() {
-                if zeroed.contains(&((i / inner) % n)) {
+                if at.contains(&((i / inner) % n)) {
                     *v = 0.0;
                 }
             }
-            assert!(take_axis(&x, &shape, axis, &zeroed)
-                .iter()
-                .all(|&v| v == 0.0));
+            assert!(take_axis(&x, &shape, axis, &at).iter().all(|&v| v == 0.0));
             let t = Tensor::from_f32(shape, x);
             let nw = t.to_weight(&w.name).unwrap();
             let cn = g.add_const(nw);
@@ -275,8 +275,8 @@ fn zero_channels(g: &mut Graph, ratio: f64) -> Vec<(NodeId, usize, Vec<usize>)> 
 }
 
 #[test]
-fn cnn_channel_groups_cover_the_network_and_refuse_the_concat() {
-    use compc::passes::prune::structured::channels::channel_groups;
+fn cnn_channel_groups_cover_the_network_through_the_concat() {
+    use compc::passes::prune::structured::channels::{channel_groups, ChannelMember};
     for exporter in ["torchscript", "dynamo"] {
         let g = compc::driver::load_model(&model_path("cnn", exporter)).unwrap();
         let groups = channel_groups(&g).unwrap();
@@ -285,18 +285,28 @@ fn cnn_channel_groups_cover_the_network_and_refuse_the_concat() {
             .filter_map(|(_, r)| r.as_ref().ok().map(|grp| grp.channels))
             .collect();
         // stem+projection (residual, 16), expand (48), block-2 hidden with its SE
-        // excitation (64), SE hidden (16), block-3 hidden (96), SE hidden (24), the fused
-        // 1x1 after the concat (96), the head conv feeding the classifier (192). The
-        // spatial gate's single channel is no group.
-        assert_eq!(ok, [16, 48, 64, 16, 96, 24, 96, 192], "{exporter}");
+        // excitation (64), SE hidden (16), block-2 output (24: average pool into block 3,
+        // and offset 0 of the Concat into the fused 1x1), block-3 hidden with its SE (96),
+        // SE hidden (24), block-3 output (40: Resize, then offset 24 of the Concat), the
+        // fused 1x1 (96), the head conv feeding the classifier (192). The spatial gate's
+        // single channel is no group.
+        assert_eq!(ok, [16, 48, 64, 16, 24, 96, 24, 40, 96, 192], "{exporter}");
         let refused: Vec<&String> = groups
             .iter()
             .filter_map(|(_, r)| r.as_ref().err())
             .collect();
-        assert_eq!(refused.len(), 2, "{exporter}: {refused:?}");
-        for why in refused {
-            assert!(why.contains("concat"), "{exporter}: {why}");
-        }
+        assert!(refused.is_empty(), "{exporter}: {refused:?}");
+        // Both Concat inputs reach the fused conv's input axis, at offsets 0 and 24.
+        let at: Vec<usize> = groups
+            .iter()
+            .filter_map(|(_, r)| r.as_ref().ok())
+            .flat_map(|grp| grp.members.iter())
+            .filter_map(|m| match m {
+                ChannelMember::ConvInAt { offset, .. } => Some(*offset),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(at, [0, 24], "{exporter}");
     }
 }
 

@@ -14,10 +14,12 @@
 //! - Flatten / Reshape to `[N, C]` when the spatial size is 1 (channel c is feature c of
 //!   the classifier after a global pool).
 //!
-//! It ends at the input axis of the dense convolutions and linears reading the channel.
-//! Anything else (a Concat, whose index map shifts the channels; a graph output; a
-//! reshape that mixes channels with space) refuses the group, naming the node: it is
-//! left dense and the pass says why.
+//! It ends at the input axis of the dense convolutions and linears reading the channel,
+//! and at a Concat along the channel axis whose result only dense convolutions read:
+//! there channel c of the i-th input is channel `offset_i + c` of the result (the index
+//! map of a Concat), so the group holds those convs' input slices at that offset. Anything
+//! else (a Concat read by other ops, a graph output, a reshape that mixes channels with
+//! space) refuses the group, naming the node: it is left dense and the pass says why.
 
 use compc_ir::op::{BinaryOp, UnaryOp};
 use compc_ir::{Graph, NodeId, Op, ValueRef};
@@ -30,6 +32,9 @@ pub enum ChannelMember {
     ConvOut(NodeId),
     /// A dense conv reading the channel: weight axis 1.
     ConvIn(NodeId),
+    /// A dense conv reading the channel through a channel Concat: weight axis 1 at
+    /// `offset + c`.
+    ConvInAt { node: NodeId, offset: usize },
     /// A depthwise conv carrying the channel: weight axis 0, bias, `group`.
     Depthwise(NodeId),
     /// BatchNormalization: scale, bias, mean and variance.
@@ -53,6 +58,7 @@ impl ChannelMember {
             self,
             ChannelMember::ConvOut(_)
                 | ChannelMember::ConvIn(_)
+                | ChannelMember::ConvInAt { .. }
                 | ChannelMember::Depthwise(_)
                 | ChannelMember::LinearIn(_)
         )
@@ -290,16 +296,51 @@ impl Search<'_> {
                 continue;
             } else if carrier_slots(g, user).is_some_and(|s| s.contains(&slot)) {
                 // Keeps the channel index: follow its output.
-            } else if matches!(node.op, Op::Concat(_)) {
-                return Err(self.refuse(
-                    user,
-                    "a Concat: the channels continue at an offset among other tensors' \
-                     channels, an index map this search does not follow",
-                ));
+            } else if let Op::Concat(c) = &node.op {
+                self.concat(user, slot, c.axis)?;
+                continue;
             } else {
                 return Err(self.refuse(user, "an op that does not keep the channel index"));
             }
             self.queue.push_back((out, false));
+        }
+        Ok(())
+    }
+
+    /// Input `slot` of the Concat `id` is on the channel: its channels sit at an offset
+    /// in the result, which only dense convs may read.
+    fn concat(&mut self, id: NodeId, slot: usize, axis: i64) -> Result<(), String> {
+        let g = self.g;
+        let out = ValueRef::new(id, 0);
+        let rank = dims(g, out).map_or(0, |d| d.len()) as i64;
+        if (if axis < 0 { axis + rank } else { axis }) != 1 {
+            return Err(self.refuse(id, "a Concat along another axis"));
+        }
+        let mut offset = 0usize;
+        for inp in &g.node(id).inputs()[..slot] {
+            let c = inp
+                .and_then(|v| channel_dim(g, v))
+                .ok_or_else(|| self.refuse(id, "a Concat input of unknown channel count"))?;
+            offset += c as usize;
+        }
+        if g.outputs.iter().any(|o| o.value == out) {
+            return Err(self.refuse(id, "a Concat that is a graph output"));
+        }
+        for (reader, rslot) in g.value_users(out) {
+            if rslot != 0 || !is_dense_conv(g, reader) {
+                return Err(self.refuse(
+                    id,
+                    &format!(
+                        "a Concat read by {}: only convolutions reading a channel Concat \
+                         are followed",
+                        g.node(reader).describe(reader)
+                    ),
+                ));
+            }
+            self.members.insert(ChannelMember::ConvInAt {
+                node: reader,
+                offset,
+            });
         }
         Ok(())
     }
@@ -350,11 +391,12 @@ pub fn channel_group(g: &Graph, conv: NodeId) -> Result<ChannelGroup, String> {
         queue: VecDeque::from([(out, true)]),
     };
     s.run()?;
-    if !s
-        .members
-        .iter()
-        .any(|m| matches!(m, ChannelMember::ConvIn(_) | ChannelMember::LinearIn(_)))
-    {
+    if !s.members.iter().any(|m| {
+        matches!(
+            m,
+            ChannelMember::ConvIn(_) | ChannelMember::ConvInAt { .. } | ChannelMember::LinearIn(_)
+        )
+    }) {
         return Err("no conv or linear reads its channels".into());
     }
     Ok(ChannelGroup {

@@ -19,6 +19,7 @@ use crate::prune::options::StructuredConfig;
 use crate::quant::options::glob_match;
 use compc_ir::{Graph, NodeId, Op, ValueRef, Weight};
 use compc_runtime::Tensor;
+use std::collections::{BTreeMap, BTreeSet};
 
 fn invalid(s: String) -> PassError {
     PassError::Invalid(s)
@@ -67,14 +68,16 @@ fn slice_input(
     set_const(g, node, slot, &nt, &w.name)
 }
 
-/// `(slot, axis)` of the weight slice a scored member holds.
-fn weight_axis(g: &Graph, m: &ChannelMember) -> Option<(NodeId, usize)> {
+/// `(node, axis, offset)` of the weight slice a scored member holds: channel c is index
+/// `offset + c` along `axis` of the node's weight (input 1).
+fn weight_slice(g: &Graph, m: &ChannelMember) -> Option<(NodeId, usize, usize)> {
     match *m {
-        ChannelMember::ConvOut(n) | ChannelMember::Depthwise(n) => Some((n, 0)),
-        ChannelMember::ConvIn(n) => Some((n, 1)),
+        ChannelMember::ConvOut(n) | ChannelMember::Depthwise(n) => Some((n, 0, 0)),
+        ChannelMember::ConvIn(n) => Some((n, 1, 0)),
+        ChannelMember::ConvInAt { node, offset } => Some((node, 1, offset)),
         ChannelMember::LinearIn(n) => match &g.node(n).op {
-            Op::Gemm(a) if a.trans_b => Some((n, 1)),
-            _ => Some((n, 0)),
+            Op::Gemm(a) if a.trans_b => Some((n, 1, 0)),
+            _ => Some((n, 0, 0)),
         },
         _ => None,
     }
@@ -85,7 +88,7 @@ pub fn channel_scores(g: &Graph, grp: &ChannelGroup) -> Result<Vec<f64>, PassErr
     let mut total = vec![0f64; grp.channels];
     let mut count = 0usize;
     for m in grp.members.iter().filter(|m| m.scored()) {
-        let Some((node, axis)) = weight_axis(g, m) else {
+        let Some((node, axis, offset)) = weight_slice(g, m) else {
             continue;
         };
         let v = g
@@ -96,7 +99,7 @@ pub fn channel_scores(g: &Graph, grp: &ChannelGroup) -> Result<Vec<f64>, PassErr
         let shape = t.shape().to_vec();
         let x = t.f32_cow();
         for (c, tc) in total.iter_mut().enumerate() {
-            let slice = take_axis(&x, &shape, axis, &[c]);
+            let slice = take_axis(&x, &shape, axis, &[offset + c]);
             *tc += slice
                 .iter()
                 .map(|&v| (v as f64) * (v as f64))
@@ -108,8 +111,15 @@ pub fn channel_scores(g: &Graph, grp: &ChannelGroup) -> Result<Vec<f64>, PassErr
     Ok(total.iter().map(|t| t / count.max(1) as f64).collect())
 }
 
-/// Removes every channel not in `keep` from every member of the group.
-pub fn shrink_group(g: &mut Graph, grp: &ChannelGroup, keep: &[usize]) -> Result<(), PassError> {
+/// Removes every channel not in `keep` from every member of the group. Convs reading a
+/// channel Concat may read several groups at different offsets: their removed input
+/// indices are collected in `behind_concat` and sliced once, after every group.
+pub fn shrink_group(
+    g: &mut Graph,
+    grp: &ChannelGroup,
+    keep: &[usize],
+    behind_concat: &mut BTreeMap<NodeId, BTreeSet<usize>>,
+) -> Result<(), PassError> {
     for m in &grp.members {
         match *m {
             ChannelMember::ConvOut(n) | ChannelMember::Depthwise(n) => {
@@ -122,6 +132,14 @@ pub fn shrink_group(g: &mut Graph, grp: &ChannelGroup, keep: &[usize]) -> Result
                 }
             }
             ChannelMember::ConvIn(n) => slice_input(g, n, 1, 1, keep)?,
+            ChannelMember::ConvInAt { node, offset } => {
+                let gone = behind_concat.entry(node).or_default();
+                gone.extend(
+                    (0..grp.channels)
+                        .filter(|c| keep.binary_search(c).is_err())
+                        .map(|c| offset + c),
+                );
+            }
             ChannelMember::BatchNorm(n) => {
                 for slot in 1..=4 {
                     slice_input(g, n, slot, 0, keep)?;
@@ -131,7 +149,7 @@ pub fn shrink_group(g: &mut Graph, grp: &ChannelGroup, keep: &[usize]) -> Result
                 slice_input(g, reader, slot, axis, keep)?
             }
             ChannelMember::LinearIn(n) => {
-                let (_, axis) = weight_axis(g, m).unwrap_or((n, 0));
+                let (_, axis, _) = weight_slice(g, m).unwrap_or((n, 0, 0));
                 slice_input(g, n, 1, axis, keep)?;
             }
             ChannelMember::ReshapeTarget(n) => {
@@ -159,7 +177,7 @@ fn conv_name(g: &Graph, id: NodeId) -> String {
 
 fn skipped(g: &Graph, grp: &ChannelGroup, skip: &[String]) -> Option<String> {
     grp.members.iter().find_map(|m| {
-        let (n, _) = weight_axis(g, m)?;
+        let (n, _, _) = weight_slice(g, m)?;
         let name = conv_name(g, n);
         let node = &g.node(n).name;
         skip.iter()
@@ -216,9 +234,10 @@ pub fn run(
         return Ok(Changed::No);
     }
     let before = GraphStats::of(g);
+    let mut behind_concat: BTreeMap<NodeId, BTreeSet<usize>> = BTreeMap::new();
     for (grp, removed) in &plans {
         let keep = kept(grp.channels, 1, removed);
-        shrink_group(g, grp, &keep)?;
+        shrink_group(g, grp, &keep, &mut behind_concat)?;
         let writers: Vec<String> = grp.writers.iter().map(|&w| conv_name(g, w)).collect();
         let shown: Vec<String> = removed.iter().take(16).map(|u| u.to_string()).collect();
         cx.note(format!(
@@ -234,6 +253,21 @@ pub fn run(
             if removed.len() > 16 { ", …" } else { "" },
             grp.members.len()
         ));
+    }
+    for (node, gone) in &behind_concat {
+        let inputs = g
+            .node(*node)
+            .input(1)
+            .and_then(|w| g.const_weight(w))
+            .and_then(|w| w.dims.get(1).copied())
+            .ok_or_else(|| {
+                invalid(format!(
+                    "{} has no constant kernel",
+                    g.node(*node).describe(*node)
+                ))
+            })? as usize;
+        let keep: Vec<usize> = (0..inputs).filter(|i| !gone.contains(i)).collect();
+        slice_input(g, *node, 1, 1, &keep)?;
     }
     reinfer(g)?;
     let removed_dead = crate::dce::remove_dead_nodes(g)?;
