@@ -1,7 +1,7 @@
 //! `prune`'s option schema and the resolved configuration. Unstructured and N:M pruning
 //! (`sparsity`, `pattern`, `method`) zero weights in place; structured pruning
-//! (`structured=mlp|heads|both`) removes whole MLP hidden units and attention heads and
-//! shrinks the tensors. The two are separate modes of the pass: one `prune{...}` entry
+//! (`structured=mlp|heads|both|channels|hidden`) removes whole MLP hidden units, attention
+//! heads, convolution channels or residual-stream channels and shrinks the tensors. The two are separate modes of the pass: one `prune{...}` entry
 //! does one or the other (a pipeline may hold two entries).
 
 use crate::options::{OptionKind, OptionSpec, PassOptions};
