@@ -1,16 +1,20 @@
 //! `prune` on the fixture models: 2:4 holds exactly on every pruned weight of the LM;
 //! pruning nothing is an exact no-op; structured pruning removes channels and heads that
 //! are already zero with identical outputs, gives smaller models that onnxruntime runs
-//! with the same outputs as compc's runtime, and composes with `quant`.
+//! with the same outputs as compc's runtime, and composes with `quant`. On the CNN,
+//! convolution channel groups are found across BatchNorm, depthwise convs, residual adds,
+//! squeeze-excite and the channel Concat, zero channels are removed with identical outputs, and onnxruntime
+//! runs the shrunk model.
 
 mod common;
 
 use common::{close, lm, lm_ids, model_path, ort_outputs, outputs, read_npz, run_pipeline};
-use compc::ir::Graph;
+use compc::ir::{Graph, NodeId, ValueRef};
 use compc::passes::idioms::Idioms;
 use compc::passes::prune::pattern::holds_nm;
 use compc::passes::quant::layers::{read_w, select_skipping, write_w};
 use compc::passes::{CalibData, GraphStats};
+use compc::runtime::Tensor;
 
 #[test]
 fn lm_two_four_holds_on_every_pruned_weight() {
@@ -53,6 +57,7 @@ fn pruning_nothing_is_an_exact_no_op() {
         "prune{sparsity=0}",
         "prune{structured=mlp,ratio=0}",
         "prune{structured=heads,heads=0}",
+        "prune{structured=hidden,ratio=0}",
     ] {
         let out = run_pipeline(&g, p, None);
         assert_eq!(compc::ir::text::print(&out), text, "{p}");
@@ -222,4 +227,287 @@ fn sparse_then_quantized_keeps_the_zeros() {
             .collect();
         assert!(holds_nm(&wq, l.cols, 2, 4), "`{}`", l.name);
     }
+}
+
+/// Zeroes `round(ratio · C)` channels of every prunable channel group of a CNN in every
+/// weight that scores them (producer filters, consumer input slices, depthwise filters,
+/// classifier columns); returns (first writer, channels, zeroed channels) per group.
+fn zero_channels(g: &mut Graph, ratio: f64) -> Vec<(NodeId, usize, Vec<usize>)> {
+    use compc::passes::prune::structured::channels::{channel_groups, ChannelMember};
+    use compc::passes::prune::structured::channels_rewrite::take_axis;
+    let mut out = Vec::new();
+    for (conv, grp) in channel_groups(g).unwrap() {
+        let Ok(grp) = grp else { continue };
+        let c = grp.channels;
+        let k = (ratio * c as f64).round() as usize;
+        // 7 is prime to every channel count here, so these are k distinct channels.
+        let zeroed: Vec<usize> = (0..k).map(|i| (2 + 7 * i) % c).collect();
+        for m in &grp.members {
+            let (node, axis, offset) = match *m {
+                ChannelMember::ConvOut(n) | ChannelMember::Depthwise(n) => (n, 0, 0),
+                ChannelMember::ConvIn(n) => (n, 1, 0),
+                ChannelMember::ConvInAt { node, offset } => (node, 1, offset),
+                ChannelMember::LinearIn(n) => (n, 1, 0), // the classifier is Gemm transB=1
+                _ => continue,
+            };
+            let at: Vec<usize> = zeroed.iter().map(|c| offset + c).collect();
+            let wv = g.node(node).input(1).unwrap();
+            let w = g.const_weight(wv).unwrap().clone();
+            let shape: Vec<usize> = w.dims.iter().map(|&d| d as usize).collect();
+            let mut x = w.to_f32_vec().unwrap();
+            let n = shape[axis];
+            let inner: usize = shape[axis + 1..].iter().product();
+            for (i, v) in x.iter_mut().enumerate() {
+                if at.contains(&((i / inner) % n)) {
+                    *v = 0.0;
+                }
+            }
+            assert!(take_axis(&x, &shape, axis, &at).iter().all(|&v| v == 0.0));
+            let t = Tensor::from_f32(shape, x);
+            let nw = t.to_weight(&w.name).unwrap();
+            let cn = g.add_const(nw);
+            g.set_input(node, 1, Some(ValueRef::new(cn, 0)));
+        }
+        out.push((conv, c, zeroed));
+    }
+    compc::passes::dce::remove_dead_nodes(g).unwrap();
+    out
+}
+
+#[test]
+fn cnn_channel_groups_cover_the_network_through_the_concat() {
+    use compc::passes::prune::structured::channels::{channel_groups, ChannelMember};
+    for exporter in ["torchscript", "dynamo"] {
+        let g = compc::driver::load_model(&model_path("cnn", exporter)).unwrap();
+        let groups = channel_groups(&g).unwrap();
+        let ok: Vec<usize> = groups
+            .iter()
+            .filter_map(|(_, r)| r.as_ref().ok().map(|grp| grp.channels))
+            .collect();
+        // stem+projection (residual, 16), expand (48), block-2 hidden with its SE
+        // excitation (64), SE hidden (16), block-2 output (24: average pool into block 3,
+        // and offset 0 of the Concat into the fused 1x1), block-3 hidden with its SE (96),
+        // SE hidden (24), block-3 output (40: Resize, then offset 24 of the Concat), the
+        // fused 1x1 (96), the head conv feeding the classifier (192). The spatial gate's
+        // single channel is no group.
+        assert_eq!(ok, [16, 48, 64, 16, 24, 96, 24, 40, 96, 192], "{exporter}");
+        let refused: Vec<&String> = groups
+            .iter()
+            .filter_map(|(_, r)| r.as_ref().err())
+            .collect();
+        assert!(refused.is_empty(), "{exporter}: {refused:?}");
+        // Both Concat inputs reach the fused conv's input axis, at offsets 0 and 24.
+        let at: Vec<usize> = groups
+            .iter()
+            .filter_map(|(_, r)| r.as_ref().ok())
+            .flat_map(|grp| grp.members.iter())
+            .filter_map(|m| match m {
+                ChannelMember::ConvInAt { offset, .. } => Some(*offset),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(at, [0, 24], "{exporter}");
+    }
+}
+
+#[test]
+fn cnn_zero_channels_are_removed_with_identical_outputs() {
+    for exporter in ["torchscript", "dynamo"] {
+        let mut g = compc::driver::load_model(&model_path("cnn", exporter)).unwrap();
+        let zeroed = zero_channels(&mut g, 0.25);
+        let inputs = read_npz(&common::inputs_path("cnn", "b3"));
+        let before = outputs(&g, &inputs);
+        let out = run_pipeline(&g, "prune{structured=channels,ratio=0.25}", None);
+        // Every writer conv lost exactly its zeroed channels.
+        for (conv, c, z) in &zeroed {
+            let w = out.node(*conv).input(1).unwrap();
+            let dims = &out.const_weight(w).unwrap().dims;
+            assert_eq!(dims[0] as usize, c - z.len(), "{exporter}");
+        }
+        assert!(GraphStats::of(&out).parameters < GraphStats::of(&g).parameters);
+        let after = outputs(&out, &inputs);
+        assert!(
+            close(&before[0], &after[0], 1e-4, 1e-4),
+            "{exporter}: outputs changed"
+        );
+        if let Some(ort) = ort_outputs(&out, &inputs) {
+            assert!(
+                close(&ort[0], &after[0], 1e-4, 1e-4),
+                "{exporter}: onnxruntime disagrees"
+            );
+        }
+    }
+}
+
+#[test]
+fn cnn_channel_pruning_shrinks_the_model_and_onnxruntime_agrees() {
+    let g = compc::driver::load_model(&model_path("cnn", "torchscript")).unwrap();
+    let inputs = read_npz(&common::inputs_path("cnn", "b3"));
+    let out = run_pipeline(&g, "prune{structured=channels,ratio=0.5}", None);
+    let (pb, pa) = (
+        GraphStats::of(&g).parameters,
+        GraphStats::of(&out).parameters,
+    );
+    assert!(pa * 10 < pb * 7, "parameters {pb} → {pa}");
+    let ours = outputs(&out, &inputs);
+    assert_eq!(ours[0].len(), 3 * 10);
+    if let Some(ort) = ort_outputs(&out, &inputs) {
+        assert!(
+            close(&ort[0], &ours[0], 1e-4, 1e-4),
+            "onnxruntime disagrees"
+        );
+    }
+}
+
+#[test]
+fn gqa_head_pruning_keeps_kv_heads_with_their_query_heads() {
+    // 8 query heads share 4 KV heads (2 each) after mean pooling.
+    let mut g = run_pipeline(&lm(), "gqa{groups=4,method=mean}", None);
+    let idioms = Idioms::find(&g).unwrap();
+    let sel = select_skipping(&g, &idioms, &[]);
+    let layer = |i: usize| sel.layers.iter().find(|l| l.index == i).unwrap().clone();
+    // Zero KV group j = (1 + block) % 4 of every attention: k and v rows of KV head j, q
+    // rows of the query heads reading it, the same o columns. gqa repeats KV heads with
+    // Tile, so query head p reads KV head p mod 4: KV head j serves query heads j and j + 4.
+    for (ai, a) in idioms.attention.iter().enumerate() {
+        assert_eq!((a.num_heads, a.num_kv_heads), (Some(8), Some(4)));
+        let d = a.head_dim.unwrap() as usize;
+        let j = (1 + ai) % 4;
+        let heads =
+            |hs: &[usize]| -> Vec<usize> { hs.iter().flat_map(|h| h * d..(h + 1) * d).collect() };
+        for (li, idx, rows) in [
+            (a.q, heads(&[j, j + 4]), true),
+            (a.k, heads(&[j]), true),
+            (a.v, heads(&[j]), true),
+            (a.o.unwrap(), heads(&[j, j + 4]), false),
+        ] {
+            let l = layer(li);
+            let mut w = read_w(&g, &l).unwrap();
+            for r in 0..l.rows {
+                for c in 0..l.cols {
+                    if idx.contains(if rows { &r } else { &c }) {
+                        w[r * l.cols + c] = 0.0;
+                    }
+                }
+            }
+            write_w(&mut g, &l, &w).unwrap();
+        }
+    }
+    compc::passes::dce::remove_dead_nodes(&mut g).unwrap();
+    let inputs = lm_ids(2, 24, 1000);
+    let before = outputs(&g, &inputs);
+    // heads= counts query heads; under GQA it must be a multiple of the group size.
+    let err = common::try_pipeline(&g, "prune{structured=heads,heads=1}", None).unwrap_err();
+    assert!(err.contains("not a multiple of the 2 query heads"), "{err}");
+    let out = run_pipeline(
+        &g,
+        "prune{structured=heads,heads=2,importance=magnitude}",
+        None,
+    );
+    let after_idioms = Idioms::find(&out).unwrap();
+    for a in &after_idioms.attention {
+        assert_eq!((a.num_heads, a.num_kv_heads), (Some(6), Some(3)));
+    }
+    // 4 blocks × (q and o: 2 heads × 32 × 256 each; k and v: 1 head × 32 × 256 each).
+    let f32_params = |g: &Graph| GraphStats::of(g).bytes_by_dtype["f32"] / 4;
+    assert_eq!(
+        f32_params(&g) - f32_params(&out),
+        4 * (2 * 2 * 32 * 256 + 2 * 32 * 256)
+    );
+    let after = outputs(&out, &inputs);
+    assert!(close(&before[0], &after[0], 1e-4, 1e-4), "outputs changed");
+    if let Some(ort) = ort_outputs(&out, &inputs) {
+        assert!(
+            close(&ort[0], &after[0], 1e-4, 1e-4),
+            "onnxruntime disagrees"
+        );
+    }
+}
+
+#[test]
+fn lm_hidden_size_pruning_of_zero_channels_keeps_outputs() {
+    let mut g = lm();
+    let idioms = Idioms::find(&g).unwrap();
+    let sel = select_skipping(&g, &idioms, &[]);
+    // 64 of the 256 stream channels: zero in the embedding table, in every writer's output
+    // (o, down) and every reader's input (q, k, v, gate, up, lm_head), so the stream is
+    // zero there and every member scores them lowest.
+    let zeroed: Vec<usize> = (0..64).map(|i| (5 + 7 * i) % 256).collect();
+    let table = g
+        .node_ids()
+        .find_map(|id| match g.node(id).op {
+            compc::ir::Op::Gather(_) => g
+                .node(id)
+                .input(0)
+                .filter(|t| g.const_weight(*t).is_some())
+                .map(|t| (id, t)),
+            _ => None,
+        })
+        .unwrap();
+    let w = g.const_weight(table.1).unwrap().clone();
+    let mut e = w.to_f32_vec().unwrap();
+    for (i, x) in e.iter_mut().enumerate() {
+        if zeroed.contains(&(i % 256)) {
+            *x = 0.0;
+        }
+    }
+    let c = g.add_const(
+        Tensor::from_f32(vec![256, 256], e)
+            .to_weight(&w.name)
+            .unwrap(),
+    );
+    g.set_input(table.0, 0, Some(ValueRef::new(c, 0)));
+    let mut readers = 0;
+    for l in &sel.layers {
+        let mut w = read_w(&g, l).unwrap();
+        // Writers have 256 outputs and are read by a residual Add; everything else with 256
+        // inputs reads the stream (through a norm).
+        let writer = idioms.residuals.iter().any(|r| r.branch == l.linear.output);
+        for r in 0..l.rows {
+            for c in 0..l.cols {
+                if zeroed.contains(if writer { &r } else { &c }) && (writer || l.cols == 256) {
+                    w[r * l.cols + c] = 0.0;
+                }
+            }
+        }
+        readers += usize::from(!writer && l.cols == 256);
+        write_w(&mut g, l, &w).unwrap();
+    }
+    // q, k, v, gate, up per block and lm_head.
+    assert_eq!(readers, 4 * 5 + 1);
+    compc::passes::dce::remove_dead_nodes(&mut g).unwrap();
+    let inputs = lm_ids(2, 24, 1000);
+    let before = outputs(&g, &inputs);
+    let out = run_pipeline(&g, "prune{structured=hidden,ratio=0.25}", None);
+    let after_idioms = Idioms::find(&out).unwrap();
+    let mut seen = 0;
+    for r in &after_idioms.residuals {
+        let l = after_idioms
+            .linears
+            .iter()
+            .find(|l| l.output == r.branch)
+            .unwrap();
+        assert_eq!(l.out_features, Some(192));
+        seen += 1;
+    }
+    assert_eq!(seen, 8);
+    // Every stream reader now reads 192 features; the o projections still read the
+    // 8 heads × 32 of the attention context.
+    let narrow = after_idioms
+        .linears
+        .iter()
+        .filter(|l| l.in_features == Some(192))
+        .count();
+    assert_eq!(narrow, readers);
+    let after = outputs(&out, &inputs);
+    assert!(close(&before[0], &after[0], 1e-4, 1e-4), "outputs changed");
+    if let Some(ort) = ort_outputs(&out, &inputs) {
+        assert!(
+            close(&ort[0], &after[0], 1e-4, 1e-4),
+            "onnxruntime disagrees"
+        );
+    }
+    // Without zeroed channels the function changes, but stays close at a small ratio.
+    let lossy = run_pipeline(&lm(), "prune{structured=hidden,ratio=0.0625}", None);
+    assert!(GraphStats::of(&lossy).parameters < GraphStats::of(&lm()).parameters);
 }

@@ -27,7 +27,7 @@ use crate::registry::PassDescriptor;
 pub fn descriptor() -> PassDescriptor {
     PassDescriptor {
         name: "prune",
-        summary: "weight pruning: magnitude, Wanda or SparseGPT to a sparsity (unstructured, 2:4, 4:8), or structured removal of MLP hidden units and attention heads",
+        summary: "weight pruning: magnitude, Wanda or SparseGPT to a sparsity (unstructured, 2:4, 4:8), or structured removal of MLP hidden units, attention heads, convolution channels or hidden-size channels",
         exactness: Exactness::Lossy,
         options: OPTIONS,
         build: |o| Ok(Box::new(Prune::new(o.clone()))),

@@ -1,7 +1,7 @@
 //! `prune`'s option schema and the resolved configuration. Unstructured and N:M pruning
 //! (`sparsity`, `pattern`, `method`) zero weights in place; structured pruning
-//! (`structured=mlp|heads|both`) removes whole MLP hidden units and attention heads and
-//! shrinks the tensors. The two are separate modes of the pass: one `prune{...}` entry
+//! (`structured=mlp|heads|both|channels|hidden`) removes whole MLP hidden units, attention
+//! heads, convolution channels or residual-stream channels and shrinks the tensors. The two are separate modes of the pass: one `prune{...}` entry
 //! does one or the other (a pipeline may hold two entries).
 
 use crate::options::{OptionKind, OptionSpec, PassOptions};
@@ -60,9 +60,10 @@ pub const OPTIONS: &[OptionSpec] = &[
     },
     OptionSpec {
         name: "structured",
-        kind: OptionKind::Choice(&["mlp", "heads", "both"]),
+        kind: OptionKind::Choice(&["mlp", "heads", "both", "channels", "hidden"]),
         default: None,
-        help: "remove MLP hidden units and/or attention heads (shrinks tensors)",
+        help: "remove MLP hidden units and/or attention heads, convolution output channels, \
+               or channels of a decoder's residual stream (hidden size); shrinks tensors",
     },
     OptionSpec {
         name: "ratio",
@@ -174,6 +175,10 @@ pub enum Target {
     Mlp,
     Heads,
     Both,
+    /// Output channels of convolutions (with everything coupled to them).
+    Channels,
+    /// The hidden size of a pre-norm decoder's residual stream.
+    Hidden,
 }
 
 impl Target {
@@ -339,9 +344,11 @@ impl PruneConfig {
             "mlp" => Target::Mlp,
             "heads" => Target::Heads,
             "both" => Target::Both,
+            "channels" => Target::Channels,
+            "hidden" => Target::Hidden,
             other => {
                 return Err(format!(
-                    "unknown structured target `{other}` (mlp, heads, both)"
+                    "unknown structured target `{other}` (mlp, heads, both, channels, hidden)"
                 ))
             }
         };
@@ -367,6 +374,9 @@ impl PruneConfig {
         if heads.is_some() && !target.heads() {
             return Err("heads= applies to structured=heads|both".into());
         }
+        if matches!(target, Target::Channels | Target::Hidden) {
+            super::structured::channels_rewrite::check_options(o, t)?;
+        }
         let importance = match o.text("importance") {
             Some("magnitude") => Importance::Magnitude,
             Some("wanda") => Importance::Wanda,
@@ -376,7 +386,9 @@ impl PruneConfig {
                     "unknown importance `{i}` (magnitude, wanda, taylor)"
                 ))
             }
-            None if has_calib => Importance::Wanda,
+            None if has_calib && matches!(target, Target::Mlp | Target::Heads | Target::Both) => {
+                Importance::Wanda
+            }
             None => Importance::Magnitude,
         };
         if importance.needs_calibration() && !has_calib {

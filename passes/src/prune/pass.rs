@@ -144,17 +144,26 @@ pub fn select_layers(
     for (n, w) in &sel.skipped {
         cx.note(format!("left `{n}` dense: {w}"));
     }
+    let why: Vec<String> = sel
+        .skipped
+        .iter()
+        .map(|(n, w)| format!("`{n}`: {w}"))
+        .collect();
     if outside > 0 {
         cx.note(format!(
             "left {outside} linear layers outside attention/MLP blocks dense (layers=all prunes them)"
         ));
     }
     if out.is_empty() {
-        return Err(PassError::Invalid(
+        return Err(PassError::Invalid(format!(
             "nothing to prune: no float linear layer (MatMul or Gemm with a constant weight) \
-             is left after layers= and skip="
-                .into(),
-        ));
+             is left after layers= and skip={}",
+            if why.is_empty() {
+                String::new()
+            } else {
+                format!(" (left dense: {})", why.join("; "))
+            }
+        )));
     }
     Ok(out)
 }

@@ -4,6 +4,7 @@
 //! Hadamard before each MLP down projection and rotate V/O per head. Every step is exact
 //! in real arithmetic; the weight algebra runs in float64.
 
+use super::explicit::{down_hadamard_pair, rotate_stream_explicit};
 use super::online::{insert_down_hadamard, rotate_value_output};
 use super::rotation::Rotation;
 use super::stream::{find_stream, Stream};
@@ -32,6 +33,13 @@ pub const OPTIONS: &[OptionSpec] = &[
         default: Some("true"),
         help: "also insert the online Hadamard before each MLP down projection and rotate V/O per head",
     },
+    OptionSpec {
+        name: "fold",
+        kind: OptionKind::Bool,
+        default: Some("true"),
+        help: "fold the rotations into the weights; false writes them as explicit MatMul by Q/Qᵀ \
+               and hadamard pairs (for egraph-opt to fold, or to inspect them)",
+    },
 ];
 
 pub fn descriptor() -> PassDescriptor {
@@ -47,6 +55,7 @@ pub fn descriptor() -> PassDescriptor {
 pub struct Rotate {
     pub seed: u64,
     pub online: bool,
+    pub fold: bool,
 }
 
 impl Rotate {
@@ -54,6 +63,7 @@ impl Rotate {
         Rotate {
             seed: o.int("seed").unwrap_or(0) as u64,
             online: o.bool("online").unwrap_or(true),
+            fold: o.bool("fold").unwrap_or(true),
         }
     }
 }
@@ -78,6 +88,9 @@ impl Pass for Rotate {
         })?;
         let before = peaks(g, &idioms)?;
         let folded = fold_norm_scales(g, &idioms, &stream)?;
+        if !self.fold {
+            return self.run_explicit(g, cx, &idioms, &stream, &q, folded);
+        }
         rotate_stream(g, &idioms, &stream, &q)?;
         cx.note(format!(
             "residual stream (d = {}): {}; {} norm scales folded into {} readers, {} writers, embeddings rotated",
@@ -117,6 +130,45 @@ impl Pass for Rotate {
                 p,
                 peak_to_rms(&after.data)
             ));
+        }
+        remove_dead_nodes(g)?;
+        cx.touch(touched);
+        Ok(Changed::Yes)
+    }
+}
+
+impl Rotate {
+    /// `fold=false`: the rotations as explicit ops ([`super::explicit`]).
+    fn run_explicit(
+        &self,
+        g: &mut Graph,
+        cx: &mut PassContext,
+        idioms: &Idioms,
+        stream: &Stream,
+        q: &Rotation,
+        folded: usize,
+    ) -> Result<Changed, PassError> {
+        let n = rotate_stream_explicit(g, idioms, stream, q)?;
+        cx.note(format!(
+            "residual stream (d = {}): {}, as {n} explicit MatMuls by Q or Qᵀ (fold=false); \
+             {folded} norm scales folded into their readers",
+            stream.d, q.how
+        ));
+        let mut touched = 1 + folded + n;
+        if self.online {
+            for m in &idioms.mlps {
+                let how = down_hadamard_pair(g, idioms, m.down)?;
+                touched += 2;
+                cx.note(format!(
+                    "online Hadamard before {}: {how}",
+                    layer_name(g, idioms, m.down)
+                ));
+            }
+            if !idioms.attention.is_empty() {
+                cx.note(
+                    "fold=false leaves V/O unrotated: the per-head rotation has no op of its own",
+                );
+            }
         }
         remove_dead_nodes(g)?;
         cx.touch(touched);

@@ -3,7 +3,7 @@
 //! count get the new count, optional compensation folds the removed channels' mean
 //! contribution into the consumers' biases, and the graph's types are inferred again.
 
-use super::depgraph::{Axis, Group, GroupKind};
+use super::depgraph::{Axis, Group, GroupKind, Member};
 use crate::idioms::Idioms;
 use crate::pass::PassError;
 use crate::quant::layers::{read_w, transpose, Layer, Layout};
@@ -108,7 +108,7 @@ pub fn write_resized(
 }
 
 /// Removes the units of one member linear.
-fn slice_member(g: &mut Graph, l: &Layer, axis: Axis, keep: &[usize]) -> Result<(), PassError> {
+pub fn slice_member(g: &mut Graph, l: &Layer, axis: Axis, keep: &[usize]) -> Result<(), PassError> {
     let w = read_w(g, l)?;
     let (rows, cols) = (l.rows, l.cols);
     match axis {
@@ -283,6 +283,16 @@ pub fn add_to_bias(g: &mut Graph, l: &Layer, delta: &[f32]) -> Result<(), PassEr
     Ok(())
 }
 
+/// Indices kept along a member's axis when `removed` units (of `units`) go, ascending.
+pub fn kept_member(m: &Member, units: usize, removed: &[usize]) -> Vec<usize> {
+    let mut out: Vec<usize> = (0..units)
+        .filter(|u| removed.binary_search(u).is_err())
+        .flat_map(|u| m.indices(u, units))
+        .collect();
+    out.sort_unstable();
+    out
+}
+
 /// Removes `removed` (sorted unit indices) from every member of `group`.
 pub fn apply_group(
     g: &mut Graph,
@@ -299,7 +309,7 @@ pub fn apply_group(
                 m.linear
             ))
         })?;
-        let keep = kept(group.units, m.width, removed);
+        let keep = kept_member(m, group.units, removed);
         slice_member(g, l, m.axis, &keep)?;
     }
     for c in &group.consts {

@@ -16,8 +16,8 @@
 //!   back are recorded so their head count can be rewritten.
 //!
 //! The residual stream (every writer's output axis and every reader's input axis, norms,
-//! embeddings) forms one giant group; it is detected (the search stops there) but not
-//! pruned.
+//! embeddings) forms one giant group: the MLP search stops there, and `structured=hidden`
+//! ([`super::hidden`]) prunes it as a whole.
 
 use crate::idioms::{Attention, Idioms};
 use crate::pass::PassError;
@@ -33,12 +33,27 @@ pub enum Axis {
     In,
 }
 
-/// One linear's slice of the group: unit `u` is `[u·width, (u+1)·width)` along `axis`.
+/// One linear's slice of the group: unit `u` owns `width` entries along `axis`, in
+/// `parts` equal blocks; block `i` of unit `u` starts at `(u + i·units)·width/parts`. With
+/// one part that is `[u·width, (u+1)·width)`; several parts describe query heads under
+/// `Tile`-repeated KV heads, where KV head j serves query heads j, j + KV, j + 2·KV, ….
 #[derive(Clone, Debug, PartialEq)]
 pub struct Member {
     pub linear: usize,
     pub axis: Axis,
     pub width: usize,
+    pub parts: usize,
+}
+
+impl Member {
+    /// The indices of unit `u` (of `units`) along the member's axis, ascending.
+    pub fn indices(&self, u: usize, units: usize) -> impl Iterator<Item = usize> {
+        let part = self.width / self.parts.max(1);
+        (0..self.parts.max(1)).flat_map(move |i| {
+            let start = (u + i * units) * part;
+            start..start + part
+        })
+    }
 }
 
 /// A constant operand of an element-wise op on the group's channels, sliced along its
@@ -169,6 +184,7 @@ pub fn mlp_group(g: &Graph, idioms: &Idioms, mi: usize) -> Result<Group, PassErr
                         linear: li,
                         axis: Axis::Out,
                         width: 1,
+                        parts: 1,
                     },
                 );
             } else {
@@ -207,6 +223,7 @@ pub fn mlp_group(g: &Graph, idioms: &Idioms, mi: usize) -> Result<Group, PassErr
                             linear: li,
                             axis: Axis::In,
                             width: 1,
+                            parts: 1,
                         },
                     );
                     continue;
@@ -299,7 +316,7 @@ pub fn split_reshape(g: &Graph, v: ValueRef, what: &str, ai: usize) -> Result<No
 }
 
 /// The Reshape merging the heads back before the output projection.
-fn merge_reshape(g: &Graph, v: ValueRef, ai: usize) -> Result<NodeId, PassError> {
+pub fn merge_reshape(g: &Graph, v: ValueRef, ai: usize) -> Result<NodeId, PassError> {
     let mut cur = v;
     for _ in 0..4 {
         let node = g.node(cur.node);
@@ -318,6 +335,35 @@ fn merge_reshape(g: &Graph, v: ValueRef, ai: usize) -> Result<NodeId, PassError>
     )))
 }
 
+/// Whether K reaches the attention scores through `Tile` along the head axis (repeats
+/// `[1, r, 1, 1]`, as compc's `gqa` writes it), so that query head p reads KV head
+/// `p mod KV`, rather than through an interleaving repeat (torch's `repeat_kv`:
+/// Unsqueeze, Expand, Reshape), where it reads KV head `p / r`.
+fn tiled_kv(g: &Graph, a: &Attention) -> bool {
+    let mut cur = g.node(a.scores_matmul).input(1);
+    for _ in 0..8 {
+        let Some(v) = cur else { return false };
+        let node = g.node(v.node);
+        match node.op {
+            Op::Tile => {
+                let rank4 = node.input(0).and_then(|x| g.value_type(x)?.shape.rank()) == Some(4);
+                let reps = node
+                    .input(1)
+                    .and_then(|r| g.const_weight(r)?.to_i64_vec().ok());
+                return rank4 && matches!(reps.as_deref(), Some([1, r, 1, 1]) if *r > 1);
+            }
+            Op::Transpose(_)
+            | Op::Cast(_)
+            | Op::Unary(UnaryOp::Identity)
+            | Op::Reshape(_)
+            | Op::Expand
+            | Op::Unsqueeze(_) => cur = node.input(0),
+            _ => return false,
+        }
+    }
+    false
+}
+
 /// The head group of an attention: q/k/v rows and o columns, units = KV groups.
 pub fn head_group(g: &Graph, idioms: &Idioms, ai: usize) -> Result<Group, PassError> {
     let a: &Attention = &idioms.attention[ai];
@@ -334,22 +380,28 @@ pub fn head_group(g: &Graph, idioms: &Idioms, ai: usize) -> Result<Group, PassEr
         )));
     }
     let r = h / kv;
+    // Query heads of one KV head: contiguous under an interleaving repeat, strided by the
+    // KV head count under `Tile`.
+    let parts = if tiled_kv(g, a) { r } else { 1 };
     let mut members = vec![Member {
         linear: a.q,
         axis: Axis::Out,
         width: r * d,
+        parts,
     }];
     for li in [a.k, a.v] {
         members.push(Member {
             linear: li,
             axis: Axis::Out,
             width: d,
+            parts: 1,
         });
     }
     members.push(Member {
         linear: o,
         axis: Axis::In,
         width: r * d,
+        parts,
     });
     let lin = |i: usize| &idioms.linears[i];
     let mut reshapes = Vec::new();

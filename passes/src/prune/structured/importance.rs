@@ -28,11 +28,11 @@ fn member_scores(m: &Member, d: &MemberData, units: usize, imp: Importance) -> V
     let mut s = vec![0f64; units];
     let (rows, cols) = (d.rows, d.cols);
     for (u, su) in s.iter_mut().enumerate() {
-        let (a, b) = (u * m.width, (u + 1) * m.width);
+        let idx: Vec<usize> = m.indices(u, units).collect();
         let mut acc = 0f64;
         match (m.axis, imp) {
             (Axis::Out, Importance::Magnitude) => {
-                for r in a..b {
+                for &r in &idx {
                     for &x in &d.w[r * cols..(r + 1) * cols] {
                         acc += (x as f64).powi(2);
                     }
@@ -41,15 +41,15 @@ fn member_scores(m: &Member, d: &MemberData, units: usize, imp: Importance) -> V
             }
             (Axis::In, Importance::Magnitude) => {
                 for r in 0..rows {
-                    for &x in &d.w[r * cols + a..r * cols + b] {
-                        acc += (x as f64).powi(2);
+                    for &c in &idx {
+                        acc += (d.w[r * cols + c] as f64).powi(2);
                     }
                 }
                 acc = acc.sqrt();
             }
             (Axis::Out, Importance::Wanda) => {
                 let n = d.norms.unwrap_or(&[]);
-                for r in a..b {
+                for &r in &idx {
                     for (x, nj) in d.w[r * cols..(r + 1) * cols].iter().zip(n) {
                         acc += x.abs() as f64 * nj;
                     }
@@ -58,8 +58,8 @@ fn member_scores(m: &Member, d: &MemberData, units: usize, imp: Importance) -> V
             (Axis::In, Importance::Wanda) => {
                 let n = d.norms.unwrap_or(&[]);
                 for r in 0..rows {
-                    for (c, x) in d.w[r * cols + a..r * cols + b].iter().enumerate() {
-                        acc += x.abs() as f64 * n.get(a + c).copied().unwrap_or(0.0);
+                    for &c in &idx {
+                        acc += d.w[r * cols + c].abs() as f64 * n.get(c).copied().unwrap_or(0.0);
                     }
                 }
             }
@@ -67,7 +67,7 @@ fn member_scores(m: &Member, d: &MemberData, units: usize, imp: Importance) -> V
             (Axis::In, Importance::Taylor) => {
                 let n = d.norms.unwrap_or(&[]);
                 let t = d.tokens.max(1) as f64;
-                for c in a..b {
+                for &c in &idx {
                     let col: f64 = (0..rows).map(|r| (d.w[r * cols + c] as f64).powi(2)).sum();
                     acc += col * n.get(c).map_or(0.0, |v| v * v / t);
                 }

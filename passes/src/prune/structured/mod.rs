@@ -3,16 +3,21 @@
 //!
 //! - [`depgraph`]: the groups of coupled slices (what must go together);
 //! - [`importance`]: scores per unit (magnitude, Wanda-style, Taylor/OBD);
-//! - [`apply`]: slicing the tensors, rewriting head counts, compensation, re-inference.
+//! - [`apply`]: slicing the tensors, rewriting head counts, compensation, re-inference;
+//! - [`channels`], [`channels_rewrite`]: convolution output channels (`structured=channels`);
+//! - [`hidden`]: the residual stream's hidden size (`structured=hidden`).
 //!
 //! Scores come from the unpruned model in one calibration run (not block-sequential).
 //! Removing nothing (ratio 0, heads=0) returns before touching the graph.
 
 pub mod apply;
+pub mod channels;
+pub mod channels_rewrite;
 pub mod depgraph;
+pub mod hidden;
 pub mod importance;
 
-use super::options::{PruneConfig, StructuredConfig};
+use super::options::{PruneConfig, StructuredConfig, Target};
 use crate::calib::runner::DEFAULT_BATCH;
 use crate::calib::{CalibRunner, InputStats};
 use crate::context::PassContext;
@@ -67,6 +72,11 @@ pub fn run(
     cfg: &PruneConfig,
     s: &StructuredConfig,
 ) -> Result<Changed, PassError> {
+    match s.target {
+        Target::Channels => return channels_rewrite::run(g, cx, &cfg.skip, s),
+        Target::Hidden => return hidden::run(g, cx, &cfg.skip, s),
+        _ => {}
+    }
     let idioms = Idioms::find(g)?;
     let mut groups = Vec::new();
     if s.target.mlp() {
@@ -196,7 +206,7 @@ pub fn run(
                 let w = read_w(g, l)?;
                 let mut d = vec![0f32; l.rows];
                 for &u in removed {
-                    for c in u * m.width..(u + 1) * m.width {
+                    for c in m.indices(u, grp.units) {
                         for (r, dr) in d.iter_mut().enumerate() {
                             *dr += (w[r * l.cols + c] as f64 * mean[c]) as f32;
                         }
