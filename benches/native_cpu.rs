@@ -69,7 +69,12 @@ fn ort_ms(model: &Path, ins: &[(String, Tensor)], reps: usize, threads: usize) -
         .arg(root().join("tests/fixtures/scripts/ort_time.py"))
         .arg(model)
         .arg(&p)
-        .args(["--reps", &reps.to_string(), "--threads", &threads.to_string()])
+        .args([
+            "--reps",
+            &reps.to_string(),
+            "--threads",
+            &threads.to_string(),
+        ])
         .output()
         .ok()?;
     if !o.status.success() {
@@ -97,7 +102,10 @@ fn main() {
     println!("|---|---:|---:|---:|---:|---:|---:|");
     let mut cases: Vec<(String, Graph, &str)> = Vec::new();
     for m in ["cnn", "encoder", "decoder"] {
-        let g = compc::driver::load_model(&root().join(format!("tests/fixtures/models/{m}.torchscript.onnx"))).unwrap();
+        let g = compc::driver::load_model(
+            &root().join(format!("tests/fixtures/models/{m}.torchscript.onnx")),
+        )
+        .unwrap();
         cases.push((m.to_string(), g, m));
     }
     let dec = cases[2].1.clone();

@@ -61,7 +61,7 @@ fn parse<'c>(ctx: &'c Context, text: &str, diags: &Diags) -> Result<Module<'c>, 
 fn run_pipeline(ctx: &Context, module: &mut Module, diags: &Diags) -> Result<(), BackendError> {
     let pm = PassManager::new(ctx);
     parse_pass_pipeline(pm.as_operation_pass_manager(), SCHEDULE_PIPELINE)
-    .map_err(|e| BackendError::Mlir(format!("pass pipeline: {e}")))?;
+        .map_err(|e| BackendError::Mlir(format!("pass pipeline: {e}")))?;
     pm.run(module)
         .map_err(|_| mlir_error("applying the loop schedule", diags))?;
     erase_schedule(module);
@@ -180,7 +180,9 @@ pub fn write_shared_library(
             )
         };
         if engine.lookup(PACKED_ENTRY).is_null() {
-            return Err(BackendError::Mlir(format!("no `{PACKED_ENTRY}` was compiled")));
+            return Err(BackendError::Mlir(format!(
+                "no `{PACKED_ENTRY}` was compiled"
+            )));
         }
         engine.dump_to_object_file(&obj.display().to_string());
     }

@@ -58,6 +58,10 @@ pub fn with_cpu_schedule(text: &str) -> String {
         .trim_end()
         .strip_suffix('}')
         .expect("an emitted module ends with `}`");
-    let body = body.replacen("module {", "module attributes {transform.with_named_sequence} {", 1);
+    let body = body.replacen(
+        "module {",
+        "module attributes {transform.with_named_sequence} {",
+        1,
+    );
     format!("{body}{CPU_SCHEDULE}}}\n")
 }
