@@ -9,8 +9,15 @@
 //! - the text round trip: printing, parsing and printing again gives the same bytes;
 //! - for pipelines of exact passes, the reference runtime gives the same outputs before
 //!   and after on random inputs (symbolic dims set to 3), when all weights are inline.
+//!
+//! A case with the line `// EXPECT: the last pass keeps the outputs` runs the pipeline in
+//! two steps: the outputs after the last pass are compared with those of the graph the
+//! earlier passes produced (a lossy pass such as `quant` may come before an exact one),
+//! and the snapshot gets the last pass's node counts by op and the notes that say which
+//! rewrites it applied.
 
 use compc::ir::{DType, Dim, Graph, Op};
+use compc::passes::ledger::LedgerEntry;
 use compc::passes::{Exactness, PassManager, Registry};
 use compc::runtime::Tensor;
 
@@ -104,6 +111,12 @@ fn run_case(registry: &Registry, pipeline: &str, src: &str) -> String {
         .iter()
         .all(|p| p.pass.exactness() == Exactness::Exact);
     let exact = exact_pipeline || src.lines().any(|l| l.trim() == "// EXPECT: same outputs");
+    if src
+        .lines()
+        .any(|l| l.trim() == "// EXPECT: the last pass keeps the outputs")
+    {
+        return run_last_pass_checked(g, passes, pipeline);
+    }
     let before = g.clone();
     if let Err(e) = PassManager::new(passes).run(&mut g) {
         return format!("error: {e}\n");
@@ -127,6 +140,81 @@ fn run_case(registry: &Registry, pipeline: &str, src: &str) -> String {
     } else {
         out
     }
+}
+
+/// Node counts by op that differ between before and after ("matmul 8 → 4").
+fn op_changes(e: &LedgerEntry) -> String {
+    let (b, a) = (&e.before.ops, &e.after.ops);
+    let names: std::collections::BTreeSet<&String> = b.keys().chain(a.keys()).collect();
+    names
+        .into_iter()
+        .filter_map(|op| {
+            let (x, y) = (
+                b.get(op).copied().unwrap_or(0),
+                a.get(op).copied().unwrap_or(0),
+            );
+            (x != y).then(|| format!("{op} {x} → {y}"))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `// EXPECT: the last pass keeps the outputs`: runs all passes but the last, then the
+/// last, and checks the last against the graph it was given.
+fn run_last_pass_checked(
+    mut g: Graph,
+    mut passes: Vec<compc::passes::registry::ConfiguredPass>,
+    pipeline: &str,
+) -> String {
+    let Some(last) = passes.pop() else {
+        panic!("`// EXPECT: the last pass keeps the outputs` with an empty pipeline");
+    };
+    assert_eq!(
+        last.pass.exactness(),
+        Exactness::Exact,
+        "`// EXPECT: the last pass keeps the outputs` after a pass that is not exact"
+    );
+    if let Err(e) = PassManager::new(passes).run(&mut g) {
+        return format!("error: {e}\n");
+    }
+    let before = g.clone();
+    let ledger = match PassManager::new(vec![last]).run(&mut g) {
+        Ok(l) => l,
+        Err(e) => return format!("error: {e}\n"),
+    };
+    let entry = &ledger.passes[0];
+    let out = compc::ir::text::print(&g);
+    let reparsed = compc::ir::text::parse(&out).expect("printed IR parses");
+    assert_eq!(
+        compc::ir::text::print(&reparsed),
+        out,
+        "text round trip after the pipeline"
+    );
+    let mut s = out;
+    s.push_str(&format!(
+        "// {}: nodes {} → {}; {}\n",
+        entry.pass,
+        entry.before.nodes,
+        entry.after.nodes,
+        op_changes(entry)
+    ));
+    for n in entry
+        .record
+        .notes
+        .iter()
+        .filter(|n| n.starts_with("rules applied"))
+    {
+        s.push_str(&format!("// {}: {n}\n", entry.pass));
+    }
+    match numeric_check(&before, &g) {
+        Ok(Some(())) => s.push_str(&format!(
+            "// {}: numerically equal to its input on random data\n",
+            entry.pass
+        )),
+        Ok(None) => panic!("`// EXPECT: the last pass keeps the outputs` on a case that cannot be run numerically\n{s}"),
+        Err(e) => panic!("the last pass of `{pipeline}` changed the function: {e}\n{s}"),
+    }
+    s
 }
 
 #[test]

@@ -344,6 +344,32 @@ graph @g(%x: tensor<{b}x8xf32>) -> (y: tensor<{b}x8xf32>) {
 }"#,
     ),
     (
+        "matmul-factor",
+        "linear",
+        r#"
+graph @g(%x: tensor<{b}x6xf32>, %y: tensor<{b}x6xf32>) -> (z: tensor<{b}x3xf32>) {
+  %w = "const"() {value = RAND(6x3)} : () -> tensor<6x3xf32>
+  %0 = "matmul"(%x, %w) : (tensor<{b}x6xf32>, tensor<6x3xf32>) -> tensor<{b}x3xf32>
+  %1 = "matmul"(%y, %w) : (tensor<{b}x6xf32>, tensor<6x3xf32>) -> tensor<{b}x3xf32>
+  %2 = "add"(%0, %1) : (tensor<{b}x3xf32>, tensor<{b}x3xf32>) -> tensor<{b}x3xf32>
+  return %2
+}"#,
+    ),
+    (
+        "rotation-through-rms-norm",
+        "linear",
+        r#"
+graph @g(%x: tensor<{b}x{s}x4xf32>) -> (y: tensor<{b}x{s}x4xf32>) {
+  %q = "const"() {value = dense<[[0.5, 0.5, -0.5, 0.5], [0.5, -0.5, -0.5, -0.5], [0.5, 0.5, 0.5, -0.5], [0.5, -0.5, 0.5, 0.5]]>} : () -> tensor<4x4xf32>
+  %qt = "const"() {value = dense<[[0.5, 0.5, 0.5, 0.5], [0.5, -0.5, 0.5, -0.5], [-0.5, -0.5, 0.5, 0.5], [0.5, -0.5, -0.5, 0.5]]>} : () -> tensor<4x4xf32>
+  %s = "const"() {value = dense<[1.5, 1.5, 1.5, 1.5]>} : () -> tensor<4xf32>
+  %0 = "matmul"(%x, %q) : (tensor<{b}x{s}x4xf32>, tensor<4x4xf32>) -> tensor<{b}x{s}x4xf32>
+  %1 = "rms_normalization"(%0, %s) {epsilon = 1e-6} : (tensor<{b}x{s}x4xf32>, tensor<4xf32>) -> tensor<{b}x{s}x4xf32>
+  %2 = "matmul"(%1, %qt) : (tensor<{b}x{s}x4xf32>, tensor<4x4xf32>) -> tensor<{b}x{s}x4xf32>
+  return %2
+}"#,
+    ),
+    (
         "conv-batchnorm",
         "conv-bn",
         r#"
@@ -536,6 +562,25 @@ graph @g(%x: tensor<2x3xf32>) -> (y: tensor<2x3xf32>) {
   %i = "const"() {value = dense<[[1.0, 0.0, 0.0], [0.0, 1.001, 0.0], [0.0, 0.0, 1.0]]>} : () -> tensor<3x3xf32>
   %0 = "matmul"(%x, %i) : (tensor<2x3xf32>, tensor<3x3xf32>) -> tensor<2x3xf32>
   return %0
+}"#,
+        ),
+        (
+            // Q·P is not the identity, and a scale that differs per channel does not
+            // commute with a rotation.
+            "linear",
+            r#"
+graph @g(%x: tensor<2x4xf32>) -> (y: tensor<2x4xf32>) {
+  %q = "const"() {value = dense<[[0.5, 0.5, -0.5, 0.5], [0.5, -0.5, -0.5, -0.5], [0.5, 0.5, 0.5, -0.5], [0.5, -0.5, 0.5, 0.5]]>} : () -> tensor<4x4xf32>
+  %qt = "const"() {value = dense<[[0.5, 0.5, 0.5, 0.5], [0.5, -0.5, 0.5, -0.5], [-0.5, -0.5, 0.5, 0.5], [0.5, -0.5, -0.5, 0.5]]>} : () -> tensor<4x4xf32>
+  %s = "const"() {value = dense<[1.0, 1.0, 1.0, 1.0]>} : () -> tensor<4xf32>
+  %t = "const"() {value = dense<[1.0, 2.0, 1.0, 1.0]>} : () -> tensor<4xf32>
+  %0 = "matmul"(%x, %q) : (tensor<2x4xf32>, tensor<4x4xf32>) -> tensor<2x4xf32>
+  %1 = "rms_normalization"(%0, %s) {epsilon = 1e-6} : (tensor<2x4xf32>, tensor<4xf32>) -> tensor<2x4xf32>
+  %2 = "matmul"(%1, %q) : (tensor<2x4xf32>, tensor<4x4xf32>) -> tensor<2x4xf32>
+  %3 = "rms_normalization"(%0, %t) {epsilon = 1e-6} : (tensor<2x4xf32>, tensor<4xf32>) -> tensor<2x4xf32>
+  %4 = "matmul"(%3, %qt) : (tensor<2x4xf32>, tensor<4x4xf32>) -> tensor<2x4xf32>
+  %5 = "add"(%2, %4) : (tensor<2x4xf32>, tensor<2x4xf32>) -> tensor<2x4xf32>
+  return %5
 }"#,
         ),
     ];

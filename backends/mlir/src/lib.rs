@@ -12,7 +12,7 @@ pub mod support;
 
 use compc_ir::Graph;
 use compc_runtime::native::manifest::{
-    Binding, DimSpec, Manifest, ParamSpec, TensorSpec, FORMAT_VERSION, MANIFEST_FILE,
+    Binding, DimSpec, Manifest, ParamSpec, TensorSpec, FORMAT_VERSION,
 };
 use emit::{MlirModule, ParamSource};
 use std::io::Write;
@@ -153,7 +153,7 @@ pub fn compile_module_cpu(g: &Graph, m: &MlirModule, dir: &Path) -> Result<Manif
         write_weights(g, m, &dir.join("weights.bin"))?;
         let manifest = manifest_for(m, "cpu", "model.so", compile::PACKED_ENTRY)?;
         let text = serde_json::to_string_pretty(&manifest).expect("manifest serializes");
-        let mp = dir.join(MANIFEST_FILE);
+        let mp = dir.join(compc_runtime::native::manifest::MANIFEST_FILE);
         std::fs::write(&mp, text).map_err(|e| io(&mp, e))?;
         let tp = dir.join("model.mlir");
         std::fs::write(&tp, &m.text).map_err(|e| io(&tp, e))?;
