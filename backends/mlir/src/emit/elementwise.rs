@@ -81,19 +81,19 @@ fn unary_body(b: &mut Body, k: UnaryOp, x: &str, t: &str, float: bool) -> Result
 fn erf_body(b: &mut Body, x: &str, t: &str) -> String {
     // Highest degree first (Horner).
     const P: [f32; 7] = [
-        2.087_411_4e-8,
-        -2.441_804_2e-6,
+        2.087_411_5e-8,
+        -2.441_804e-6,
         2.256_626_9e-4,
         6.764_921e-3,
-        5.970_842_5e-2,
-        2.689_800_8e-1,
+        5.970_842_4e-2,
+        2.689_801e-1,
         1.128_374_5,
     ];
     const Q: [f32; 5] = [
         1.736_867_1e-3,
         2.033_390_1e-2,
         1.435_926_3e-1,
-        5.716_694_8e-1,
+        5.716_694_6e-1,
         1.0,
     ];
     let lo = b.fconst(-4.0, t);
