@@ -36,7 +36,7 @@ fn unary_body(b: &mut Body, k: UnaryOp, x: &str, t: &str, float: bool) -> Result
         UnaryOp::Identity => x.to_string(),
         UnaryOp::Neg => b.op(format!("arith.negf {x} : {t}")),
         UnaryOp::Abs => math(b, "absf"),
-        UnaryOp::Exp => exp_body(b, x, t),
+        UnaryOp::Exp => math(b, "exp"),
         UnaryOp::Log => math(b, "log"),
         UnaryOp::Sqrt => math(b, "sqrt"),
         UnaryOp::Sin => math(b, "sin"),
@@ -57,7 +57,7 @@ fn unary_body(b: &mut Body, k: UnaryOp, x: &str, t: &str, float: bool) -> Result
         UnaryOp::Sigmoid => {
             // 1 / (1 + exp(-x))
             let n = b.op(format!("arith.negf {x} : {t}"));
-            let e = exp_body(b, &n, t);
+            let e = b.op(format!("math.exp {n} : {t}"));
             let one = b.fconst(1.0, t);
             let d = b.op(format!("arith.addf {one}, {e} : {t}"));
             b.op(format!("arith.divf {one}, {d} : {t}"))
@@ -114,44 +114,6 @@ fn erf_body(b: &mut Body, x: &str, t: &str) -> String {
     let p = b.op(format!("arith.mulf {p}, {c} : {t}"));
     let q = horner(b, &Q);
     b.op(format!("arith.divf {p}, {q} : {t}"))
-}
-
-/// exp(x) for f32 in arithmetic: x = n·ln2 + r with n = ⌊x·log₂e + ½⌋ (two-constant
-/// Cody–Waite reduction, |r| ≤ ln2/2), e^r by its degree-6 Taylor polynomial (relative
-/// error < 2e-7 there), times 2^n built from the exponent bits. x is clamped to the range
-/// where 2^n is a normal float. Vectorizes; no libm call (and nothing a GPU lacks).
-pub fn exp_body(b: &mut Body, x: &str, t: &str) -> String {
-    if t != "f32" {
-        return b.op(format!("math.exp {x} : {t}"));
-    }
-    let lo = b.fconst(-87.0, t);
-    let hi = b.fconst(88.0, t);
-    let c = b.op(format!("arith.maximumf {x}, {lo} : f32"));
-    let c = b.op(format!("arith.minimumf {c}, {hi} : f32"));
-    let log2e = b.fconst(std::f32::consts::LOG2_E, t);
-    let half = b.fconst(0.5, t);
-    let s = b.op(format!("arith.mulf {c}, {log2e} : f32"));
-    let s = b.op(format!("arith.addf {s}, {half} : f32"));
-    let n = b.op(format!("math.floor {s} : f32"));
-    let ln2_hi = b.fconst(0.693_145_75, t);
-    let ln2_lo = b.fconst(1.428_606_8e-6, t);
-    let h = b.op(format!("arith.mulf {n}, {ln2_hi} : f32"));
-    let r = b.op(format!("arith.subf {c}, {h} : f32"));
-    let l = b.op(format!("arith.mulf {n}, {ln2_lo} : f32"));
-    let r = b.op(format!("arith.subf {r}, {l} : f32"));
-    let mut p = b.fconst(1.0 / 720.0, t);
-    for k in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
-        let m = b.op(format!("arith.mulf {p}, {r} : f32"));
-        let kc = b.fconst(k, t);
-        p = b.op(format!("arith.addf {m}, {kc} : f32"));
-    }
-    let ni = b.op(format!("arith.fptosi {n} : f32 to i32"));
-    let bias = b.iconst(127, "i32");
-    let e = b.op(format!("arith.addi {ni}, {bias} : i32"));
-    let sh = b.iconst(23, "i32");
-    let bits = b.op(format!("arith.shli {e}, {sh} : i32"));
-    let scale = b.op(format!("arith.bitcast {bits} : i32 to f32"));
-    b.op(format!("arith.mulf {p}, {scale} : f32"))
 }
 
 fn hard_sigmoid_body(b: &mut Body, x: &str, t: &str, alpha: f32, beta: f32) -> String {
