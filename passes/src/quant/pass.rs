@@ -12,6 +12,7 @@ use super::awq::{self, SearchLayer};
 use super::fold::{self, Prev};
 use super::gptq::{gptq, GptqConfig};
 use super::grid::Grid;
+use super::importance::{self, Importance};
 use super::layers::{self, read_w, read_w_unchecked, write_w, Layer, Layout};
 use super::lower_nbits::{can_lower, lower_nbits};
 use super::lower_qdq::{insert_activation_qdq, lower_qdq};
@@ -83,8 +84,14 @@ impl Pass for Quant {
     }
 
     fn run(&self, g: &mut Graph, cx: &mut PassContext) -> Result<Changed, PassError> {
-        let cfg =
+        let mut cfg =
             QuantConfig::resolve(&self.options, cx.calib.is_some()).map_err(PassError::Invalid)?;
+        // `rotate{rsq=true}` asks the GPTQ that follows it to weight tokens; the request
+        // is consumed here so a later quantization does not inherit it.
+        let requested = g.metadata.remove(importance::METADATA_KEY);
+        if cfg.importance.is_none() && cfg.method == Method::Gptq {
+            cfg.importance = requested.as_deref().and_then(Importance::parse);
+        }
         let idioms = Idioms::find(g)?;
         let sel = layers::select(g, &idioms, &cfg);
         if sel.layers.is_empty() {
@@ -271,6 +278,7 @@ impl Job {
         let method = self.cfg.method;
         let pb = cx.progress_bar(stages.len() as u64, method.name());
         let blocks = seq.blocks();
+        let mut weighted = 0usize;
         let awq_batches = AWQ_SEARCH_SAMPLES.div_ceil(DEFAULT_BATCH).max(1);
         for stage in &stages {
             pb.set_message(format!(
@@ -289,16 +297,47 @@ impl Job {
             } else {
                 0
             };
-            runner.run(g, &[stage.input], adv, &mut |b, mut outs| {
+            // RSQ: the attention probabilities of the stage's block weight its tokens.
+            let softmax = match (method, self.cfg.importance) {
+                (Method::Gptq, Some(Importance::AttnCon)) => {
+                    importance::softmax_for(g, &self.idioms, self.layers[members[0]].index)
+                }
+                _ => None,
+            };
+            let mut taps = vec![stage.input];
+            taps.extend(softmax.map(|s| ValueRef::new(s, 0)));
+            let what = format!("input of `{name}`");
+            runner.run(g, &taps, adv, &mut |b, mut outs| {
+                if softmax.is_some() {
+                    let p = outs.pop().ok_or_else(|| PassError::Invalid("no attention".into()))?;
+                    let t = outs.pop().ok_or_else(|| PassError::Invalid("no activation".into()))?;
+                    let (Some(&nb), Some(&nt), 3) = (t.shape().first(), t.shape().get(1), t.rank())
+                    else {
+                        return Err(PassError::Invalid(format!(
+                            "{what}: token importance needs [batch, tokens, features] activations, got {:?}",
+                            t.shape()
+                        )));
+                    };
+                    let w = importance::attncon(&p, nb, nt)
+                        .map_err(|e| PassError::Invalid(format!("{what}: {e}")))?;
+                    let mut x = t.to_f32_vec();
+                    importance::weight_rows(&mut x, n, &w)
+                        .and_then(|_| stats.add_rows(&x))
+                        .map_err(|e| PassError::Invalid(format!("{what}: {e}")))?;
+                    return Ok(());
+                }
                 let t = outs
                     .pop()
                     .ok_or_else(|| PassError::Invalid("no activation".into()))?;
-                stats.add(&t, &format!("input of `{name}`"))?;
+                stats.add(&t, &what)?;
                 if b < keep {
                     cached.push(t);
                 }
                 Ok(())
             })?;
+            if softmax.is_some() {
+                weighted += 1;
+            }
             if let Some(a) = adv {
                 seq.cut_moved(a);
             }
@@ -310,6 +349,14 @@ impl Job {
             pb.inc(1);
         }
         pb.finish_and_clear();
+        if self.cfg.importance == Some(Importance::AttnCon) {
+            cx.note(format!(
+                "RSQ token importance (attncon, min-max [{}, {}], mean 1 per sequence): {weighted} of {} stages weighted (the others have no attention block)",
+                importance::R_MIN,
+                importance::R_MAX,
+                stages.len()
+            ));
+        }
         Ok(())
     }
 

@@ -32,6 +32,13 @@ pub const OPTIONS: &[OptionSpec] = &[
         default: Some("true"),
         help: "also insert the online Hadamard before each MLP down projection and rotate V/O per head",
     },
+    OptionSpec {
+        name: "rsq",
+        kind: OptionKind::Bool,
+        default: Some("false"),
+        help: "RSQ: ask the quant{method=gptq} that follows to weight each calibration token's \
+               Hessian contribution by the attention it receives (quant's importance=attncon)",
+    },
 ];
 
 pub fn descriptor() -> PassDescriptor {
@@ -47,6 +54,7 @@ pub fn descriptor() -> PassDescriptor {
 pub struct Rotate {
     pub seed: u64,
     pub online: bool,
+    pub rsq: bool,
 }
 
 impl Rotate {
@@ -54,6 +62,7 @@ impl Rotate {
         Rotate {
             seed: o.int("seed").unwrap_or(0) as u64,
             online: o.bool("online").unwrap_or(true),
+            rsq: o.bool("rsq").unwrap_or(false),
         }
     }
 }
@@ -117,6 +126,17 @@ impl Pass for Rotate {
                 p,
                 peak_to_rms(&after.data)
             ));
+        }
+        if self.rsq {
+            // The rotation itself is exact; the weighting happens in the GPTQ that reads
+            // this request (a `compc.` key, never exported).
+            g.metadata.insert(
+                crate::quant::importance::METADATA_KEY.into(),
+                crate::quant::importance::Importance::AttnCon.name().into(),
+            );
+            cx.note(
+                "RSQ: the next quant{method=gptq} weights tokens by attention received (attncon)",
+            );
         }
         remove_dead_nodes(g)?;
         cx.touch(touched);
