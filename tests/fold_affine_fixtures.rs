@@ -266,6 +266,15 @@ fn misuse_is_a_clear_error() {
         e.contains("float weight") && e.contains("same pipeline"),
         "{e}"
     );
+    let cnn = compc::driver::load_model(&common::model_path("cnn", "torchscript")).unwrap();
+    let cx = CalibData {
+        tensors: common::read_npz(&common::inputs_path("cnn", "b3")),
+    };
+    let e = try_pipeline(&cnn, "quant{bits=8,method=rtn},fold-affine", Some(&cx)).unwrap_err();
+    assert!(
+        e.contains("Conv/Gemm") && e.contains("not supported"),
+        "{e}"
+    );
     let e = try_pipeline(&g, "fold-affine{method=qwt}", Some(&c)).unwrap_err();
     assert!(e.contains("method") && e.contains("cwac"), "{e}");
 }

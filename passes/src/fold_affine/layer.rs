@@ -49,6 +49,20 @@ fn err(msg: String) -> PassError {
     PassError::Invalid(msg)
 }
 
+/// Conv and Gemm nodes whose weight comes through a DequantizeLinear: quantized, but
+/// not compensated here (their float twin's output needs the op itself, not a MatMul).
+pub fn quantized_conv_gemm(g: &Graph) -> usize {
+    g.node_ids()
+        .filter(|&n| {
+            let node = g.node(n);
+            matches!(node.op, Op::Conv(_) | Op::Gemm(_))
+                && node
+                    .input(1)
+                    .is_some_and(|w| matches!(g.node(w.node).op, Op::DequantizeLinear(_)))
+        })
+        .count()
+}
+
 /// `v` itself, or the float value behind an activation `QuantizeLinear → DequantizeLinear`.
 fn float_input(g: &Graph, v: ValueRef) -> ValueRef {
     let dq = g.node(v.node);

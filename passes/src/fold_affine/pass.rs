@@ -47,6 +47,13 @@ impl Pass for FoldAffine {
         let idioms = Idioms::find(g)?;
         let found = layer::find(g, &idioms);
         if found.quantized == 0 {
+            let other = layer::quantized_conv_gemm(g);
+            if other > 0 {
+                return Err(PassError::Invalid(format!(
+                    "fold-affine compensates quantized MatMul layers (QDQ or MatMulNBits); the \
+                     graph's {other} quantized Conv/Gemm layers are not supported yet"
+                )));
+            }
             return Err(PassError::Invalid(
                 "nothing is quantized: fold-affine compensates the error of quantized linear \
                  layers (QDQ MatMul or MatMulNBits); run it after quant (-p quant,fold-affine)"
