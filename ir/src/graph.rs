@@ -111,6 +111,13 @@ pub struct Graph {
     pub opsets: BTreeMap<String, i64>,
     /// Free-form model metadata kept from the source (producer name, doc strings).
     pub metadata: BTreeMap<String, String>,
+    /// For each linear node a quantizer rewrote: the float weight it rounded, stored as
+    /// the layer stored it before (for a MatMul `[in, out]`). Compensating the
+    /// quantization error (fold-affine) needs the float twin of every quantized layer, and
+    /// the weights are still in the store anyway, so keeping their ids costs nothing.
+    /// Not part of the function: never printed or exported. A node id can be reused after
+    /// its node is removed, so readers check that the node is still that layer.
+    pub float_originals: BTreeMap<NodeId, WeightId>,
 }
 
 impl Graph {

@@ -11,6 +11,7 @@ pub mod context;
 pub mod cse;
 pub mod dce;
 pub mod egraph;
+pub mod fold_affine;
 pub mod gqa;
 pub mod idioms;
 pub mod ledger;
@@ -57,6 +58,7 @@ pub fn builtin_passes() -> Vec<PassDescriptor> {
             build: |_| Ok(Box::new(const_fold::ConstFold)),
         },
         quant::descriptor(),
+        fold_affine::descriptor(),
         prune::descriptor(),
         rotate::descriptor(),
         gqa::descriptor(),

@@ -90,26 +90,7 @@ pub fn factor(w: &[f32], m: usize, n: usize, r: usize, t: &Transform) -> Result<
     if r == 0 || r > m.min(n) {
         return Err(format!("rank {r} is not in 1..={}", m.min(n)));
     }
-    // M = W T.
-    let wt = match t {
-        Transform::Identity => Mat::<f64>::from_fn(m, n, |i, j| w[i * n + j] as f64),
-        Transform::Scale(s) => Mat::<f64>::from_fn(m, n, |i, j| w[i * n + j] as f64 * s[j]),
-        Transform::Lower(l) => {
-            let lt = lower_columns(l);
-            let mut out = Mat::<f64>::zeros(m, n);
-            let mut row = vec![0f64; n];
-            for i in 0..m {
-                for (d, &x) in row.iter_mut().zip(&w[i * n..(i + 1) * n]) {
-                    *d = x as f64;
-                }
-                for j in 0..n {
-                    out[(i, j)] = dot(&row[j..], &lt[j * n + j..(j + 1) * n]);
-                }
-            }
-            out
-        }
-    };
-    let (u, sigma, v) = thin_svd(&wt)?;
+    let (u, sigma, v) = thin_svd(&transformed(w, m, n, t))?;
     let sq: Vec<f64> = sigma[..r].iter().map(|s| s.sqrt()).collect();
     let mut w2 = vec![0f32; m * r];
     for i in 0..m {
@@ -146,6 +127,36 @@ pub fn factor(w: &[f32], m: usize, n: usize, r: usize, t: &Transform) -> Result<
         w2,
         sigma,
     })
+}
+
+/// `W T` (m × n) in f64.
+fn transformed(w: &[f32], m: usize, n: usize, t: &Transform) -> Mat<f64> {
+    match t {
+        Transform::Identity => Mat::<f64>::from_fn(m, n, |i, j| w[i * n + j] as f64),
+        Transform::Scale(s) => Mat::<f64>::from_fn(m, n, |i, j| w[i * n + j] as f64 * s[j]),
+        Transform::Lower(l) => {
+            let lt = lower_columns(l);
+            let mut out = Mat::<f64>::zeros(m, n);
+            let mut row = vec![0f64; n];
+            for i in 0..m {
+                for (d, &x) in row.iter_mut().zip(&w[i * n..(i + 1) * n]) {
+                    *d = x as f64;
+                }
+                for j in 0..n {
+                    out[(i, j)] = dot(&row[j..], &lt[j * n + j..(j + 1) * n]);
+                }
+            }
+            out
+        }
+    }
+}
+
+/// The singular values of `W T`, non-increasing: what rank allocation weighs.
+pub fn spectrum(w: &[f32], m: usize, n: usize, t: &Transform) -> Result<Vec<f64>, String> {
+    if w.len() != m * n {
+        return Err(format!("weight of {} values is not {m}×{n}", w.len()));
+    }
+    Ok(thin_svd(&transformed(w, m, n, t))?.1)
 }
 
 /// The columns of `l` (n × n), each contiguous: `out[j·n + i] = l[(i, j)]`.

@@ -6,6 +6,7 @@
 //! - [`pass`]: the pass itself: picks the layers, collects calibration statistics,
 //!   rewrites each layer into two MatMuls and reports what it did.
 
+pub mod alloc;
 pub mod factor;
 pub mod options;
 pub mod pass;

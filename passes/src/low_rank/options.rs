@@ -51,6 +51,14 @@ pub const OPTIONS: &[OptionSpec] = &[
         help: "leave layers whose weight or node name matches this glob alone (`*`, `?`; `|` separates patterns)",
     },
     OptionSpec {
+        name: "alloc",
+        kind: OptionKind::Choice(&["uniform", "energy"]),
+        default: Some("uniform"),
+        help: "uniform: every layer keeps ratio of its parameters; energy: the same total, \
+               ranks chosen across layers by singular-value energy per parameter (of W, W·S or \
+               W·L by method; needs ratio=)",
+    },
+    OptionSpec {
         name: "layers",
         kind: OptionKind::Choice(&["blocks", "all"]),
         default: Some("blocks"),
@@ -87,8 +95,15 @@ pub enum Target {
     Ratio(f64),
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Alloc {
+    Uniform,
+    Energy,
+}
+
 #[derive(Clone, Debug)]
 pub struct LowRankConfig {
+    pub alloc: Alloc,
     pub method: Method,
     pub target: Target,
     pub force: bool,
@@ -141,7 +156,19 @@ impl LowRankConfig {
                     .collect()
             })
             .unwrap_or_default();
+        let alloc = match o.text("alloc") {
+            Some("energy") => Alloc::Energy,
+            _ => Alloc::Uniform,
+        };
+        if alloc == Alloc::Energy && !matches!(target, Target::Ratio(_)) {
+            return Err(
+                "low-rank: alloc=energy spreads a parameter budget over the layers; give \
+                 ratio=P instead of rank="
+                    .into(),
+            );
+        }
         Ok(LowRankConfig {
+            alloc,
             method,
             target,
             force: o.bool("force").unwrap_or(false),

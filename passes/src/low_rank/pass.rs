@@ -4,8 +4,9 @@
 //! layer `y = x·B` into `y = (x·A)·B'` with a new MatMul for `A = W₁ᵀ` (in × r) and the
 //! layer itself (keeping its bias) reading the r-feature result with `B' = W₂ᵀ` (r × out).
 
+use super::alloc::{allocate, Spectrum};
 use super::factor::{self, Factors, Transform};
-use super::options::{LowRankConfig, Method};
+use super::options::{Alloc, LowRankConfig, Method};
 use crate::calib::linalg::transpose;
 use crate::calib::runner::DEFAULT_BATCH;
 use crate::calib::{CalibRunner, InputStats};
@@ -61,7 +62,7 @@ impl Pass for LowRank {
             )));
         }
         let idioms = Idioms::find(g)?;
-        let (plan, inputs) = plan_layers(g, &idioms, &cfg, cx)?;
+        let (mut plan, inputs) = plan_layers(g, &idioms, &cfg, cx)?;
         if plan.is_empty() {
             cx.note("no layer is factored: none would save parameters at this rank");
             return Ok(Changed::No);
@@ -102,8 +103,41 @@ impl Pass for LowRank {
         let grams: Option<Vec<Vec<f64>>> = stats
             .as_ref()
             .map(|st| st.iter().map(|s| s.gram().unwrap_or_default()).collect());
-        // The whitening factor of each input, computed once for the layers that share it.
+        // The input transform of each distinct input (ASVD's scales, SVD-LLM's whitening
+        // factor), computed once for the layers that share it.
+        let mut scales: Vec<Vec<f64>> = vec![vec![]; inputs.len()];
         let mut lowers: Vec<Option<(faer::Mat<f64>, f64)>> = vec![None; inputs.len()];
+        for p in &plan {
+            let i = p.input;
+            let fail = |e: String| PassError::Invalid(format!("layer `{}`: {e}", p.layer.name));
+            match cfg.method {
+                Method::Svd => {}
+                Method::Asvd if scales[i].is_empty() => {
+                    let st = &stats.as_ref().expect("checked above")[i];
+                    scales[i] = st
+                        .mean_abs()
+                        .iter()
+                        .map(|&a| (a as f64).powf(cfg.alpha) + 1e-6)
+                        .collect();
+                }
+                Method::SvdLlm if lowers[i].is_none() => {
+                    let gram = &grams.as_ref().expect("checked above")[i];
+                    lowers[i] = Some(factor::whitening(gram, inputs[i].1, cfg.damp).map_err(fail)?);
+                }
+                _ => {}
+            }
+        }
+        let transform = |p: &Planned| match cfg.method {
+            Method::Svd => Transform::Identity,
+            Method::Asvd => Transform::Scale(&scales[p.input]),
+            Method::SvdLlm => Transform::Lower(&lowers[p.input].as_ref().expect("set above").0),
+        };
+        if cfg.alloc == Alloc::Energy {
+            let ranks = allocate_ranks(g, &plan, &transform, cx)?;
+            for (p, r) in plan.iter_mut().zip(ranks) {
+                p.rank = r;
+            }
+        }
         let pb = cx.progress_bar(plan.len() as u64, "low-rank");
         let (mut before, mut after) = (0u64, 0u64);
         let (mut wsum, mut osum, mut ocount) = (0f64, 0f64, 0usize);
@@ -111,34 +145,12 @@ impl Pass for LowRank {
             let l = &p.layer;
             let (m, n, r) = (l.rows, l.cols, p.rank);
             let w = read_w(g, l)?;
-            let scales;
             let fail = |e: String| PassError::Invalid(format!("layer `{}`: {e}", l.name));
-            let (t, extra) = match cfg.method {
-                Method::Svd => (Transform::Identity, String::new()),
-                Method::Asvd => {
-                    let st = &stats.as_ref().expect("checked above")[p.input];
-                    scales = st
-                        .mean_abs()
-                        .iter()
-                        .map(|&a| (a as f64).powf(cfg.alpha) + 1e-6)
-                        .collect::<Vec<f64>>();
-                    (Transform::Scale(&scales), String::new())
-                }
-                Method::SvdLlm => {
-                    if lowers[p.input].is_none() {
-                        let gram = &grams.as_ref().expect("checked above")[p.input];
-                        lowers[p.input] = Some(factor::whitening(gram, n, cfg.damp).map_err(fail)?);
-                    }
-                    let (lo, frac) = lowers[p.input].as_ref().expect("just set");
-                    let extra = if *frac != cfg.damp {
-                        format!(", damping raised to {frac}")
-                    } else {
-                        String::new()
-                    };
-                    (Transform::Lower(lo), extra)
-                }
+            let extra = match &lowers[p.input] {
+                Some((_, frac)) if *frac != cfg.damp => format!(", damping raised to {frac}"),
+                _ => String::new(),
             };
-            let f = factor::factor(&w, m, n, r, &t).map_err(fail)?;
+            let f = factor::factor(&w, m, n, r, &transform(p)).map_err(fail)?;
             let werr = factor::weight_rel_err(&w, &f, m, n);
             let oerr = grams
                 .as_ref()
@@ -183,6 +195,45 @@ impl Pass for LowRank {
         }
         Ok(Changed::Yes)
     }
+}
+
+/// Ranks for `alloc=energy`: the same total parameters as the planned (uniform) ranks,
+/// spread over the layers by normalised singular-value energy (see [`super::alloc`]).
+fn allocate_ranks<'t>(
+    g: &Graph,
+    plan: &[Planned],
+    transform: &dyn Fn(&Planned) -> Transform<'t>,
+    cx: &mut PassContext,
+) -> Result<Vec<usize>, PassError> {
+    let mut spectra = Vec::with_capacity(plan.len());
+    for p in plan {
+        let l = &p.layer;
+        let w = read_w(g, l)?;
+        let sigma = factor::spectrum(&w, l.rows, l.cols, &transform(p))
+            .map_err(|e| PassError::Invalid(format!("layer `{}`: {e}", l.name)))?;
+        spectra.push(Spectrum {
+            m: l.rows,
+            n: l.cols,
+            sigma,
+        });
+    }
+    let budget: u64 = plan
+        .iter()
+        .map(|p| (p.rank * (p.layer.rows + p.layer.cols)) as u64)
+        .sum();
+    let ranks = allocate(&spectra, budget);
+    let used: u64 = plan
+        .iter()
+        .zip(&ranks)
+        .map(|(p, &r)| (r * (p.layer.rows + p.layer.cols)) as u64)
+        .sum();
+    let (lo, hi) = (ranks.iter().min(), ranks.iter().max());
+    cx.note(format!(
+        "ranks allocated by singular-value energy: {used} of the uniform {budget} factor parameters, ranks {}–{}",
+        lo.copied().unwrap_or(0),
+        hi.copied().unwrap_or(0)
+    ));
+    Ok(ranks)
 }
 
 /// The layers to factor with their ranks, and the distinct values they read with their

@@ -163,8 +163,12 @@ pub fn can_lower(g: &Graph, l: &Layer, q: &QMatrix) -> bool {
 }
 
 /// Replaces the layer's MatMul (and its bias Add) by one MatMulNBits node; returns the
-/// bytes of the new constants.
-pub fn lower_nbits(g: &mut Graph, l: &Layer, q: &QMatrix) -> Result<u64, PassError> {
+/// bytes of the new constants and the new node.
+pub fn lower_nbits(
+    g: &mut Graph,
+    l: &Layer,
+    q: &QMatrix,
+) -> Result<(u64, compc_ir::NodeId), PassError> {
     let t = nbits_tensors(q).map_err(|e| PassError::Invalid(format!("layer `{}`: {e}", l.name)))?;
     let node = l.linear.node;
     let a = l
@@ -244,5 +248,5 @@ pub fn lower_nbits(g: &mut Graph, l: &Layer, q: &QMatrix) -> Result<u64, PassErr
     g.opsets
         .entry(compc_ir::op::MS_DOMAIN.to_string())
         .or_insert(1);
-    Ok(bytes)
+    Ok((bytes, nb))
 }

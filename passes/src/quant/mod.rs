@@ -15,6 +15,7 @@ pub mod awq;
 pub mod fold;
 pub mod gptq;
 pub mod grid;
+pub mod importance;
 pub mod layers;
 pub mod lower_nbits;
 pub mod lower_qdq;

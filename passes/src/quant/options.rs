@@ -3,6 +3,7 @@
 //! `quant` alone is int4 g128 asymmetric weight-only, GPTQ with calibration data and RTN
 //! without; 8-bit weights default to per-channel symmetric (ORT's QDQ convention).
 
+use super::importance::Importance;
 use crate::options::{OptionKind, OptionSpec, PassOptions};
 
 pub const OPTIONS: &[OptionSpec] = &[
@@ -66,6 +67,14 @@ pub const OPTIONS: &[OptionSpec] = &[
         kind: OptionKind::Choice(&["minmax", "percentile", "mse", "entropy"]),
         default: Some("minmax"),
         help: "activation range calibration (act_bits=8)",
+    },
+    OptionSpec {
+        name: "importance",
+        kind: OptionKind::Choice(&["none", "attncon"]),
+        default: None,
+        help: "GPTQ: weight calibration tokens in the Hessian by importance; attncon = the \
+               attention mass each token receives in its block (RSQ; the default after \
+               rotate{rsq=true}, none otherwise)",
     },
     OptionSpec {
         name: "alpha",
@@ -142,6 +151,8 @@ pub struct QuantConfig {
     pub act_order: bool,
     pub calib_method: CalibMethod,
     pub alpha: f64,
+    /// GPTQ token weighting; `None` when unset (then the graph may ask for it).
+    pub importance: Option<Importance>,
 }
 
 impl Default for QuantConfig {
@@ -159,6 +170,7 @@ impl Default for QuantConfig {
             act_order: true,
             calib_method: CalibMethod::MinMax,
             alpha: 0.5,
+            importance: None,
         }
     }
 }
@@ -225,7 +237,14 @@ impl QuantConfig {
             act_order: o.bool("act_order").unwrap_or(true),
             calib_method,
             alpha: o.float("alpha").unwrap_or(0.5),
+            importance: o.text("importance").and_then(Importance::parse),
         };
+        if cfg.importance == Some(Importance::AttnCon) && cfg.method != Method::Gptq {
+            return Err(format!(
+                "importance=attncon weights GPTQ's Hessian; it does not apply to method={}",
+                cfg.method.name()
+            ));
+        }
         if !has_calib && (cfg.method.needs_calibration() || cfg.act_bits > 0) {
             let what = if cfg.method.needs_calibration() {
                 format!("method={}", cfg.method.name())

@@ -12,6 +12,7 @@ use super::awq::{self, SearchLayer};
 use super::fold::{self, Prev};
 use super::gptq::{gptq, GptqConfig};
 use super::grid::Grid;
+use super::importance::{self, Importance};
 use super::layers::{self, read_w, read_w_unchecked, write_w, Layer, Layout};
 use super::lower_nbits::{can_lower, lower_nbits};
 use super::lower_qdq::{insert_activation_qdq, lower_qdq};
@@ -28,7 +29,7 @@ use crate::dce::remove_dead_nodes;
 use crate::idioms::Idioms;
 use crate::options::PassOptions;
 use crate::pass::{Changed, Exactness, Pass, PassError};
-use compc_ir::{Graph, NodeId, ValueRef};
+use compc_ir::{Graph, NodeId, Op, ValueRef, WeightId};
 use compc_runtime::Tensor;
 
 /// Samples of cached stage inputs AWQ runs its modules on (the reference uses 512
@@ -67,6 +68,9 @@ struct Job {
     idioms: Idioms,
     layers: Vec<Layer>,
     q: Vec<Option<QMatrix>>,
+    /// The float weight each layer's codes were rounded from (see
+    /// `Graph::float_originals`), in the layer's storage layout.
+    twins: Vec<Option<WeightId>>,
     reports: Vec<LayerReport>,
 }
 
@@ -80,8 +84,14 @@ impl Pass for Quant {
     }
 
     fn run(&self, g: &mut Graph, cx: &mut PassContext) -> Result<Changed, PassError> {
-        let cfg =
+        let mut cfg =
             QuantConfig::resolve(&self.options, cx.calib.is_some()).map_err(PassError::Invalid)?;
+        // `rotate{rsq=true}` asks the GPTQ that follows it to weight tokens; the request
+        // is consumed here so a later quantization does not inherit it.
+        let requested = g.metadata.remove(importance::METADATA_KEY);
+        if cfg.importance.is_none() && cfg.method == Method::Gptq {
+            cfg.importance = requested.as_deref().and_then(Importance::parse);
+        }
         let idioms = Idioms::find(g)?;
         let sel = layers::select(g, &idioms, &cfg);
         if sel.layers.is_empty() {
@@ -115,6 +125,7 @@ impl Pass for Quant {
             idioms,
             layers: sel.layers,
             q: vec![None; n],
+            twins: vec![None; n],
             reports: vec![LayerReport::default(); n],
         };
         job.note_config(cx, &sel.skipped, sel.already_quantized);
@@ -229,6 +240,7 @@ impl Job {
 
     fn rtn_layer(&mut self, g: &mut Graph, i: usize, method: &str) -> Result<(), PassError> {
         let l = &self.layers[i];
+        self.twins[i] = weight_id(g, l);
         let w = read_w_unchecked(g, l)?;
         let (q, weight_mse) = rtn_with_mse(&w, l.rows, l.cols, self.group_for(l), self.grid());
         if !weight_mse.is_finite() {
@@ -266,6 +278,7 @@ impl Job {
         let method = self.cfg.method;
         let pb = cx.progress_bar(stages.len() as u64, method.name());
         let blocks = seq.blocks();
+        let mut weighted = 0usize;
         let awq_batches = AWQ_SEARCH_SAMPLES.div_ceil(DEFAULT_BATCH).max(1);
         for stage in &stages {
             pb.set_message(format!(
@@ -284,16 +297,47 @@ impl Job {
             } else {
                 0
             };
-            runner.run(g, &[stage.input], adv, &mut |b, mut outs| {
+            // RSQ: the attention probabilities of the stage's block weight its tokens.
+            let softmax = match (method, self.cfg.importance) {
+                (Method::Gptq, Some(Importance::AttnCon)) => {
+                    importance::softmax_for(g, &self.idioms, self.layers[members[0]].index)
+                }
+                _ => None,
+            };
+            let mut taps = vec![stage.input];
+            taps.extend(softmax.map(|s| ValueRef::new(s, 0)));
+            let what = format!("input of `{name}`");
+            runner.run(g, &taps, adv, &mut |b, mut outs| {
+                if softmax.is_some() {
+                    let p = outs.pop().ok_or_else(|| PassError::Invalid("no attention".into()))?;
+                    let t = outs.pop().ok_or_else(|| PassError::Invalid("no activation".into()))?;
+                    let (Some(&nb), Some(&nt), 3) = (t.shape().first(), t.shape().get(1), t.rank())
+                    else {
+                        return Err(PassError::Invalid(format!(
+                            "{what}: token importance needs [batch, tokens, features] activations, got {:?}",
+                            t.shape()
+                        )));
+                    };
+                    let w = importance::attncon(&p, nb, nt)
+                        .map_err(|e| PassError::Invalid(format!("{what}: {e}")))?;
+                    let mut x = t.to_f32_vec();
+                    importance::weight_rows(&mut x, n, &w)
+                        .and_then(|_| stats.add_rows(&x))
+                        .map_err(|e| PassError::Invalid(format!("{what}: {e}")))?;
+                    return Ok(());
+                }
                 let t = outs
                     .pop()
                     .ok_or_else(|| PassError::Invalid("no activation".into()))?;
-                stats.add(&t, &format!("input of `{name}`"))?;
+                stats.add(&t, &what)?;
                 if b < keep {
                     cached.push(t);
                 }
                 Ok(())
             })?;
+            if softmax.is_some() {
+                weighted += 1;
+            }
             if let Some(a) = adv {
                 seq.cut_moved(a);
             }
@@ -305,6 +349,14 @@ impl Job {
             pb.inc(1);
         }
         pb.finish_and_clear();
+        if self.cfg.importance == Some(Importance::AttnCon) {
+            cx.note(format!(
+                "RSQ token importance (attncon, min-max [{}, {}], mean 1 per sequence): {weighted} of {} stages weighted (the others have no attention block)",
+                importance::R_MIN,
+                importance::R_MAX,
+                stages.len()
+            ));
+        }
         Ok(())
     }
 
@@ -330,6 +382,7 @@ impl Job {
             let res = gptq(&w, l.rows, l.cols, &h, &cfg)
                 .map_err(|e| PassError::Invalid(format!("layer `{}`: {e}", l.name)))?;
             let deq = res.q.dequantize();
+            self.twins[i] = weight_id(g, l);
             write_w(g, l, &deq)?;
             let r = &mut self.reports[i];
             r.method = "gptq".into();
@@ -416,6 +469,10 @@ impl Job {
                             let deq = qp.dequantize();
                             write_w(g, &lp, &deq)?;
                             fold::fold_into_bias(g, &lp, &s)?;
+                            self.twins[*p] = match self.twins[*p] {
+                                Some(t) => Some(scaled_twin(g, &lp, t, &inv)?),
+                                None => None,
+                            };
                         }
                         None => fold::fold_into_linear_rows(g, &lp, &s)?,
                     }
@@ -451,6 +508,14 @@ impl Job {
             let mut q = QMatrix::zeroed(l.rows, l.cols, group, grid);
             rtn_with_ranges(w, &mut q, &ranges);
             let deq = q.dequantize();
+            // The float twin is the column-scaled weight the codes were rounded from.
+            self.twins[m] = Some(if scaled {
+                add_twin(g, &l, w)?
+            } else {
+                weight_id(g, &l).ok_or_else(|| {
+                    PassError::Invalid(format!("layer `{}`: its weight is not a constant", l.name))
+                })?
+            });
             write_w(g, &l, &deq)?;
             let r = &mut self.reports[m];
             r.method = "awq".into();
@@ -603,12 +668,18 @@ impl Job {
                 }
             };
             let r = &mut self.reports[i];
-            if use_nbits {
-                r.bytes_after = lower_nbits(g, &l, &q)?;
+            let node = if use_nbits {
+                let (bytes, node) = lower_nbits(g, &l, &q)?;
+                r.bytes_after = bytes;
                 r.format = "MatMulNBits";
+                node
             } else {
                 r.bytes_after = lower_qdq(g, &l, &q)?;
                 r.format = "QDQ";
+                l.node()
+            };
+            if let Some(t) = self.twins[i] {
+                g.float_originals.insert(node, t);
             }
         }
         Ok(())
@@ -662,6 +733,46 @@ impl Job {
             cx.measured("layer_output_rel_error_mean", osum / ocount as f64);
         }
     }
+}
+
+/// The id of the weight the layer reads now.
+fn weight_id(g: &Graph, l: &Layer) -> Option<WeightId> {
+    let v = g.node(l.node()).input(1)?;
+    match g.node(v.node).op {
+        Op::Const(id) => Some(id),
+        _ => None,
+    }
+}
+
+/// Stores `w` (W-form) as a float twin in the layer's storage layout, in the store only:
+/// no node reads it.
+fn add_twin(g: &mut Graph, l: &Layer, w: &[f32]) -> Result<WeightId, PassError> {
+    let old = layers::weight(g, l)?;
+    let (name, dims) = (format!("{}_float", old.name), old.dims.clone());
+    let t = Tensor::from_f32_as(
+        l.dtype,
+        dims.iter().map(|&d| d as usize).collect(),
+        layers::to_storage(l, w),
+    )?;
+    Ok(g.weights.add(t.to_weight(&name)?))
+}
+
+/// The twin `t` with output row r scaled by `f[r]` (AWQ folding into a quantized
+/// preceding layer scales its rows; the twin must follow).
+fn scaled_twin(g: &mut Graph, l: &Layer, t: WeightId, f: &[f32]) -> Result<WeightId, PassError> {
+    let v = g
+        .weights
+        .get(t)
+        .to_f32_vec()
+        .map_err(|e| PassError::Invalid(e.to_string()))?;
+    let mut w = match l.layout {
+        Layout::InOut => layers::transpose(&v, l.cols, l.rows),
+        _ => v,
+    };
+    for (r, row) in w.chunks_mut(l.cols.max(1)).enumerate() {
+        row.iter_mut().for_each(|x| *x *= f[r]);
+    }
+    add_twin(g, l, &w)
 }
 
 fn mse(a: &[f32], b: &[f32]) -> f64 {

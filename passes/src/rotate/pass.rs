@@ -40,6 +40,13 @@ pub const OPTIONS: &[OptionSpec] = &[
         help: "fold the rotations into the weights; false writes them as explicit MatMul by Q/Qᵀ \
                and hadamard pairs (for egraph-opt to fold, or to inspect them)",
     },
+    OptionSpec {
+        name: "rsq",
+        kind: OptionKind::Bool,
+        default: Some("false"),
+        help: "RSQ: ask the quant{method=gptq} that follows to weight each calibration token's \
+               Hessian contribution by the attention it receives (quant's importance=attncon)",
+    },
 ];
 
 pub fn descriptor() -> PassDescriptor {
@@ -56,6 +63,7 @@ pub struct Rotate {
     pub seed: u64,
     pub online: bool,
     pub fold: bool,
+    pub rsq: bool,
 }
 
 impl Rotate {
@@ -64,6 +72,7 @@ impl Rotate {
             seed: o.int("seed").unwrap_or(0) as u64,
             online: o.bool("online").unwrap_or(true),
             fold: o.bool("fold").unwrap_or(true),
+            rsq: o.bool("rsq").unwrap_or(false),
         }
     }
 }
@@ -81,6 +90,13 @@ impl Pass for Rotate {
     }
 
     fn run(&self, g: &mut Graph, cx: &mut PassContext) -> Result<Changed, PassError> {
+        if self.rsq && !self.fold {
+            return Err(PassError::Invalid(
+                "rotate: rsq=true needs the folded rotation (fold=true): RSQ reweights the GPTQ \
+                 of the rotated weights"
+                    .into(),
+            ));
+        }
         let idioms = Idioms::find(g)?;
         let stream = find_stream(g, &idioms)?;
         let q = Rotation::random_hadamard(stream.d, self.seed).ok_or_else(|| {
@@ -130,6 +146,17 @@ impl Pass for Rotate {
                 p,
                 peak_to_rms(&after.data)
             ));
+        }
+        if self.rsq {
+            // The rotation itself is exact; the weighting happens in the GPTQ that reads
+            // this request (a `compc.` key, never exported).
+            g.metadata.insert(
+                crate::quant::importance::METADATA_KEY.into(),
+                crate::quant::importance::Importance::AttnCon.name().into(),
+            );
+            cx.note(
+                "RSQ: the next quant{method=gptq} weights tokens by attention received (attncon)",
+            );
         }
         remove_dead_nodes(g)?;
         cx.touch(touched);

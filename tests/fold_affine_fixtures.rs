@@ -1,0 +1,280 @@
+//! `fold-affine` (channel-wise affine compensation) on the LM fixture after `quant`:
+//! folding leaves the integer codes bit-identical and adds no node to a MatMulNBits
+//! model; the folded model equals the unfused one (explicit Mul/Add); a float twin equal
+//! to the quantized weight gives the identity; the compensated model is closer to the
+//! float one on held-out text; onnxruntime runs it with compc's outputs; misuse is a
+//! clear error.
+
+mod common;
+
+use common::{lm, lm_ids, ort_outputs, outputs, run_pipeline, try_pipeline};
+use compc::ir::graph::{GraphOutput, ValueRef};
+use compc::ir::op::Op;
+use compc::ir::Graph;
+use compc::passes::CalibData;
+use compc::runtime::Tensor;
+use std::collections::BTreeMap;
+
+fn calib() -> CalibData {
+    CalibData {
+        tensors: lm_ids(8, 64, 0),
+    }
+}
+
+/// Held-out windows, away from the calibration bytes.
+fn heldout() -> Vec<(String, Tensor)> {
+    lm_ids(4, 64, 40_000)
+}
+
+fn rel(a: &[Vec<f32>], b: &[Vec<f32>]) -> f64 {
+    let (mut num, mut den) = (0f64, 0f64);
+    for (x, y) in a.iter().zip(b) {
+        assert_eq!(x.len(), y.len());
+        for (p, q) in x.iter().zip(y) {
+            num += ((p - q) as f64).powi(2);
+            den += (*q as f64).powi(2);
+        }
+    }
+    (num / den).sqrt()
+}
+
+/// Node count by op name, constants aside.
+fn census(g: &Graph) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for n in g.node_ids() {
+        if !matches!(g.node(n).op, Op::Const(_)) {
+            *m.entry(g.node(n).op.name().to_string()).or_insert(0) += 1;
+        }
+    }
+    m
+}
+
+/// The bytes of every integer constant (codes, zero points) that feeds a quantized op,
+/// by constant name.
+fn integer_constants(g: &Graph) -> BTreeMap<String, Vec<u8>> {
+    let mut m = BTreeMap::new();
+    for n in g.node_ids() {
+        let node = g.node(n);
+        if !matches!(node.op, Op::MatMulNBits(_) | Op::DequantizeLinear(_)) {
+            continue;
+        }
+        for v in node.inputs().iter().flatten() {
+            if let Some(w) = g.const_weight(*v) {
+                if !w.dtype.is_float() {
+                    m.insert(w.name.clone(), w.bytes().unwrap().to_vec());
+                }
+            }
+        }
+    }
+    m
+}
+
+#[test]
+fn nbits_fold_keeps_codes_adds_no_nodes_and_brings_the_model_closer_to_float() {
+    let g = lm();
+    let c = calib();
+    let x = heldout();
+    let float = outputs(&g, &x);
+    let q = run_pipeline(&g, "quant{bits=3,method=rtn}", Some(&c));
+    let f = run_pipeline(&g, "quant{bits=3,method=rtn},fold-affine", Some(&c));
+    assert!(census(&q).contains_key("matmul_nbits"));
+    // The bias the compensation needs is MatMulNBits' own optional input: no new op.
+    assert_eq!(census(&q), census(&f));
+    let biases = f
+        .node_ids()
+        .filter(|&n| matches!(f.node(n).op, Op::MatMulNBits(_)) && f.node(n).input(5).is_some())
+        .count();
+    assert_eq!(biases, census(&f)["matmul_nbits"]);
+    let (iq, if_) = (integer_constants(&q), integer_constants(&f));
+    assert!(!iq.is_empty());
+    assert_eq!(iq, if_, "integer codes or zero points changed");
+    let (eq, ef) = (rel(&outputs(&q, &x), &float), rel(&outputs(&f, &x), &float));
+    assert!(
+        ef < 0.95 * eq,
+        "held-out logits error vs float: {ef:.4e} with compensation, {eq:.4e} without"
+    );
+    if let Some(ort) = ort_outputs(&f, &x) {
+        let e = rel(&ort, &outputs(&f, &x));
+        assert!(e < 1e-4, "onnxruntime vs compc: {e:.3e}");
+    }
+}
+
+#[test]
+fn folded_equals_unfused_for_qdq_and_nbits() {
+    let g = lm();
+    let c = calib();
+    let x = heldout();
+    for quant in [
+        "quant{bits=3,method=rtn,format=qdq}",
+        "quant{bits=4,method=rtn}",
+    ] {
+        let folded = run_pipeline(&g, &format!("{quant},fold-affine"), Some(&c));
+        let unfused = run_pipeline(&g, &format!("{quant},fold-affine{{fold=false}}"), Some(&c));
+        let plain = run_pipeline(&g, quant, Some(&c));
+        assert_eq!(
+            integer_constants(&plain),
+            integer_constants(&folded),
+            "{quant}"
+        );
+        // The explicit form has a Mul (and an Add) per layer; the folded one none.
+        let layers = census(&plain).get("matmul_nbits").copied().unwrap_or(0)
+            + census(&plain)
+                .get("dequantize_linear")
+                .copied()
+                .unwrap_or(0);
+        let muls = |g: &Graph| census(g).get("mul").copied().unwrap_or(0);
+        assert!(muls(&unfused) >= muls(&plain) + layers.min(28), "{quant}");
+        assert_eq!(muls(&folded), muls(&plain), "{quant}");
+        let (a, b) = (outputs(&folded, &x), outputs(&unfused, &x));
+        let e = rel(&a, &b);
+        assert!(e < 1e-5, "{quant}: folded vs unfused {e:.3e}");
+    }
+}
+
+/// `rel` between `g` and `g` with every per-channel weight scale moved by one f32 ulp:
+/// how much round-off alone moves a model with activation quantization (a value that
+/// crosses a rounding boundary of an activation quantizer changes by a whole step, and
+/// the steps cascade through the blocks).
+fn ulp_sensitivity(g: &Graph, x: &[(String, Tensor)]) -> f64 {
+    let mut p = g.clone();
+    let dqs: Vec<_> = p
+        .node_ids()
+        .filter(|&n| matches!(p.node(n).op, Op::DequantizeLinear(_)))
+        .collect();
+    for n in dqs {
+        let sv = p.node(n).input(1).unwrap();
+        let w = p.const_weight(sv).unwrap().clone();
+        if w.dims.len() != 1 || w.dims[0] < 8 {
+            continue; // activation scales are scalars
+        }
+        let v: Vec<f32> = w
+            .to_f32_vec()
+            .unwrap()
+            .iter()
+            .map(|s| s * (1.0 + f32::EPSILON))
+            .collect();
+        let t = Tensor::from_f32(w.dims.iter().map(|&d| d as usize).collect(), v);
+        let c = p.add_const(t.to_weight(&w.name).unwrap());
+        p.set_input(n, 1, Some(ValueRef::new(c, 0)));
+    }
+    rel(&outputs(&p, x), &outputs(g, x))
+}
+
+#[test]
+fn with_activation_quantization_folded_and_unfused_agree_to_round_off_and_both_help() {
+    let g = lm();
+    let c = calib();
+    let x = heldout();
+    let float = outputs(&g, &x);
+    let quant = "quant{bits=8,method=rtn,act_bits=8}";
+    let plain = run_pipeline(&g, quant, Some(&c));
+    let folded = run_pipeline(&g, &format!("{quant},fold-affine"), Some(&c));
+    let unfused = run_pipeline(&g, &format!("{quant},fold-affine{{fold=false}}"), Some(&c));
+    assert_eq!(integer_constants(&plain), integer_constants(&folded));
+    let ep = rel(&outputs(&plain, &x), &float);
+    for (what, m) in [("folded", &folded), ("unfused", &unfused)] {
+        let e = rel(&outputs(m, &x), &float);
+        assert!(
+            e < 0.75 * ep,
+            "{what}: {e:.3e} vs {ep:.3e} without compensation"
+        );
+    }
+    // The two forms differ by round-off, which activation quantizers amplify: no more
+    // than a few times what one ulp on every weight scale does.
+    let d = rel(&outputs(&folded, &x), &outputs(&unfused, &x));
+    let u = ulp_sensitivity(&plain, &x);
+    assert!(
+        d < 10.0 * u.max(1e-6),
+        "folded vs unfused {d:.3e}, one-ulp sensitivity {u:.3e}"
+    );
+}
+
+/// Replaces every float twin by the weight its quantized layer really uses, as computed by
+/// the graph's own DequantizeLinear.
+fn twins_equal_to_quantized(g: &mut Graph, inputs: &[(String, Tensor)]) {
+    let entries: Vec<_> = g.float_originals.iter().map(|(&n, &w)| (n, w)).collect();
+    assert!(!entries.is_empty());
+    let mut probe = g.clone();
+    probe.outputs = entries
+        .iter()
+        .enumerate()
+        .map(|(i, (n, _))| GraphOutput {
+            name: format!("w{i}"),
+            value: g.node(*n).input(1).unwrap(),
+        })
+        .collect();
+    let deq = compc::runtime::run(&probe, inputs).unwrap();
+    for ((_, wid), (_, t)) in entries.iter().zip(deq) {
+        let old = g.weights.get(*wid);
+        let w = t.to_weight(&old.name).unwrap();
+        assert_eq!(w.dims, old.dims);
+        g.weights.replace(*wid, w);
+    }
+}
+
+#[test]
+fn zero_quantization_error_gives_the_identity() {
+    let g = lm();
+    let c = calib();
+    let x = heldout();
+    let mut q = run_pipeline(&g, "quant{bits=4,method=rtn,format=qdq}", Some(&c));
+    twins_equal_to_quantized(&mut q, &x);
+    let before = outputs(&q, &x);
+    let scales = |g: &Graph| -> Vec<f32> {
+        let mut v: Vec<(String, Vec<f32>)> = g
+            .node_ids()
+            .filter(|&n| matches!(g.node(n).op, Op::DequantizeLinear(_)))
+            .filter_map(|n| g.const_weight(g.node(n).input(1)?))
+            .map(|w| (w.name.clone(), w.to_f32_vec().unwrap()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v.into_iter().flat_map(|(_, s)| s).collect()
+    };
+    let mut f = q.clone();
+    let passes = compc::passes::Registry::with_builtin_passes()
+        .parse("fold-affine{bias=false}")
+        .unwrap();
+    let mut pm = compc::passes::PassManager::new(passes);
+    pm.calib = Some(&c);
+    pm.run(&mut f).unwrap();
+    // a = 1 up to the round-off between compc's matmul of the twin and the graph's MatMul.
+    let (s0, s1) = (scales(&q), scales(&f));
+    assert_eq!(s0.len(), s1.len());
+    for (a, b) in s0.iter().zip(&s1) {
+        assert!((a - b).abs() <= 1e-5 * a.abs(), "scale {a} became {b}");
+    }
+    let e = rel(&outputs(&f, &x), &before);
+    assert!(e < 1e-5, "outputs moved by {e:.3e}");
+}
+
+#[test]
+fn misuse_is_a_clear_error() {
+    let g = lm();
+    let c = calib();
+    let e = try_pipeline(&g, "fold-affine", Some(&c)).unwrap_err();
+    assert!(
+        e.contains("nothing is quantized") && e.contains("quant,fold-affine"),
+        "{e}"
+    );
+    let e = try_pipeline(&g, "quant{method=rtn},fold-affine", None).unwrap_err();
+    assert!(e.contains("needs calibration data"), "{e}");
+    // A quantized model whose float weights are unknown (e.g. re-imported).
+    let mut q = run_pipeline(&g, "quant{method=rtn}", None);
+    q.float_originals.clear();
+    let e = try_pipeline(&q, "fold-affine", Some(&c)).unwrap_err();
+    assert!(
+        e.contains("float weight") && e.contains("same pipeline"),
+        "{e}"
+    );
+    let cnn = compc::driver::load_model(&common::model_path("cnn", "torchscript")).unwrap();
+    let cx = CalibData {
+        tensors: common::read_npz(&common::inputs_path("cnn", "b3")),
+    };
+    let e = try_pipeline(&cnn, "quant{bits=8,method=rtn},fold-affine", Some(&cx)).unwrap_err();
+    assert!(
+        e.contains("Conv/Gemm") && e.contains("not supported"),
+        "{e}"
+    );
+    let e = try_pipeline(&g, "fold-affine{method=qwt}", Some(&c)).unwrap_err();
+    assert!(e.contains("method") && e.contains("cwac"), "{e}");
+}
