@@ -6,11 +6,42 @@ use crate::pass::PassError;
 use compc_runtime::Tensor;
 use faer::Mat;
 
+/// What the router is fitted to predict per token (techniques.md §7.3 step 2), from the
+/// block input `x` and the block's contribution `f = block(x) − x`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// `‖f‖`.
+    Norm,
+    /// `‖f‖ / ‖x‖`.
+    Relative,
+    /// `1 − cos(x, x + f)`.
+    Cosine,
+}
+
+impl Target {
+    fn value(self, x: &[f32], y: &[f32]) -> f64 {
+        let (mut ff, mut xx, mut yy, mut xy) = (0f64, 0f64, 0f64, 0f64);
+        for (a, b) in x.iter().zip(y) {
+            let (a, b) = (*a as f64, *b as f64);
+            ff += (b - a) * (b - a);
+            xx += a * a;
+            yy += b * b;
+            xy += a * b;
+        }
+        match self {
+            Target::Norm => ff.sqrt(),
+            Target::Relative => (ff / xx.max(1e-30)).sqrt(),
+            Target::Cosine => 1.0 - xy / (xx * yy).sqrt().max(1e-30),
+        }
+    }
+}
+
 /// Running sums of a ridge regression `t ≈ wᵀx̂ + c` over tokens, with the features kept
 /// so the fitted scores can be ranked per sequence afterwards.
 pub struct RidgeFit {
     d: usize,
     eps: f32,
+    target: Target,
     gram: Vec<f64>,
     xty: Vec<f64>,
     /// Per sequence: normalised features `[T·d]` and targets `[T]`.
@@ -27,22 +58,24 @@ pub struct Router {
     /// Mean over sequences of |fitted top-k ∩ true top-k| / k at the given capacity.
     pub recall: f64,
     /// Mean σ(s) over the routed calibration tokens (for the sigmoid gate's rescaling).
+    /// `w` and `bias` give the standardised score (zero mean, unit variance on calibration
+    /// tokens); R² and recall are of the unstandardised fit.
     pub mean_sigmoid: f64,
 }
 
 impl RidgeFit {
-    pub fn new(d: usize, eps: f32) -> RidgeFit {
+    pub fn new(d: usize, eps: f32, target: Target) -> RidgeFit {
         RidgeFit {
             d,
             eps,
+            target,
             gram: vec![0.0; (d + 1) * (d + 1)],
             xty: vec![0.0; d + 1],
             seqs: Vec::new(),
         }
     }
 
-    /// Adds the tokens of block input `x` and output `y`, both `[N, T, d]`; the target is
-    /// the norm of the block's contribution `‖y − x‖`.
+    /// Adds the tokens of block input `x` and output `y`, both `[N, T, d]`.
     pub fn add(&mut self, x: &Tensor, y: &Tensor) -> Result<(), PassError> {
         let d = self.d;
         let sh = x.shape().to_vec();
@@ -65,12 +98,7 @@ impl RidgeFit {
                 let ms = xr.iter().map(|v| v * v).sum::<f32>() / d as f32;
                 let inv = 1.0 / (ms + self.eps).sqrt();
                 let f: Vec<f64> = xr.iter().map(|v| (v * inv) as f64).chain([1.0]).collect();
-                let target = xr
-                    .iter()
-                    .zip(yr)
-                    .map(|(a, b)| ((b - a) as f64).powi(2))
-                    .sum::<f64>()
-                    .sqrt();
+                let target = self.target.value(xr, yr);
                 for a in 0..=d {
                     self.xty[a] += f[a] * target;
                     let row = &mut self.gram[a * (d + 1)..(a + 1) * (d + 1)];
@@ -120,21 +148,33 @@ impl RidgeFit {
         let w: Vec<f32> = coef[..self.d].iter().map(|v| *v as f32).collect();
         let bias = coef[self.d] as f32;
         // Fit quality on the calibration tokens.
+        let scores: Vec<Vec<f32>> = self
+            .seqs
+            .iter()
+            .map(|(feats, targets)| {
+                (0..targets.len())
+                    .map(|i| {
+                        feats[i * self.d..(i + 1) * self.d]
+                            .iter()
+                            .zip(&w)
+                            .map(|(a, b)| a * b)
+                            .sum::<f32>()
+                            + bias
+                    })
+                    .collect()
+            })
+            .collect();
+        let all = scores.iter().flatten().map(|v| *v as f64);
+        let n = all.clone().count().max(1) as f64;
+        let mu = all.clone().sum::<f64>() / n;
+        let sd = (all.map(|v| (v - mu).powi(2)).sum::<f64>() / n)
+            .sqrt()
+            .max(1e-12);
         let (mut ss_res, mut sum, mut sum2, mut count) = (0f64, 0f64, 0f64, 0f64);
         let (mut recall, mut sig) = (0f64, (0f64, 0f64));
-        for (feats, targets) in &self.seqs {
+        for (sc, (_, targets)) in scores.iter().zip(&self.seqs) {
             let t = targets.len();
-            let scores: Vec<f32> = (0..t)
-                .map(|i| {
-                    feats[i * self.d..(i + 1) * self.d]
-                        .iter()
-                        .zip(&w)
-                        .map(|(a, b)| a * b)
-                        .sum::<f32>()
-                        + bias
-                })
-                .collect();
-            for (s, y) in scores.iter().zip(targets) {
+            for (s, y) in sc.iter().zip(targets) {
                 ss_res += ((s - y) as f64).powi(2);
                 sum += *y as f64;
                 sum2 += (*y as f64).powi(2);
@@ -150,17 +190,19 @@ impl RidgeFit {
                 o.truncate(k);
                 o
             };
-            let (pred, truth) = (top(&scores), top(targets));
+            let (pred, truth) = (top(sc), top(targets));
             recall += pred.iter().filter(|i| truth.contains(i)).count() as f64 / k as f64;
             for &i in &pred {
-                sig.0 += 1.0 / (1.0 + (-scores[i] as f64).exp());
+                sig.0 += 1.0 / (1.0 + (-(sc[i] as f64 - mu) / sd).exp());
                 sig.1 += 1.0;
             }
         }
         let ss_tot = sum2 - sum * sum / count.max(1.0);
+        // The emitted score is standardised (same order, so the same top-k) so that
+        // σ(score) is a usable gate rather than saturated at 1.
         Ok(Router {
-            w,
-            bias,
+            w: w.iter().map(|v| (*v as f64 / sd) as f32).collect(),
+            bias: ((bias as f64 - mu) / sd) as f32,
             r2: 1.0 - ss_res / ss_tot.max(1e-300),
             recall: recall / self.seqs.len() as f64,
             mean_sigmoid: sig.0 / sig.1.max(1.0),

@@ -26,7 +26,7 @@ use crate::pass::{Changed, Exactness, Pass, PassError};
 use crate::prune::structured::apply::reinfer;
 use crate::registry::PassDescriptor;
 use compc_ir::{Graph, ValueRef};
-use fit::{arank, RidgeFit};
+use fit::{arank, RidgeFit, Target};
 use rewrite::{route, Gate, Score};
 
 pub const OPTIONS: &[OptionSpec] = &[
@@ -61,6 +61,12 @@ pub const OPTIONS: &[OptionSpec] = &[
         help: "multiplier of a routed token's block contribution: 1, or σ(score) rescaled to mean 1 over routed calibration tokens (router=fit)",
     },
     OptionSpec {
+        name: "target",
+        kind: OptionKind::Choice(&["norm", "relative", "cosine"]),
+        default: Some("norm"),
+        help: "what router=fit predicts per token: ‖f‖, ‖f‖/‖x‖ or 1 − cos(x, x + f), with f = block(x) − x",
+    },
+    OptionSpec {
         name: "ridge",
         kind: OptionKind::Float { min: 0.0, max: 1e6 },
         default: Some("0.01"),
@@ -81,6 +87,7 @@ pub struct ModRouters {
     pub fit: bool,
     pub sigmoid_gate: bool,
     pub ridge: f64,
+    pub target: Target,
 }
 
 pub fn descriptor() -> PassDescriptor {
@@ -124,6 +131,11 @@ impl ModRouters {
             fit: o.text("router").unwrap_or("fit") == "fit",
             sigmoid_gate: o.text("gate").unwrap_or("one") == "sigmoid",
             ridge: o.float("ridge").unwrap_or(0.01),
+            target: match o.text("target").unwrap_or("norm") {
+                "relative" => Target::Relative,
+                "cosine" => Target::Cosine,
+                _ => Target::Norm,
+            },
         })
     }
 }
@@ -196,7 +208,7 @@ impl Pass for ModRouters {
                 }
             }
             for f in fits.iter_mut() {
-                *f = Some(RidgeFit::new(d, EPS));
+                *f = Some(RidgeFit::new(d, EPS, self.target));
             }
             let mut runner = CalibRunner::new(g, calib, DEFAULT_BATCH)?;
             runner.run(g, &taps, None, &mut |batch, outs| {
@@ -252,10 +264,11 @@ impl Pass for ModRouters {
                 let f = fits[b].as_ref().expect("fitted above");
                 let r = f.solve(self.ridge, self.capacity)?;
                 cx.note(format!(
-                    "block[{b}]: router R² {:.3}, top-k recall {:.3} of the true top-{:.0}% by contribution norm",
+                    "block[{b}]: router R² {:.3}, top-k recall {:.3} of the true top-{:.0}% by the {:?} target",
                     r.r2,
                     r.recall,
-                    self.capacity * 100.0
+                    self.capacity * 100.0,
+                    self.target
                 ));
                 cx.measured(format!("block{b}_router_r2"), r.r2);
                 let gate = if self.sigmoid_gate {
