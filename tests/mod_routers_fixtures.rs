@@ -63,6 +63,7 @@ fn half_capacity_on_half_the_blocks() {
         "mod-routers{capacity=0.5,layers=1+3,router=fit}",
         "mod-routers{capacity=0.5,layers=1+3,router=norm}",
         "mod-routers{capacity=0.5,layers=auto,router=fit,gate=sigmoid}",
+        "mod-routers{capacity=0.75,layers=0+2,router=fit,target=attention}",
     ] {
         let out = try_pipeline(&g, p, Some(&c)).unwrap();
         let ours = outputs(&out, &inputs);
@@ -84,7 +85,10 @@ fn half_capacity_on_half_the_blocks() {
         let r = evaluate(&g, &out, &EvalData::Npz(inputs.clone())).unwrap();
         let (a, b) = (r.original.flops_per_token, r.transformed.flops_per_token);
         // Two of four blocks on half the tokens: roughly a quarter of the block FLOPs go.
-        assert!(b < 0.85 * a, "{p}: FLOPs per token {a} → {b}");
+        assert!(
+            b < if p.contains("0.75") { 0.95 } else { 0.85 } * a,
+            "{p}: FLOPs per token {a} → {b}"
+        );
     }
 }
 

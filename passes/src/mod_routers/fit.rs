@@ -16,6 +16,9 @@ pub enum Target {
     Relative,
     /// `1 − cos(x, x + f)`.
     Cosine,
+    /// Attention the token receives as a key in this block, `Σ_h Σ_i A_h[i, t]` (RSQ's
+    /// AttnCon): a skipped token is also missing as a key/value for the routed ones.
+    Attention,
 }
 
 impl Target {
@@ -32,6 +35,7 @@ impl Target {
             Target::Norm => ff.sqrt(),
             Target::Relative => (ff / xx.max(1e-30)).sqrt(),
             Target::Cosine => 1.0 - xy / (xx * yy).sqrt().max(1e-30),
+            Target::Attention => 0.0,
         }
     }
 }
@@ -75,8 +79,9 @@ impl RidgeFit {
         }
     }
 
-    /// Adds the tokens of block input `x` and output `y`, both `[N, T, d]`.
-    pub fn add(&mut self, x: &Tensor, y: &Tensor) -> Result<(), PassError> {
+    /// Adds the tokens of block input `x` and output `y`, both `[N, T, d]`, with the
+    /// block's attention probabilities `[N, H, T, T]` for the attention target.
+    pub fn add(&mut self, x: &Tensor, y: &Tensor, probs: Option<&Tensor>) -> Result<(), PassError> {
         let d = self.d;
         let sh = x.shape().to_vec();
         if sh.len() != 3 || sh[2] != d || y.shape() != x.shape() {
@@ -88,6 +93,32 @@ impl RidgeFit {
         }
         let (xv, yv) = (x.to_f32_vec(), y.to_f32_vec());
         let (n, t) = (sh[0], sh[1]);
+        let received = match (self.target, probs) {
+            (Target::Attention, Some(p)) => {
+                let ps = p.shape().to_vec();
+                if ps.len() != 4 || ps[0] != n || ps[2] != t || ps[3] != t {
+                    return Err(PassError::Invalid(format!(
+                        "mod-routers: attention probabilities {ps:?} do not match the block input {sh:?}"
+                    )));
+                }
+                let pv = p.to_f32_vec();
+                let mut r = vec![0f64; n * t];
+                for (chunk, row) in pv.chunks(t).enumerate() {
+                    let s = chunk / (ps[1] * t);
+                    for (j, v) in row.iter().enumerate() {
+                        r[s * t + j] += *v as f64;
+                    }
+                }
+                Some(r)
+            }
+            (Target::Attention, None) => {
+                return Err(PassError::Invalid(
+                    "mod-routers: target=attention needs the block's attention probabilities"
+                        .into(),
+                ))
+            }
+            _ => None,
+        };
         for s in 0..n {
             let mut feats = Vec::with_capacity(t * d);
             let mut targets = Vec::with_capacity(t);
@@ -98,7 +129,10 @@ impl RidgeFit {
                 let ms = xr.iter().map(|v| v * v).sum::<f32>() / d as f32;
                 let inv = 1.0 / (ms + self.eps).sqrt();
                 let f: Vec<f64> = xr.iter().map(|v| (v * inv) as f64).chain([1.0]).collect();
-                let target = self.target.value(xr, yr);
+                let target = match &received {
+                    Some(r) => r[s * t + i],
+                    None => self.target.value(xr, yr),
+                };
                 for a in 0..=d {
                     self.xty[a] += f[a] * target;
                     let row = &mut self.gram[a * (d + 1)..(a + 1) * (d + 1)];

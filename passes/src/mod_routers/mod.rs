@@ -62,9 +62,9 @@ pub const OPTIONS: &[OptionSpec] = &[
     },
     OptionSpec {
         name: "target",
-        kind: OptionKind::Choice(&["norm", "relative", "cosine"]),
+        kind: OptionKind::Choice(&["norm", "relative", "cosine", "attention"]),
         default: Some("norm"),
-        help: "what router=fit predicts per token: ‖f‖, ‖f‖/‖x‖ or 1 − cos(x, x + f), with f = block(x) − x",
+        help: "what router=fit predicts per token: ‖f‖, ‖f‖/‖x‖, 1 − cos(x, x + f) (f = block(x) − x), or the attention the token receives as a key",
     },
     OptionSpec {
         name: "ridge",
@@ -134,6 +134,7 @@ impl ModRouters {
             target: match o.text("target").unwrap_or("norm") {
                 "relative" => Target::Relative,
                 "cosine" => Target::Cosine,
+                "attention" => Target::Attention,
                 _ => Target::Norm,
             },
         })
@@ -201,7 +202,8 @@ impl Pass for ModRouters {
                 taps.push(r.output);
             }
             let auto = self.layers == Layers::Auto;
-            if auto {
+            let attn = self.fit && self.target == Target::Attention;
+            if auto || attn {
                 for b in &idioms.blocks {
                     let a = b.attention.expect("blocks are anchored at attention");
                     taps.push(ValueRef::new(idioms.attention[a].softmax, 0));
@@ -215,7 +217,8 @@ impl Pass for ModRouters {
                 for b in 0..l {
                     if self.fit {
                         if let Some(f) = fits[b].as_mut() {
-                            f.add(&outs[2 * b], &outs[2 * b + 1])?;
+                            let probs = if attn { Some(&outs[2 * l + b]) } else { None };
+                            f.add(&outs[2 * b], &outs[2 * b + 1], probs)?;
                         }
                     }
                     if auto && batch == 0 {
