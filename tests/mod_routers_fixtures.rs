@@ -107,3 +107,91 @@ fn errors_name_the_problem() {
     let e = try_pipeline(&g, "mod-routers{layers=1,gate=sigmoid,router=norm}", None).unwrap_err();
     assert!(e.contains("gate=sigmoid needs router=fit"), "{e}");
 }
+
+/// Routed tokens keep their absolute positions and see only routed keys: block 0 routed
+/// at capacity 0.5 equals, at the routed positions, the original block 0 with the other
+/// tokens hidden as keys (RoPE at the original positions, causal mask among the routed
+/// ones), and leaves the other positions as they were.
+#[test]
+fn routed_tokens_keep_their_absolute_positions() {
+    use compc::ir::op::BinaryOp;
+    use compc::ir::{DType, GraphOutput, Op, Shape, TensorType, ValueRef};
+    use compc::passes::idioms::Idioms;
+    use compc::passes::mod_routers::region;
+    use compc::runtime::Tensor;
+
+    let g = lm();
+    let idioms = Idioms::find(&g).unwrap();
+    let reg = region::find(&g, &idioms, 0).unwrap();
+    let (t, d) = (24, 256);
+    let inputs = lm_ids(1, t, 4000);
+    let run_value = |g: &compc::ir::Graph, v: ValueRef| {
+        let mut h = g.clone();
+        h.outputs = vec![GraphOutput {
+            name: "probe".into(),
+            value: v,
+        }];
+        compc::runtime::run(&h, &inputs).unwrap()[0].1.to_f32_vec()
+    };
+    // The tokens the norm router keeps: the top half by mean(x²), in order.
+    let x = run_value(&g, reg.input);
+    let s: Vec<f32> = (0..t)
+        .map(|i| x[i * d..(i + 1) * d].iter().map(|v| v * v).sum::<f32>() / d as f32)
+        .collect();
+    let mut order: Vec<usize> = (0..t).collect();
+    order.sort_by(|a, b| s[*b].total_cmp(&s[*a]));
+    let keep: Vec<usize> = order[..t / 2].to_vec();
+    // Reference: the original block with the other tokens hidden as keys.
+    let mut reference = g.clone();
+    let (mask, _) = reg
+        .positional
+        .iter()
+        .find(|(_, axes)| axes.len() == 2)
+        .expect("the block reads a [seq, seq] mask");
+    let hide: Vec<bool> = (0..t).map(|j| !keep.contains(&j)).collect();
+    let hc = reference.add_const(
+        Tensor::from_bool(vec![1, t], hide)
+            .to_weight("hide_keys")
+            .unwrap(),
+    );
+    let or = reference.add_node(
+        Op::Binary(BinaryOp::Or),
+        vec![Some(*mask), Some(ValueRef::new(hc, 0))],
+        vec![TensorType {
+            dtype: DType::Bool,
+            shape: Shape::Unranked,
+        }],
+        "hide",
+    );
+    for &n in &reg.nodes {
+        for i in 0..reference.node(n).inputs().len() {
+            if reference.node(n).input(i) == Some(*mask) {
+                reference.set_input(n, i, Some(ValueRef::new(or, 0)));
+            }
+        }
+    }
+    let want = run_value(&reference, reg.output);
+    let plain = run_value(&g, reg.output);
+    let routed = try_pipeline(&g, "mod-routers{capacity=0.5,layers=0,router=norm}", None).unwrap();
+    let scatter = routed
+        .node_ids()
+        .find(|&id| matches!(routed.node(id).op, Op::ScatterElements(_)))
+        .expect("a routed block");
+    let got = run_value(&routed, ValueRef::new(scatter, 0));
+    let mut hidden_changed = 0f32;
+    for i in 0..t {
+        let r = i * d..(i + 1) * d;
+        if keep.contains(&i) {
+            assert!(
+                close(&got[r.clone()], &want[r.clone()], 1e-4, 1e-4),
+                "routed token {i}: max diff {}",
+                max_diff(&got[r.clone()], &want[r.clone()])
+            );
+            hidden_changed = hidden_changed.max(max_diff(&plain[r.clone()], &want[r]));
+        } else {
+            assert_eq!(&got[r.clone()], &x[r], "skipped token {i} changed");
+        }
+    }
+    // Hiding the skipped keys matters, so the comparison above is not vacuous.
+    assert!(hidden_changed > 1e-3, "{hidden_changed}");
+}
