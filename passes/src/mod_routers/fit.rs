@@ -274,3 +274,65 @@ pub fn arank(probs: &Tensor, max_samples: usize) -> Result<f64, PassError> {
     }
     Ok(total / count.max(1.0))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `‖block(x) − x‖ = 3 + x̂₁` exactly: the fit recovers w = e₁, c = 3 (before
+    /// standardisation) with R² ≈ 1 and perfect top-k recall.
+    #[test]
+    fn ridge_recovers_a_linear_target() {
+        let (n, t, d) = (4, 32, 4);
+        let mut seed = 7u64;
+        let mut rnd = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((seed >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
+        };
+        let x: Vec<f32> = (0..n * t * d).map(|_| rnd()).collect();
+        let mut y = x.clone();
+        for tok in 0..n * t {
+            let r = &x[tok * d..(tok + 1) * d];
+            let rms = (r.iter().map(|v| v * v).sum::<f32>() / d as f32 + 1e-6).sqrt();
+            y[tok * d] += 3.0 + r[1] / rms;
+        }
+        let xt = Tensor::from_f32(vec![n, t, d], x);
+        let yt = Tensor::from_f32(vec![n, t, d], y);
+        let mut f = RidgeFit::new(d, 1e-6, Target::Norm);
+        f.add(&xt, &yt, None).unwrap();
+        let r = f.solve(1e-9, 0.5).unwrap();
+        assert!(r.r2 > 0.999, "{r:?}");
+        assert!(r.recall > 0.99, "{r:?}");
+        // Standardised: only w₁ is non-zero.
+        assert!(
+            r.w[1] > 0.1
+                && r.w
+                    .iter()
+                    .enumerate()
+                    .all(|(i, w)| i == 1 || w.abs() < 1e-3),
+            "{r:?}"
+        );
+        let e = RidgeFit::new(d, 1e-6, Target::Attention).add(&xt, &yt, None);
+        assert!(e
+            .unwrap_err()
+            .to_string()
+            .contains("needs the block's attention probabilities"));
+    }
+
+    #[test]
+    fn arank_of_a_uniform_causal_map() {
+        // Uniform causal attention: row i spreads 1/(i+1) over keys 0..=i. With the
+        // diagonal zeroed, row 0 is empty and rows 1.. are independent: rank T − 1.
+        let t = 8;
+        let mut v = vec![0f32; t * t];
+        for i in 0..t {
+            for j in 0..=i {
+                v[i * t + j] = 1.0 / (i + 1) as f32;
+            }
+        }
+        let p = Tensor::from_f32(vec![1, 1, t, t], v);
+        assert_eq!(arank(&p, 4).unwrap(), (t - 1) as f64);
+    }
+}
