@@ -92,6 +92,32 @@ fn half_capacity_on_half_the_blocks() {
     }
 }
 
+/// The dynamo export builds its reshape targets from the model input's shape, outside
+/// the blocks; routing rewrites their sequence entries to k.
+#[test]
+fn dynamo_export_reshapes_follow_the_routed_count() {
+    let g = compc::driver::load_model(&common::fixtures().join("lm/lm.dynamo.onnx")).unwrap();
+    let inputs = lm_ids(2, 20, 6000);
+    let before = outputs(&g, &inputs);
+    let exact = try_pipeline(
+        &g,
+        "mod-routers{capacity=1.0,layers=0+1+2+3,router=norm}",
+        None,
+    )
+    .unwrap();
+    assert!(close(&outputs(&exact, &inputs)[0], &before[0], 1e-4, 1e-4));
+    let half = try_pipeline(&g, "mod-routers{capacity=0.5,layers=1+3,router=norm}", None).unwrap();
+    let ours = outputs(&half, &inputs);
+    assert!(!close(&ours[0], &before[0], 1e-3, 1e-3));
+    if let Some(ort) = ort_outputs(&half, &inputs) {
+        assert!(
+            close(&ort[0], &ours[0], 1e-4, 1e-3),
+            "max diff {}",
+            max_diff(&ort[0], &ours[0])
+        );
+    }
+}
+
 #[test]
 fn errors_name_the_problem() {
     let g = lm();

@@ -4,7 +4,7 @@
 
 use crate::idioms::Idioms;
 use crate::pass::PassError;
-use compc_ir::{Dim, Graph, NodeId, Shape, ValueRef};
+use compc_ir::{Dim, Graph, NodeId, Op, Shape, ValueRef};
 use std::collections::{BTreeSet, HashSet};
 
 #[derive(Clone, Debug)]
@@ -17,6 +17,9 @@ pub struct Region {
     /// sequence axis, with those axes: position-dependent tensors (RoPE cos/sin, the
     /// causal mask) that must be gathered with the routed tokens.
     pub positional: Vec<(ValueRef, Vec<usize>)>,
+    /// Reshapes of the block whose target shape comes from outside (computed from the
+    /// full sequence), with the output axes that are the sequence: their entries become k.
+    pub outside_shapes: Vec<(NodeId, Vec<usize>)>,
     /// The model width `d` of the stream, when known.
     pub width: Option<u64>,
 }
@@ -107,7 +110,45 @@ pub fn find(g: &Graph, idioms: &Idioms, block: usize) -> Result<Region, PassErro
             };
             if !axes.is_empty() {
                 positional.push((*v, axes));
+                continue;
             }
+            let int_valued = g.value_type(*v).is_some_and(|t| t.dtype.is_int());
+            if int_valued {
+                let ok = g
+                    .value_users(*v)
+                    .into_iter()
+                    .filter(|(u, _)| nodes.contains(u))
+                    .all(|(u, slot)| matches!(g.node(u).op, Op::Reshape(_)) && slot == 1);
+                if !ok {
+                    return Err(PassError::Invalid(format!(
+                        "mod-routers: block[{block}] reads the integer value {} computed outside it; only reshape targets are rewritten for the routed token count",
+                        g.node(v.node).describe(v.node)
+                    )));
+                }
+            }
+        }
+    }
+    let mut outside_shapes = Vec::new();
+    for &n in &nodes {
+        let node = g.node(n);
+        let Some(t) = node.input(1) else { continue };
+        if !matches!(node.op, Op::Reshape(_))
+            || nodes.contains(&t.node)
+            || g.const_weight(t).is_some()
+        {
+            continue;
+        }
+        let axes: Vec<usize> = match node.outputs.first().map(|t| &t.shape) {
+            Some(Shape::Ranked(d)) => d.iter().enumerate().filter(|(_, x)| **x == seq).map(|(i, _)| i).collect(),
+            _ => {
+                return Err(PassError::Invalid(format!(
+                    "mod-routers: block[{block}]: {} takes its shape from outside the block and its result has no known rank",
+                    node.describe(n)
+                )))
+            }
+        };
+        if !axes.is_empty() {
+            outside_shapes.push((n, axes));
         }
     }
     let width = match g.value_type(input).map(|t| &t.shape) {
@@ -119,6 +160,7 @@ pub fn find(g: &Graph, idioms: &Idioms, block: usize) -> Result<Region, PassErro
         output,
         nodes,
         positional,
+        outside_shapes,
         width,
     })
 }

@@ -153,6 +153,24 @@ pub fn route(
         gathered.insert((v, rank), t);
         rewires.push((n, i, t));
     }
+    // Reshape targets built from the full sequence: their sequence entries become k.
+    for (n, axes) in &region.outside_shapes {
+        let shape = b.g.node(*n).input(1).expect("collected with a shape input");
+        let rank = match b.g.value_type(shape).map(|t| &t.shape) {
+            Some(Shape::Ranked(d)) if d.len() == 1 => d[0].known().map(|r| r as usize),
+            _ => None,
+        }
+        .ok_or_else(|| {
+            PassError::Invalid(format!(
+                "mod-routers: block[{block}]: the shape input of {} has no known length",
+                b.g.node(*n).describe(*n)
+            ))
+        })?;
+        let sel: Vec<bool> = (0..rank).map(|a| axes.contains(&a)).collect();
+        let cond = b.constant(Tensor::from_bool(vec![rank], sel), "seq_entries")?;
+        let fixed = b.one(Op::Where, &[cond, k, shape], "routed_shape");
+        rewires.push((*n, 1, fixed));
+    }
     for (n, i, v) in rewires {
         b.g.set_input(n, i, Some(v));
     }
