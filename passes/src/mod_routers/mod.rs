@@ -8,7 +8,8 @@
 //! from the run-time sequence length, so the sequence may stay symbolic.
 //!
 //! Routers are fitted without training on calibration data (§7.3): ridge regression of
-//! the block's contribution norm `‖block(x) − x‖` on the RMS-normalised block input.
+//! a per-token statistic (by default the block's contribution norm `‖block(x) − x‖`; see
+//! `target`) on the RMS-normalised block input.
 //! `router=norm` is the calibration-free baseline `s = mean(x²)`. Layers are chosen by
 //! γ-MoD's ARank (lowest rank of the attention maps first) unless `layers=` lists them.
 
@@ -52,7 +53,7 @@ pub const OPTIONS: &[OptionSpec] = &[
         name: "router",
         kind: OptionKind::Choice(&["fit", "norm"]),
         default: Some("fit"),
-        help: "fit: ridge regression of ‖block(x) − x‖ on the normalised input (needs --calib); norm: score = mean(x²)",
+        help: "fit: ridge regression of the `target` statistic on the normalised block input (needs --calib); norm: score = mean(x²)",
     },
     OptionSpec {
         name: "gate",
