@@ -17,6 +17,7 @@ pub mod idioms;
 pub mod ledger;
 pub mod low_rank;
 pub mod manager;
+pub mod mod_routers;
 pub mod options;
 pub mod pass;
 pub mod pipeline;
@@ -63,6 +64,7 @@ pub fn builtin_passes() -> Vec<PassDescriptor> {
         rotate::descriptor(),
         gqa::descriptor(),
         share_layers::descriptor(),
+        mod_routers::descriptor(),
         low_rank::descriptor(),
         PassDescriptor {
             name: "egraph-opt",
