@@ -261,6 +261,9 @@ pub fn slice(em: &mut Emitter, id: NodeId) -> Result<Val, EmitError> {
         .const_i64(id, 3)
         .unwrap_or_else(|| (0..starts.len() as i64).collect());
     let steps = em.const_i64(id, 4).unwrap_or_else(|| vec![1; starts.len()]);
+    if axes.len() != starts.len() || steps.len() != starts.len() {
+        return Err(em.err("slice starts, axes and steps differ in length"));
+    }
     let mut offs: Vec<String> = vec!["0".into(); r];
     let mut strides: Vec<String> = vec!["1".into(); r];
     for (j, &a) in axes.iter().enumerate() {
@@ -333,11 +336,9 @@ pub fn concat(em: &mut Emitter, id: NodeId, axis: i64) -> Result<Val, EmitError>
             Dim::Known(n) => add_offset(em, &off, n as i64),
             d => {
                 let dv = em.dim_value(&d)?;
-                let base = if off.parse::<i64>().is_ok() {
-                    let n: i64 = off.parse().unwrap();
-                    em.cidx(n)
-                } else {
-                    off.clone()
+                let base = match off.parse::<i64>() {
+                    Ok(n) => em.cidx(n),
+                    Err(_) => off.clone(),
                 };
                 em.op(format!("arith.addi {base}, {dv} : index"))
             }
@@ -431,6 +432,12 @@ pub fn shape_of(
     Ok(Val { ssa, ty: out })
 }
 
+/// The first element of a constant input, or an error naming it (an empty constant too).
+fn scalar<T: Copy>(em: &Emitter, v: Option<Vec<T>>, what: &str) -> Result<T, EmitError> {
+    v.and_then(|v| v.first().copied())
+        .ok_or_else(|| em.err(format!("range {what} must be a constant scalar")))
+}
+
 /// `range(start, limit, delta)`: the length comes from the output type; start and delta
 /// must be constants.
 pub fn range(em: &mut Emitter, id: NodeId) -> Result<Val, EmitError> {
@@ -438,12 +445,8 @@ pub fn range(em: &mut Emitter, id: NodeId) -> Result<Val, EmitError> {
     let dt = out.dtype;
     let t = elt(dt);
     if dt.is_float() {
-        let s = em
-            .const_f32(id, 0)
-            .ok_or_else(|| em.err("range start must be constant"))?[0];
-        let d = em
-            .const_f32(id, 2)
-            .ok_or_else(|| em.err("range delta must be constant"))?[0];
+        let s = scalar(em, em.const_f32(id, 0), "start")?;
+        let d = scalar(em, em.const_f32(id, 2), "delta")?;
         em.generic(
             &[],
             &out,
@@ -461,12 +464,8 @@ pub fn range(em: &mut Emitter, id: NodeId) -> Result<Val, EmitError> {
             },
         )
     } else {
-        let s = em
-            .const_i64(id, 0)
-            .ok_or_else(|| em.err("range start must be constant"))?[0];
-        let d = em
-            .const_i64(id, 2)
-            .ok_or_else(|| em.err("range delta must be constant"))?[0];
+        let s = scalar(em, em.const_i64(id, 0), "start")?;
+        let d = scalar(em, em.const_i64(id, 2), "delta")?;
         em.generic(
             &[],
             &out,

@@ -334,11 +334,7 @@ pub fn matmul_nbits(em: &mut Emitter, id: NodeId, q: &MatMulNBits) -> Result<Val
                 let v = b.op(format!("arith.shrui {}, {sh} : i8", x[1]));
                 let mask = b.iconst(15, "i8");
                 let q = b.op(format!("arith.andi {v}, {mask} : i8"));
-                let qf = b.op(format!("arith.uitofp {q} : i8 to f32"));
-                let c = b.op(format!("arith.subf {qf}, {} : f32", x[3]));
-                let wv = b.op(format!("arith.mulf {c}, {} : f32", x[2]));
-                let p = b.op(format!("arith.mulf {}, {wv} : f32", x[0]));
-                Ok(b.op(format!("arith.addf {}, {p} : f32", x[4])))
+                Ok(dequantize_accumulate(b, &q, x))
             },
         )?
     } else {
@@ -362,16 +358,20 @@ pub fn matmul_nbits(em: &mut Emitter, id: NodeId, q: &MatMulNBits) -> Result<Val
             affine_map(loops, &out_e),
             &iters,
             Init::Value(&init),
-            |b, x| {
-                let qf = b.op(format!("arith.uitofp {} : i8 to f32", x[1]));
-                let c = b.op(format!("arith.subf {qf}, {} : f32", x[3]));
-                let wv = b.op(format!("arith.mulf {c}, {} : f32", x[2]));
-                let p = b.op(format!("arith.mulf {}, {wv} : f32", x[0]));
-                Ok(b.op(format!("arith.addf {}, {p} : f32", x[4])))
-            },
+            |b, x| Ok(dequantize_accumulate(b, &x[1], x)),
         )?
     };
     expand_to(em, &r, &out)
+}
+
+/// The shared tail of both MatMulNBits bodies: `acc + a·(q − zero_point)·scale` for the
+/// unsigned code `q` (i8) and block arguments `[a, packed, scale, zero_point, acc]`.
+fn dequantize_accumulate(b: &mut super::builder::Body, q: &str, x: &[String]) -> String {
+    let qf = b.op(format!("arith.uitofp {q} : i8 to f32"));
+    let c = b.op(format!("arith.subf {qf}, {} : f32", x[3]));
+    let wv = b.op(format!("arith.mulf {c}, {} : f32", x[2]));
+    let p = b.op(format!("arith.mulf {}, {wv} : f32", x[0]));
+    b.op(format!("arith.addf {}, {p} : f32", x[4]))
 }
 
 /// `a` with `extra` zeros appended along its last dim.
