@@ -54,6 +54,12 @@ pub fn node_cost(op: &Op, inputs: &[Option<Concrete>], outputs: &[Concrete]) -> 
             out_numel.saturating_mul(2 * k + 1)
         }
         Op::MatMulNBits(a) => out_numel.saturating_mul(2 * a.k.max(0) as u64),
+        // Q·Kᵀ and P·V over all S keys (the causal half is not subtracted): 4·S per
+        // output element.
+        Op::GroupQueryAttention(_) => {
+            let s = in0.and_then(|t| t.1.get(1).copied()).unwrap_or(0);
+            out_numel.saturating_mul(4 * s)
+        }
         Op::Conv(_) => {
             // Weight [M, C/group, k...]: each output element is a dot product of C/group·Πk.
             let per = in1.map(|w| numel(w.1.get(1..).unwrap_or(&[]))).unwrap_or(0);

@@ -133,6 +133,11 @@ pub fn arity(op: &Op) -> Arity {
         Op::QuantizeLinear(_) | Op::DequantizeLinear(_) => one(2, 3),
         // A, B, scales, then optional zero points, g_idx and bias.
         Op::MatMulNBits(_) => one(3, 6),
+        // query, key, value, past_key, past_value, seqlens_k, total_sequence_length, then
+        // cos/sin caches, position ids, bias, head sink, KV scales, q/k norms, query lengths.
+        // Key to past_value are optional before the required seqlens_k and
+        // total_sequence_length, which shape inference checks (the count here is a prefix).
+        Op::GroupQueryAttention(_) => Arity::new(1, Some(16), 1, Some(3)),
         Op::Det
         | Op::IsInf(_)
         | Op::Shrink(_)

@@ -375,6 +375,7 @@ fn rule(cx: &Cx) -> Option<Result<Vec<TensorType>, String>> {
         Op::MatMul => nn::matmul(cx),
         Op::Gemm(gm) => nn::gemm(cx, gm),
         Op::MatMulNBits(m) => nn::matmul_nbits(cx, m),
+        Op::GroupQueryAttention(a) => nn::group_query_attention(cx, a),
         Op::BatchNorm(_) => nn::batch_norm(cx),
         Op::LayerNorm(n) => nn::layer_norm(cx, n),
         Op::RmsNorm(n) => ew::same_with_axis(cx, n.axis),

@@ -4,7 +4,7 @@
 use super::dims::{broadcast_shapes, check_rank, norm_axes, norm_axis, shape_text, unify};
 use super::Cx;
 use crate::dtype::DType;
-use crate::op::{ArgReduce, Gemm, MatMulNBits, Norm, Reduce, RouterTopK};
+use crate::op::{ArgReduce, Gemm, GroupQueryAttention, MatMulNBits, Norm, Reduce, RouterTopK};
 use crate::shape::{Dim, Shape, TensorType};
 
 type Out = Result<Vec<TensorType>, String>;
@@ -241,4 +241,59 @@ pub(crate) fn router_top_k(cx: &Cx, r: &RouterTopK) -> Out {
 /// Tokens kept out of `seq` at `capacity`: `min(ceil(capacity · seq), seq)`.
 pub fn capacity_tokens(capacity: f32, seq: u64) -> u64 {
     ((capacity * seq as f32).ceil() as u64).min(seq)
+}
+
+/// `output [B, S, H·d]` in the query's type; `present_key`/`present_value`
+/// `[B, G, total, d]` (the cache length is a runtime value).
+pub(crate) fn group_query_attention(cx: &Cx, a: &GroupQueryAttention) -> Out {
+    let (h, kv) = (a.num_heads, a.kv_num_heads);
+    if h <= 0 || kv <= 0 || h % kv != 0 {
+        return Err(format!(
+            "num_heads = {h} must be a positive multiple of kv_num_heads = {kv}"
+        ));
+    }
+    let q = cx.ty(0)?;
+    for (i, what) in [(5, "seqlens_k"), (6, "total_sequence_length")] {
+        cx.ty(i)
+            .map_err(|_| format!("{what} (input {i}) is required"))?;
+    }
+    let packed = cx.opt_ty(1).is_none();
+    check_rank(q, 3, "query")?;
+    let Some(dims) = q.shape.dims() else {
+        let t = TensorType::unranked(q.dtype);
+        return Ok(vec![t; cx.n_outputs()]);
+    };
+    // Head size from the query's hidden size (packed: q, k and v heads side by side).
+    let per = if packed { h + 2 * kv } else { h } as u64;
+    let d = match &dims[2] {
+        Dim::Known(n) if n % per != 0 => {
+            return Err(format!(
+                "query hidden size {n} is not a multiple of {per} heads"
+            ))
+        }
+        Dim::Known(n) => Dim::Known(n / per),
+        _ => Dim::Unknown,
+    };
+    let hidden = match &d {
+        Dim::Known(d) => Dim::Known(d * h as u64),
+        _ if !packed => dims[2].clone(),
+        _ => Dim::Unknown,
+    };
+    let mut out = vec![TensorType::new(
+        q.dtype,
+        Shape::Ranked(vec![dims[0].clone(), dims[1].clone(), hidden]),
+    )];
+    let cache = cx.opt_ty(3).map_or(q.dtype, |t| t.dtype);
+    for _ in 1..cx.n_outputs() {
+        out.push(TensorType::new(
+            cache,
+            Shape::Ranked(vec![
+                dims[0].clone(),
+                Dim::Known(kv as u64),
+                Dim::Unknown,
+                d.clone(),
+            ]),
+        ));
+    }
+    Ok(out)
 }

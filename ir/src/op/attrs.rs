@@ -353,6 +353,27 @@ attr_struct!(
 );
 
 attr_struct!(
+    /// `com.microsoft.GroupQueryAttention`: causal self-attention with `num_heads` query
+    /// heads reading `kv_num_heads` KV heads (query head `h` reads KV head
+    /// `h / (num_heads / kv_num_heads)`), query `[B, S, H·d]`, key/value `[B, S, G·d]`,
+    /// optional rotary embedding from `cos_cache`/`sin_cache` `[max_seq, rotary_dim / 2]`.
+    /// `scale` = 0 means `1/√d`. Inputs: query, key, value, past_key, past_value, seqlens_k,
+    /// total_sequence_length, cos_cache, sin_cache, then optional extras; outputs: output,
+    /// present_key, present_value.
+    GroupQueryAttention {
+        num_heads: i64 = 0 => "num_heads",
+        kv_num_heads: i64 = 0 => "kv_num_heads",
+        scale: f32 = 0.0 => "scale",
+        softcap: f32 = 0.0 => "softcap",
+        do_rotary: bool = false => "do_rotary",
+        rotary_interleaved: bool = false => "rotary_interleaved",
+        local_window_size: i64 = -1 => "local_window_size",
+        smooth_softmax: i64 = 0 => "smooth_softmax",
+    }
+    required ["num_heads", "kv_num_heads"]
+);
+
+attr_struct!(
     /// Normalized Walsh–Hadamard transform of the last axis, applied independently to
     /// consecutive blocks of `size` elements (`size` = 0: the whole axis). Orthogonal, so
     /// `hadamard ∘ hadamard = identity`. Used by the rotation pass for online rotations.

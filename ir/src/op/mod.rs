@@ -238,6 +238,7 @@ define_ops! {
         QuantizeLinear(Quantize) = "quantize_linear" / "", "QuantizeLinear";
         DequantizeLinear(Dequantize) = "dequantize_linear" / "", "DequantizeLinear";
         MatMulNBits(MatMulNBits) = "matmul_nbits" / MS_DOMAIN, "MatMulNBits";
+        GroupQueryAttention(GroupQueryAttention) = "group_query_attention" / MS_DOMAIN, "GroupQueryAttention";
         Hadamard(Hadamard) = "hadamard" / COMPC_DOMAIN, "Hadamard";
         RouterTopK(RouterTopK) = "router_top_k" / COMPC_DOMAIN, "RouterTopK";
         IsInf(IsInf) = "is_inf" / "", "IsInf";

@@ -3,6 +3,9 @@
 //! - [`plan`]: grouping by aligned similarity, Procrustes alignment (RoPE-compatible for
 //!   keys), mean or closed-form low-rank merge, all on calibration Gram matrices;
 //! - [`rewrite`]: the new projections, reshapes and head repetition;
+//! - [`core`], [`rope`], [`contrib`]: `op=contrib`, the attention core (head split, RoPE,
+//!   scaling, causal mask, softmax, P·V, head merge) replaced by one
+//!   `com.microsoft.GroupQueryAttention` node;
 //! - [`linalg`]: the small f64 decompositions.
 //!
 //! `method=mean` is the GQA paper's mean pooling of consecutive heads (no calibration);
@@ -10,9 +13,12 @@
 //! optimal rank-d merge (`merge=lowrank`, default), with aligned mean pooling
 //! (`merge=mean`), or aligns without merging (`merge=none`, exact, for checking).
 
+pub mod contrib;
+pub mod core;
 pub mod linalg;
 pub mod plan;
 pub mod rewrite;
+pub mod rope;
 
 use crate::calib::runner::DEFAULT_BATCH;
 use crate::calib::{CalibRunner, InputStats};
@@ -26,6 +32,7 @@ use crate::quant::pass::end_to_end_error;
 use crate::registry::PassDescriptor;
 use compc_ir::{Graph, ValueRef};
 use plan::{group_heads, Merge, Plan, Side};
+use rewrite::Repeat;
 
 pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec {
@@ -52,9 +59,12 @@ pub const OPTIONS: &[OptionSpec] = &[
     },
     OptionSpec {
         name: "op",
-        kind: OptionKind::Choice(&["expand"]),
+        kind: OptionKind::Choice(&["expand", "contrib"]),
         default: Some("expand"),
-        help: "how KV heads are repeated for the query heads: Tile on K and V",
+        help: "expand: the decomposed attention stays and KV heads are repeated by Tile on K \
+               and V; contrib: the attention core becomes one com.microsoft.GroupQueryAttention \
+               node (onnxruntime; causal self-attention without KV-cache inputs, half-split \
+               RoPE computed in the graph)",
     },
 ];
 
@@ -63,6 +73,8 @@ pub struct Gqa {
     method: String,
     merge: Merge,
     lowrank_keys: bool,
+    /// `op=contrib`: emit GroupQueryAttention instead of repeating KV heads.
+    fused: bool,
 }
 
 pub fn descriptor() -> PassDescriptor {
@@ -93,6 +105,7 @@ impl Gqa {
             method,
             merge,
             lowrank_keys: raw == "lowrank-all",
+            fused: o.text("op") == Some("contrib"),
         })
     }
 }
@@ -153,6 +166,16 @@ impl Pass for Gqa {
             }
             dims.push((h, d));
         }
+        // op=contrib: every attention must be one GroupQueryAttention can express; found
+        // before calibration and before anything changes.
+        let cores = if self.fused {
+            (0..idioms.attention.len())
+                .map(|ai| core::match_core(g, &idioms, ai))
+                .collect::<Result<Vec<_>, _>>()?
+        } else {
+            Vec::new()
+        };
+        let nodes_before = g.node_count();
         let sel = select_skipping(g, &idioms, &[]);
         let mut layers: Vec<Option<Layer>> = vec![None; idioms.linears.len()];
         for l in sel.layers {
@@ -160,6 +183,15 @@ impl Pass for Gqa {
             layers[i] = Some(l);
         }
         let before_kv = kv_bytes(g, &idioms);
+        // Element size of each attention's keys, read before the rewrite replaces weights.
+        let elem_bytes: Vec<u64> = idioms
+            .attention
+            .iter()
+            .map(|a| {
+                g.const_weight(idioms.linears[a.k].weight)
+                    .map_or(4, |w| (w.dtype.bits() as u64 / 8).max(1))
+            })
+            .collect();
         let aligned = self.method == "align";
         let merge = if aligned { self.merge } else { Merge::Mean };
         // Calibration Grams of every k and v projection output.
@@ -276,13 +308,55 @@ impl Pass for Gqa {
             };
             plans.push(plan);
         }
+        let repeat = if self.fused {
+            Repeat::Fused
+        } else {
+            Repeat::Tile
+        };
+        let mut shared = contrib::Shared::default();
         for (ai, plan) in plans.iter().enumerate() {
-            rewrite::apply(g, &idioms, &layers, ai, plan)?;
+            rewrite::apply(g, &idioms, &layers, ai, plan, repeat)?;
+            if let Some(c) = cores.get(ai) {
+                let name = format!("{}_gqa", g.node(idioms.attention[ai].softmax).name);
+                contrib::emit(g, &mut shared, c, plan.kv.len(), &name)?;
+            }
         }
         reinfer(g)?;
         let removed = crate::dce::remove_dead_nodes(g)?;
-        let after = Idioms::find(g)?;
-        let after_kv = kv_bytes(g, &after);
+        for (ai, c) in cores.iter().enumerate() {
+            // The replaced core is dead unless something else read its keys or values
+            // (e.g. a KV-cache output), which the fused node does not provide.
+            for (v, what) in [(c.k, "keys"), (c.v, "values")] {
+                let other = g
+                    .value_users(v)
+                    .into_iter()
+                    .find(|(u, _)| !matches!(g.node(*u).op, compc_ir::Op::GroupQueryAttention(_)));
+                if let Some((u, _)) = other {
+                    return Err(PassError::Invalid(format!(
+                        "gqa op=contrib: attention[{ai}]'s {what} are also read by {} outside the attention; \
+                         GroupQueryAttention without KV-cache outputs cannot provide them; use op=expand",
+                        g.node(u).describe(u)
+                    )));
+                }
+            }
+        }
+        if self.fused {
+            cx.note(format!(
+                "op=contrib: {} attention cores → com.microsoft.GroupQueryAttention; graph nodes {} → {}",
+                cores.len(),
+                nodes_before,
+                g.node_count()
+            ));
+            cx.measured("graph_nodes", g.node_count() as f64);
+        }
+        // From the plans: a fused attention is no longer an attention idiom.
+        let after_kv: u64 = idioms
+            .attention
+            .iter()
+            .zip(&plans)
+            .zip(&elem_bytes)
+            .map(|((a, p), bytes)| 2 * p.kv.len() as u64 * a.head_dim.unwrap_or(0) * bytes)
+            .sum();
         cx.note(format!(
             "{} attention layers → {} KV heads ({}{}); KV cache bytes per token {} → {} ({:.2}×)",
             plans.len(),

@@ -3,6 +3,8 @@
 //! that query head `p` reads KV head `p mod G` (the order `Tile` repeats heads in), the
 //! head count of the k/v reshapes set to `G`, and `Tile` (repeats `[1, g, 1, 1]`) on K
 //! and V where the score and context products read them. Query permutations are exact.
+//! With [`Repeat::Fused`] only the projections change, and query position `p` reads KV
+//! head `p / g` (GroupQueryAttention's order); the caller replaces the attention core.
 
 use super::plan::{Maps, Plan};
 use crate::idioms::{Attention, Idioms};
@@ -83,13 +85,27 @@ fn merge_rows(
     )
 }
 
+/// How query heads reach their KV head after the rewrite.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Repeat {
+    /// `Tile` on K and V in the decomposed attention: query position `p` reads KV head
+    /// `p mod G`.
+    Tile,
+    /// The attention core is replaced by a fused op whose query position `p` reads KV head
+    /// `p / g` (consecutive query heads share one KV head).
+    Fused,
+}
+
 /// Where query position `p` comes from: `(source head, kv head, member index)`.
-fn query_order(kv: &[Vec<usize>]) -> Vec<(usize, usize, usize)> {
+fn query_order(kv: &[Vec<usize>], repeat: Repeat) -> Vec<(usize, usize, usize)> {
     let groups = kv.len();
     let g = kv.first().map_or(0, |m| m.len());
     (0..groups * g)
         .map(|p| {
-            let (r, j) = (p / groups, p % groups);
+            let (r, j) = match repeat {
+                Repeat::Tile => (p / groups, p % groups),
+                Repeat::Fused => (p % g, p / g),
+            };
             (kv[j][r], j, r)
         })
         .collect()
@@ -144,6 +160,7 @@ pub fn apply(
     layers: &[Option<Layer>],
     ai: usize,
     plan: &Plan,
+    repeat: Repeat,
 ) -> Result<(), PassError> {
     let a: &Attention = &idioms.attention[ai];
     let o =
@@ -164,9 +181,14 @@ pub fn apply(
     let groups = plan.kv.len();
     let reps = heads / groups;
     // Locate everything before changing anything.
-    let rk = split_reshape(g, idioms.linears[a.k].output, "k", ai)?;
-    let rv = split_reshape(g, idioms.linears[a.v].output, "v", ai)?;
-    let order = query_order(&plan.kv);
+    let reshapes = match repeat {
+        Repeat::Tile => Some((
+            split_reshape(g, idioms.linears[a.k].output, "k", ai)?,
+            split_reshape(g, idioms.linears[a.v].output, "v", ai)?,
+        )),
+        Repeat::Fused => None,
+    };
+    let order = query_order(&plan.kv, repeat);
     // q: rows of query position p = R_hᵀ W_q^{(h)} (keys' reconstruction folded in).
     let wq = read_w(g, lq)?;
     let bq = bias_of(g, lq)?;
@@ -229,7 +251,7 @@ pub fn apply(
         }
     }
     write_resized(g, lo, no, rows, ocols)?;
-    if groups != heads {
+    if let (true, Some((rk, rv))) = (groups != heads, reshapes) {
         set_shape_element(g, rk, 2, groups as i64)?;
         set_shape_element(g, rv, 2, groups as i64)?;
         tile_input(g, a.scores_matmul, 1, reps as i64, ai)?;

@@ -4,6 +4,7 @@
 pub mod conv;
 pub mod einsum;
 pub mod elementwise;
+pub mod gqa;
 pub mod index;
 pub mod loss;
 pub mod matmul;
@@ -285,6 +286,7 @@ pub fn eval_op(op: &Op, inputs: &[Option<&Tensor>], num_outputs: usize) -> Resul
             d,
         )),
         Op::MatMulNBits(m) => one(quant::matmul_nbits(inputs, m)),
+        Op::GroupQueryAttention(a) => gqa::group_query_attention(inputs, a, num_outputs),
         Op::Hadamard(h) => one(quant::hadamard_kron(x()?, h.size, opt(inputs, 1))),
         Op::RouterTopK(r) => one(index::router_top_k(x()?, r.capacity)),
         Op::Det => one(misc::det(x()?)),
