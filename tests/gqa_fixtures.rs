@@ -129,3 +129,89 @@ fn bad_options_are_errors() {
     let e = try_pipeline(&cnn, "gqa{groups=1,method=mean}", None).unwrap_err();
     assert!(e.contains("no attention"), "{e}");
 }
+
+/// `n` byte windows of length `t` from the LM's held-out text (never used to calibrate).
+fn heldout_ids(n: usize, t: usize, offset: usize) -> Vec<(String, compc::runtime::Tensor)> {
+    let text = std::fs::read(common::fixtures().join("lm/heldout.txt")).unwrap();
+    let ids: Vec<i64> = (0..n * t).map(|i| text[offset + i] as i64).collect();
+    vec![(
+        "input_ids".into(),
+        compc::runtime::Tensor::from_i64(vec![n, t], ids),
+    )]
+}
+
+fn count_op(g: &Graph, name: &str) -> usize {
+    g.node_ids()
+        .filter(|&n| g.node(n).op.name() == name)
+        .count()
+}
+
+/// Largest |a − b| relative to the largest |b|.
+fn rel_max(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(0f32, |m, x| m.max(x.abs()));
+    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+}
+
+#[test]
+fn lm_contrib_matches_expand() {
+    let g = lm();
+    let calib = CalibData {
+        tensors: lm_ids(2, 32, 0),
+    };
+    let expand = run_pipeline(&g, "gqa{groups=4,op=expand}", Some(&calib));
+    let fused = run_pipeline(&g, "gqa{groups=4,op=contrib}", Some(&calib));
+    // One fused node per layer; the decomposed attention is gone.
+    assert_eq!(count_op(&fused, "group_query_attention"), 4);
+    assert_eq!(count_op(&fused, "softmax"), 0);
+    assert!(fused.node_count() < expand.node_count() / 2);
+    // Batch 1 and 3, two sequence lengths, held-out text.
+    for (n, t, off) in [(1, 40, 100), (3, 24, 9000)] {
+        let inputs = heldout_ids(n, t, off);
+        let ours = outputs(&fused, &inputs);
+        let want = outputs(&expand, &inputs);
+        assert!(rel_max(&ours[0], &want[0]) < 1e-4, "compc: b{n} s{t}");
+        let (Some(ort_fused), Some(ort_expand)) =
+            (ort_outputs(&fused, &inputs), ort_outputs(&expand, &inputs))
+        else {
+            continue;
+        };
+        let r = rel_max(&ort_fused[0], &ort_expand[0]);
+        assert!(r < 1e-4, "onnxruntime contrib vs expand, b{n} s{t}: {r}");
+        let r = rel_max(&ours[0], &ort_fused[0]);
+        assert!(
+            r < 1e-4,
+            "compc vs onnxruntime GroupQueryAttention, b{n} s{t}: {r}"
+        );
+    }
+}
+
+#[test]
+fn lm_contrib_with_all_heads_is_exact() {
+    let g = lm();
+    let out = run_pipeline(&g, "gqa{groups=8,method=mean,op=contrib}", None);
+    assert_eq!(count_op(&out, "group_query_attention"), 4);
+    for (n, t, off) in [(1, 33, 500), (2, 16, 4000)] {
+        let inputs = heldout_ids(n, t, off);
+        let want = outputs(&g, &inputs);
+        let ours = outputs(&out, &inputs);
+        assert!(rel_max(&ours[0], &want[0]) < 1e-5, "compc: b{n} s{t}");
+        if let Some(ort) = ort_outputs(&out, &inputs) {
+            let r = rel_max(&ort[0], &want[0]);
+            assert!(r < 1e-5, "onnxruntime b{n} s{t}: {r}");
+        }
+    }
+}
+
+#[test]
+fn contrib_refusals_say_why() {
+    let enc = encoder();
+    let e = try_pipeline(&enc, "gqa{groups=2,method=mean,op=contrib}", None).unwrap_err();
+    assert!(
+        e.contains("attention[0]") && e.contains("bidirectional") && e.contains("op=expand"),
+        "{e}"
+    );
+    // The small decoder's heads (8 wide) are below onnxruntime's rotary minimum.
+    let e = try_pipeline(&decoder(), "gqa{groups=2,method=mean,op=contrib}", None).unwrap_err();
+    assert!(e.contains("multiple of 16"), "{e}");
+}
