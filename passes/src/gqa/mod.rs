@@ -175,7 +175,6 @@ impl Pass for Gqa {
         } else {
             Vec::new()
         };
-        let nodes_before = g.node_count();
         let sel = select_skipping(g, &idioms, &[]);
         let mut layers: Vec<Option<Layer>> = vec![None; idioms.linears.len()];
         for l in sel.layers {
@@ -317,7 +316,12 @@ impl Pass for Gqa {
         for (ai, plan) in plans.iter().enumerate() {
             rewrite::apply(g, &idioms, &layers, ai, plan, repeat)?;
             if let Some(c) = cores.get(ai) {
-                let name = format!("{}_gqa", g.node(idioms.attention[ai].softmax).name);
+                // Named like the softmax's scope: ".../self_attn/GroupQueryAttention".
+                let sm = &g.node(idioms.attention[ai].softmax).name;
+                let name = match sm.rsplit_once('/') {
+                    Some((scope, _)) => format!("{scope}/GroupQueryAttention"),
+                    None => format!("{sm}_GroupQueryAttention"),
+                };
                 contrib::emit(g, &mut shared, c, plan.kv.len(), &name)?;
             }
         }
@@ -342,12 +346,9 @@ impl Pass for Gqa {
         }
         if self.fused {
             cx.note(format!(
-                "op=contrib: {} attention cores → com.microsoft.GroupQueryAttention; graph nodes {} → {}",
-                cores.len(),
-                nodes_before,
-                g.node_count()
+                "op=contrib: {} attention cores → com.microsoft.GroupQueryAttention",
+                cores.len()
             ));
-            cx.measured("graph_nodes", g.node_count() as f64);
         }
         // From the plans: a fused attention is no longer an attention idiom.
         let after_kv: u64 = idioms
