@@ -53,6 +53,7 @@ fn measure(model: &Path, out: &Path) {
         progress: false,
         external_data: true,
         target: Default::default(),
+        chip: String::new(),
     };
     let registry = compc::passes::Registry::with_builtin_passes();
     let t0 = Instant::now();

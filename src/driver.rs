@@ -39,8 +39,10 @@ pub struct CompileOptions {
     /// Write every weight of 1 KiB or more to `model.data` beside `model.onnx` (otherwise
     /// only models too big for one protobuf file use external data).
     pub external_data: bool,
-    /// Also compile to native code in the output folder (`--target cpu`).
+    /// Also compile to native code in the output folder (`--target cpu|gpu`).
     pub target: Target,
+    /// The NVIDIA architecture `--target gpu` generates PTX for (`sm_90`, `sm_80`).
+    pub chip: String,
 }
 
 /// What `-o OUT` holds besides `model.onnx` and the report.
@@ -51,6 +53,9 @@ pub enum Target {
     Onnx,
     /// Also `model.so` + `weights.bin` + `manifest.json` from the MLIR CPU backend.
     Cpu,
+    /// Also PTX kernels (`kernels.ptx`) and the host library that launches them
+    /// (`model.so`), `weights.bin` and `manifest.json`, from the MLIR GPU backend.
+    Gpu,
 }
 
 pub struct CompileSummary {
@@ -117,9 +122,12 @@ pub fn compile(opts: &CompileOptions, registry: &Registry) -> Result<CompileSumm
         &staged.path().join("report.md"),
         ledger.to_markdown().as_bytes(),
     )?;
-    if opts.target == Target::Cpu {
-        crate::native::compile_cpu(&g, staged.path())
-            .context("compiling for the CPU (--target cpu)")?;
+    match opts.target {
+        Target::Onnx => {}
+        Target::Cpu => crate::native::compile_cpu(&g, staged.path())
+            .context("compiling for the CPU (--target cpu)")?,
+        Target::Gpu => crate::native::compile_gpu(&g, staged.path(), &opts.chip)
+            .context("compiling for the GPU (--target gpu)")?,
     }
     let out = staged.commit()?;
     Ok(CompileSummary { out, ledger })

@@ -45,9 +45,13 @@ struct CompileArgs {
     #[arg(long)]
     external_data: bool,
     /// Also compile the result to native code in OUTDIR (`cpu`: model.so, weights.bin,
-    /// manifest.json, model.mlir; run it with `compc run OUTDIR`).
+    /// manifest.json, model.mlir; `gpu`: the same with PTX kernels in kernels.ptx and a
+    /// model.so that launches them; run either with `compc run OUTDIR`).
     #[arg(long, value_enum, default_value = "onnx")]
     target: compc::driver::Target,
+    /// NVIDIA architecture for `--target gpu` (sm_90 for H100, sm_80 for A100)
+    #[arg(long, default_value = "sm_90", value_parser = parse_chip)]
+    chip: String,
     /// Print the MLIR (linalg/tensor) the result lowers to, instead of writing OUTDIR.
     #[arg(long)]
     emit_mlir: bool,
@@ -74,6 +78,9 @@ enum Command {
         /// Where to write the outputs (.npz)
         #[arg(long, value_name = "OUT.npz")]
         output: PathBuf,
+        /// Where a compiled folder runs: as compiled (auto), or insist on cpu or gpu
+        #[arg(long, value_enum, default_value = "auto")]
+        device: Device,
     },
     /// Compare a transformed model with the original: fidelity, perplexity, size, FLOPs
     Eval {
@@ -148,7 +155,8 @@ fn dispatch(cli: Cli) -> Result<()> {
             model,
             inputs,
             output,
-        }) => run_model(&model, &inputs, &output),
+            device,
+        }) => run_model(&model, &inputs, &output, device),
         Some(Command::Eval {
             original,
             transformed,
@@ -207,9 +215,13 @@ fn dispatch(cli: Cli) -> Result<()> {
                     progress: std::io::stderr().is_terminal(),
                     external_data: a.external_data,
                     target: a.target,
+                    chip: a.chip.clone(),
                 },
                 &registry,
             )?;
+            if a.target == compc::driver::Target::Gpu {
+                report_gpu_output(&summary.out);
+            }
             let (i, o) = (&summary.ledger.input, &summary.ledger.output);
             eprintln!(
                 "wrote {}: {} nodes, {} parameters, {} weight bytes (input: {} nodes, {} parameters, {} bytes)",
@@ -276,18 +288,83 @@ fn run_model(
     model: &std::path::Path,
     inputs: &std::path::Path,
     output: &std::path::Path,
+    device: Device,
 ) -> Result<()> {
+    use compc::runtime::native;
     let ins = compc::runtime::npz::read_npz(inputs)
         .map_err(|e| anyhow::anyhow!("inputs {}: {e}", inputs.display()))?;
-    let manifest = model.join(compc::runtime::native::manifest::MANIFEST_FILE);
+    let manifest = model.join(native::manifest::MANIFEST_FILE);
     let outs = if model.is_dir() && manifest.is_file() {
-        let native = compc::runtime::native::NativeModel::load(model)?;
-        native.run(&ins)?
+        let target = native::read_manifest(model)?.target;
+        match (device, target.as_str()) {
+            (Device::Auto | Device::Gpu, "gpu") => native::gpu::GpuModel::load(model)?.run(&ins)?,
+            (Device::Auto | Device::Cpu, "cpu") => native::NativeModel::load(model)?.run(&ins)?,
+            (want, have) => anyhow::bail!(
+                "{} is compiled for `{have}`, not `{}`: recompile it with `--target {}`",
+                model.display(),
+                want.name(),
+                want.name()
+            ),
+        }
     } else {
+        if device == Device::Gpu {
+            anyhow::bail!(
+                "`--device gpu` runs folders compiled with `--target gpu`; {} is a model file",
+                model.display()
+            );
+        }
         let g = load_model(model)?;
         compc::runtime::run(&g, &ins).map_err(|e| anyhow::anyhow!("{e}"))?
     };
     compc::runtime::npz::write_npz(output, &outs)
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", output.display()))?;
     Ok(())
+}
+
+/// Where `compc run` executes a compiled folder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Device {
+    Auto,
+    Cpu,
+    Gpu,
+}
+
+impl Device {
+    fn name(self) -> &'static str {
+        match self {
+            Device::Auto => "auto",
+            Device::Cpu => "cpu",
+            Device::Gpu => "gpu",
+        }
+    }
+}
+
+fn parse_chip(s: &str) -> std::result::Result<String, String> {
+    let ok = s
+        .strip_prefix("sm_")
+        .and_then(|n| n.parse::<u32>().ok())
+        .is_some_and(|n| (50..=120).contains(&n));
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "`{s}` is not an NVIDIA architecture like sm_90 or sm_80"
+        ))
+    }
+}
+
+/// After `--target gpu`: what was written, and whether this machine can run it.
+fn report_gpu_output(out: &std::path::Path) {
+    let ptx = out.join("kernels.ptx");
+    let kernels = std::fs::read_to_string(&ptx)
+        .map(|t| t.matches(".entry").count())
+        .unwrap_or(0);
+    eprintln!("wrote {} ({kernels} PTX kernels)", ptx.display());
+    if !compc::runtime::native::gpu::available() {
+        eprintln!(
+            "note: this machine has no NVIDIA driver, so the GPU model cannot run here; \
+             run it with `compc run {} --inputs IN.npz --output OUT.npz` on a machine with one",
+            out.display()
+        );
+    }
 }

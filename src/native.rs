@@ -40,3 +40,10 @@ pub fn compile_cpu(g: &Graph, dir: &std::path::Path) -> Result<()> {
     compc_backend_mlir::compile_cpu(&p, dir)?;
     Ok(())
 }
+
+/// Compiles `g` for an NVIDIA GPU (`chip`, e.g. `sm_90`) into `dir`.
+pub fn compile_gpu(g: &Graph, dir: &std::path::Path, chip: &str) -> Result<()> {
+    let p = prepare(g)?;
+    compc_backend_mlir::compile_gpu(&p, dir, chip)?;
+    Ok(())
+}

@@ -21,7 +21,7 @@ use std::rc::Rc;
 /// The packed wrapper MLIR's execution engine generates for `@main`'s C interface.
 pub const PACKED_ENTRY: &str = "_mlir__mlir_ciface_main";
 
-fn context() -> (Box<Context>, Diags) {
+pub(crate) fn context() -> (Box<Context>, Diags) {
     let registry = DialectRegistry::new();
     register_all_dialects(&registry);
     let ctx = Context::new();
@@ -38,7 +38,7 @@ fn context() -> (Box<Context>, Diags) {
     (Box::new(ctx), diags)
 }
 
-fn mlir_error(stage: &str, diags: &Diags) -> BackendError {
+pub(crate) fn mlir_error(stage: &str, diags: &Diags) -> BackendError {
     let d = diags.borrow();
     let shown: Vec<&String> = d.iter().take(8).collect();
     BackendError::Mlir(format!(
@@ -51,10 +51,28 @@ fn mlir_error(stage: &str, diags: &Diags) -> BackendError {
     ))
 }
 
-type Diags = Rc<RefCell<Vec<String>>>;
+pub(crate) type Diags = Rc<RefCell<Vec<String>>>;
 
-fn parse<'c>(ctx: &'c Context, text: &str, diags: &Diags) -> Result<Module<'c>, BackendError> {
+pub(crate) fn parse<'c>(
+    ctx: &'c Context,
+    text: &str,
+    diags: &Diags,
+) -> Result<Module<'c>, BackendError> {
     Module::parse(ctx, text).ok_or_else(|| mlir_error("parsing the emitted MLIR", diags))
+}
+
+/// Runs one pass pipeline; `stage` names it in the error.
+pub(crate) fn run_passes(
+    ctx: &Context,
+    module: &mut Module,
+    pipeline: &str,
+    stage: &str,
+    diags: &Diags,
+) -> Result<(), BackendError> {
+    let pm = PassManager::new(ctx);
+    parse_pass_pipeline(pm.as_operation_pass_manager(), pipeline)
+        .map_err(|e| BackendError::Mlir(format!("pass pipeline: {e}")))?;
+    pm.run(module).map_err(|_| mlir_error(stage, diags))
 }
 
 /// Runs the CPU pipeline on a parsed module.

@@ -7,6 +7,7 @@
 #[cfg(feature = "mlir")]
 pub mod compile;
 pub mod emit;
+pub mod gpu;
 pub mod pipeline;
 pub mod support;
 
@@ -105,6 +106,7 @@ pub fn manifest_for(
         params,
         outputs,
         inputs,
+        chip: None,
     })
 }
 
@@ -162,6 +164,35 @@ pub fn compile_module_cpu(g: &Graph, m: &MlirModule, dir: &Path) -> Result<Manif
     #[cfg(not(feature = "mlir"))]
     {
         let _ = (g, m, dir);
+        Err(BackendError::FeatureOff)
+    }
+}
+
+/// Compiles `g` for an NVIDIA GPU of architecture `chip` (`sm_90`, `sm_80`) into `dir`:
+/// `model.so` (host code that launches the kernels), `kernels.ptx`, `weights.bin`,
+/// `manifest.json` (target `gpu`), `model.mlir`. Needs no GPU; running does.
+pub fn compile_gpu(g: &Graph, dir: &Path, chip: &str) -> Result<Manifest, BackendError> {
+    let m = emit::emit_module_with(g, emit::EmitOptions::GPU)?;
+    #[cfg(feature = "mlir")]
+    {
+        let io = |p: &Path, e: std::io::Error| BackendError::Io {
+            path: p.display().to_string(),
+            msg: e.to_string(),
+        };
+        gpu::compile::write_gpu_library(&m, dir, chip)?;
+        write_weights(g, &m, &dir.join("weights.bin"))?;
+        let mut manifest = manifest_for(&m, "gpu", "model.so", compile::PACKED_ENTRY)?;
+        manifest.chip = Some(chip.to_string());
+        let text = serde_json::to_string_pretty(&manifest).expect("manifest serializes");
+        let mp = dir.join(compc_runtime::native::manifest::MANIFEST_FILE);
+        std::fs::write(&mp, text).map_err(|e| io(&mp, e))?;
+        let tp = dir.join("model.mlir");
+        std::fs::write(&tp, &m.text).map_err(|e| io(&tp, e))?;
+        Ok(manifest)
+    }
+    #[cfg(not(feature = "mlir"))]
+    {
+        let _ = (g, m, dir, chip);
         Err(BackendError::FeatureOff)
     }
 }

@@ -74,4 +74,7 @@ pub struct Manifest {
     pub outputs: Vec<TensorSpec>,
     /// Graph input names in order (what `compc run --inputs` must provide).
     pub inputs: Vec<String>,
+    /// GPU models: the architecture the PTX was generated for (`sm_90`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chip: Option<String>,
 }

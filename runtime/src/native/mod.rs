@@ -9,6 +9,7 @@
 //! `weights.bin` memory-mapped); the backend's JIT builds one from an in-process function
 //! pointer with [`NativeModel::from_entry`].
 
+pub mod gpu;
 pub mod manifest;
 
 use crate::{RuntimeError, Tensor};
@@ -92,20 +93,7 @@ impl NativeModel {
             path: p.display().to_string(),
             msg: e.to_string(),
         };
-        let mpath = dir.join(MANIFEST_FILE);
-        let text = std::fs::read_to_string(&mpath).map_err(|e| io(&mpath, e))?;
-        let manifest: Manifest = serde_json::from_str(&text).map_err(|e| RuntimeError::Io {
-            path: mpath.display().to_string(),
-            msg: format!("not a compc manifest: {e}"),
-        })?;
-        if manifest.format != manifest::FORMAT_VERSION {
-            return Err(err(format!(
-                "{}: manifest format {} (this compc reads {})",
-                mpath.display(),
-                manifest.format,
-                manifest::FORMAT_VERSION
-            )));
-        }
+        let manifest = read_manifest(dir)?;
         if manifest.target != "cpu" {
             return Err(err(format!(
                 "{} holds a `{}` model; this runs `cpu` models",
@@ -242,6 +230,28 @@ impl NativeModel {
         }
         Ok(result)
     }
+}
+
+/// Reads and checks `dir/manifest.json`.
+pub fn read_manifest(dir: &Path) -> Result<Manifest> {
+    let mpath = dir.join(MANIFEST_FILE);
+    let text = std::fs::read_to_string(&mpath).map_err(|e| RuntimeError::Io {
+        path: mpath.display().to_string(),
+        msg: e.to_string(),
+    })?;
+    let manifest: Manifest = serde_json::from_str(&text).map_err(|e| RuntimeError::Io {
+        path: mpath.display().to_string(),
+        msg: format!("not a compc manifest: {e}"),
+    })?;
+    if manifest.format != manifest::FORMAT_VERSION {
+        return Err(err(format!(
+            "{}: manifest format {} (this compc reads {})",
+            mpath.display(),
+            manifest.format,
+            manifest::FORMAT_VERSION
+        )));
+    }
+    Ok(manifest)
 }
 
 /// `{allocated, aligned, offset, sizes.., strides..}` of a contiguous row-major buffer.

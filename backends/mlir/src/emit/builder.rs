@@ -1,7 +1,7 @@
 //! The emitter's state and the text-building helpers every op family uses: SSA names,
 //! types, index constants, dynamic dims, `tensor.empty`, and `linalg.generic`.
 
-use super::{EmitError, MlirModule, OutputSpec, Param, ParamSource, ENTRY, INLINE_LIMIT};
+use super::{EmitError, EmitOptions, MlirModule, OutputSpec, Param, ParamSource, ENTRY};
 use compc_ir::{DType, Dim, Graph, NodeId, TensorType, ValueRef, WeightId};
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -151,11 +151,13 @@ pub struct Emitter<'g> {
     index_consts: HashMap<i64, String>,
     params: Vec<Param>,
     weight_params: HashMap<WeightId, String>,
+    options: EmitOptions,
 }
 
 impl<'g> Emitter<'g> {
-    pub fn new(g: &'g Graph) -> Self {
+    pub fn new(g: &'g Graph, options: EmitOptions) -> Self {
         Emitter {
+            options,
             g,
             current: String::new(),
             lines: Vec::new(),
@@ -255,7 +257,7 @@ impl<'g> Emitter<'g> {
         let w = self.g.weights.get(wid);
         let dims: Vec<Dim> = w.dims.iter().map(|&d| Dim::Known(d)).collect();
         let ty = TensorType::new(w.dtype, compc_ir::Shape::Ranked(dims.clone()));
-        if w.numel() <= INLINE_LIMIT && !w.dtype.is_packed() {
+        if w.numel() <= self.options.inline_limit && !w.dtype.is_packed() {
             let bytes = w
                 .bytes()
                 .map_err(|e| self.err(format!("weight {}: {e}", w.name)))?;

@@ -30,6 +30,23 @@ use std::sync::Arc;
 /// become function arguments.
 pub const INLINE_LIMIT: u64 = 64;
 
+/// How the module is emitted for its target.
+#[derive(Clone, Copy, Debug)]
+pub struct EmitOptions {
+    /// Constants with at most this many elements are inline; larger ones are arguments.
+    pub inline_limit: u64,
+}
+
+impl EmitOptions {
+    /// For the CPU: small constants inline ([`INLINE_LIMIT`]).
+    pub const CPU: EmitOptions = EmitOptions {
+        inline_limit: INLINE_LIMIT,
+    };
+    /// For the GPU every constant is an argument: an inline constant becomes a host
+    /// global, which a kernel cannot read.
+    pub const GPU: EmitOptions = EmitOptions { inline_limit: 0 };
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum EmitError {
     #[error("{node}: the mlir backend does not lower `{op}` yet")]
@@ -81,11 +98,16 @@ pub const ENTRY: &str = "main";
 /// Lowers a whole graph. Every output must be computable with the supported ops; the
 /// first op that is not names itself in the error.
 pub fn emit_module(g: &Graph) -> Result<MlirModule, EmitError> {
+    emit_module_with(g, EmitOptions::CPU)
+}
+
+/// [`emit_module`] with explicit options (the GPU target passes [`EmitOptions::GPU`]).
+pub fn emit_module_with(g: &Graph, options: EmitOptions) -> Result<MlirModule, EmitError> {
     let order = g
         .topo_order()
         .map_err(|e| EmitError::Graph(e.to_string()))?;
     let needed = needed_nodes(g, &order);
-    let mut em = Emitter::new(g);
+    let mut em = Emitter::new(g, options);
 
     for (i, &id) in g.inputs().iter().enumerate() {
         let node = g.node(id);

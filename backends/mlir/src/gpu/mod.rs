@@ -1,0 +1,15 @@
+//! The NVIDIA GPU target (`--target gpu`): the same `linalg` module as the CPU target,
+//! emitted with every constant as an argument ([`crate::emit::EmitOptions::GPU`]), is
+//! bufferized, mapped to blocks and threads, lowered to PTX kernels, and linked with a
+//! host function that launches them through [`shim`]. `compc_runtime::native::gpu` loads
+//! the result with the CUDA driver (cudarc).
+
+#[cfg(feature = "mlir")]
+pub mod compile;
+pub mod mapping;
+pub mod pipeline;
+pub mod rewrite;
+pub mod shim;
+
+/// The architecture PTX is generated for unless asked otherwise (H100).
+pub const DEFAULT_CHIP: &str = "sm_90";
