@@ -152,12 +152,16 @@ pub struct Emitter<'g> {
     params: Vec<Param>,
     weight_params: HashMap<WeightId, String>,
     options: EmitOptions,
+    /// Private functions the module needs besides `@main` (hand-written GPU kernels),
+    /// by name.
+    helpers: std::collections::BTreeMap<String, String>,
 }
 
 impl<'g> Emitter<'g> {
     pub fn new(g: &'g Graph, options: EmitOptions) -> Self {
         Emitter {
             options,
+            helpers: Default::default(),
             g,
             current: String::new(),
             lines: Vec::new(),
@@ -168,6 +172,15 @@ impl<'g> Emitter<'g> {
             params: Vec::new(),
             weight_params: HashMap::new(),
         }
+    }
+
+    pub fn options(&self) -> EmitOptions {
+        self.options
+    }
+
+    /// Adds the private function `name` (its text from `text`) unless already there.
+    pub fn add_helper(&mut self, name: String, text: impl FnOnce() -> String) {
+        self.helpers.entry(name).or_insert_with(text);
     }
 
     pub fn err(&self, msg: impl Into<String>) -> EmitError {
@@ -187,6 +200,11 @@ impl<'g> Emitter<'g> {
         let name = self.fresh();
         self.lines.push(format!("{name} = {}", rhs.as_ref()));
         name
+    }
+
+    /// An op without results (a call into a helper that writes its out-argument).
+    pub fn op_void(&mut self, text: impl Into<String>) {
+        self.lines.push(text.into());
     }
 
     pub fn bind(&mut self, v: ValueRef, val: Val) {
@@ -523,7 +541,13 @@ impl<'g> Emitter<'g> {
             res_types.join(", ")
         )
         .unwrap();
-        text.push_str("  }\n}\n");
+        text.push_str("  }\n");
+        for h in self.helpers.values() {
+            for sub in h.lines() {
+                writeln!(text, "  {sub}").unwrap();
+            }
+        }
+        text.push_str("}\n");
         MlirModule {
             text,
             params: self.params,

@@ -258,25 +258,14 @@ pub fn matmul_nbits(em: &mut Emitter, id: NodeId, q: &MatMulNBits) -> Result<Val
         &[n, nb],
         bytemuck::cast_slice(&scales).to_vec(),
     );
-    // Zero points unpacked at compile time to f32 [N, nb] (default 2^(bits-1)).
-    let mut zp = vec![(1u32 << (bits - 1)) as f32; (n * nb) as usize];
-    if node.input(3).is_some() {
-        let z = em
-            .const_i64(id, 3)
-            .ok_or_else(|| em.err("zero points must be a constant"))?;
-        let per_row = (nb * bits).div_ceil(8) as usize;
-        for r in 0..n as usize {
-            for blk in 0..nb as usize {
-                let v = if bits == 4 {
-                    let byte = z[r * per_row + blk / 2] as u8;
-                    (byte >> ((blk % 2) * 4)) & 0xF
-                } else {
-                    z[r * per_row + blk] as u8
-                };
-                zp[r * nb as usize + blk] = v as f32;
-            }
-        }
+    if em.options().gpu_kernels && super::gpu_nbits::supported(k, bits, bs) {
+        return matmul_nbits_gpu(em, id, &a, &out, (k, n, bits, bs), bq, sc);
     }
+    // Zero points unpacked at compile time to f32 [N, nb] (default 2^(bits-1)).
+    let zp: Vec<f32> = zero_points(em, id, n, nb, bits, node.input(3).is_some())?
+        .into_iter()
+        .map(f32::from)
+        .collect();
     let zpv = em.prepared(
         &format!("{wname}.zero_points"),
         DType::F32,
@@ -362,6 +351,72 @@ pub fn matmul_nbits(em: &mut Emitter, id: NodeId, q: &MatMulNBits) -> Result<Val
         )?
     };
     expand_to(em, &r, &out)
+}
+
+/// MatMulNBits through the fused GPU kernel: zero points as one byte per block, the
+/// bias as a vector (zeros when absent).
+fn matmul_nbits_gpu(
+    em: &mut Emitter,
+    id: NodeId,
+    a: &Val,
+    out: &TensorType,
+    (k, n, bits, bs): (u64, u64, u64, u64),
+    bq: Val,
+    sc: Val,
+) -> Result<Val, EmitError> {
+    let nb = k / bs;
+    let node = em.g.node(id);
+    let wname =
+        em.g.const_weight(node.input(1).ok_or_else(|| em.err("B is missing"))?)
+            .map(|w| w.name.clone())
+            .unwrap_or_default();
+    let has_zp = node.input(3).is_some();
+    let has_bias = node.input(5).is_some();
+    let zp = zero_points(em, id, n, nb, bits, has_zp)?;
+    let zpv = em.prepared(&format!("{wname}.zero_points"), DType::U8, &[n, nb], zp);
+    let bias = if has_bias {
+        em.input(id, 5)?
+    } else {
+        em.prepared(
+            &format!("{wname}.bias"),
+            DType::F32,
+            &[n],
+            vec![0u8; 4 * n as usize],
+        )
+    };
+    super::gpu_nbits::emit(em, a, &bq, &sc, &zpv, &bias, n, k, bits, bs, out)
+}
+
+/// Zero points unpacked to one code per block, row-major `[N, nb]` (default 2^(bits−1)).
+fn zero_points(
+    em: &Emitter,
+    id: NodeId,
+    n: u64,
+    nb: u64,
+    bits: u64,
+    given: bool,
+) -> Result<Vec<u8>, EmitError> {
+    let mut zp = vec![1u8 << (bits - 1); (n * nb) as usize];
+    if given {
+        let z = em
+            .const_i64(id, 3)
+            .ok_or_else(|| em.err("zero points must be a constant"))?;
+        let per_row = (nb * bits).div_ceil(8) as usize;
+        for r in 0..n as usize {
+            for blk in 0..nb as usize {
+                let byte = *z
+                    .get(r * per_row + if bits == 4 { blk / 2 } else { blk })
+                    .ok_or_else(|| em.err("zero points are shorter than N × blocks"))?
+                    as u8;
+                zp[r * nb as usize + blk] = if bits == 4 {
+                    (byte >> ((blk % 2) * 4)) & 0xF
+                } else {
+                    byte
+                };
+            }
+        }
+    }
+    Ok(zp)
 }
 
 /// The shared tail of both MatMulNBits bodies: `acc + a·(q − zero_point)·scale` for the

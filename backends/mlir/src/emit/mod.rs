@@ -15,6 +15,7 @@
 mod builder;
 mod conv;
 mod elementwise;
+mod gpu_nbits;
 mod layout;
 mod linear;
 mod reduce;
@@ -35,16 +36,22 @@ pub const INLINE_LIMIT: u64 = 64;
 pub struct EmitOptions {
     /// Constants with at most this many elements are inline; larger ones are arguments.
     pub inline_limit: u64,
+    /// Lower MatMulNBits to the fused GPU kernel (`gpu.launch`) where its shape allows.
+    pub gpu_kernels: bool,
 }
 
 impl EmitOptions {
     /// For the CPU: small constants inline ([`INLINE_LIMIT`]).
     pub const CPU: EmitOptions = EmitOptions {
         inline_limit: INLINE_LIMIT,
+        gpu_kernels: false,
     };
     /// For the GPU every constant is an argument: an inline constant becomes a host
     /// global, which a kernel cannot read.
-    pub const GPU: EmitOptions = EmitOptions { inline_limit: 0 };
+    pub const GPU: EmitOptions = EmitOptions {
+        inline_limit: 0,
+        gpu_kernels: true,
+    };
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -4,6 +4,9 @@
 //! - `memref.copy` becomes `linalg.copy`: the copy then runs as a kernel like every other
 //!   loop nest; MLIR's own lowering of `memref.copy` is a host `memcpy`, which cannot
 //!   read device memory.
+//! - Shape buffers (`memref<Nxindex>`, written by the host for `memref.reshape`) are
+//!   stack allocations: every other allocation is device memory, which host code cannot
+//!   store to.
 //! - Transcendentals become NVVM approximations and LLVM intrinsics: `convert-gpu-to-nvvm`
 //!   would otherwise turn `math.exp` and friends into calls to libdevice (`__nv_expf`),
 //!   which is not available here and which the driver's PTX JIT cannot link. The forms
@@ -27,6 +30,11 @@ pub fn for_gpu(text: &str) -> Result<String, RewriteError> {
     for line in text.lines() {
         if let Some(copy) = copy_to_linalg(line) {
             out.push_str(&copy);
+        } else if let Some(host) = shape_buffer_on_stack(line) {
+            match host {
+                Some(l) => out.push_str(&l),
+                None => continue,
+            }
         } else if let Some(m) = MathOp::parse(line) {
             m.expand(&mut out, &mut fresh)?;
         } else {
@@ -47,6 +55,27 @@ fn copy_to_linalg(line: &str) -> Option<String> {
     Some(format!(
         "{indent}linalg.copy ins({src} : {t1}) outs({dst} : {t2})"
     ))
+}
+
+/// `%a = memref.alloc() … : memref<Nxindex>` → `memref.alloca()`, and its
+/// `memref.dealloc` dropped (`Some(None)`); other lines are not shape buffers (`None`).
+fn shape_buffer_on_stack(line: &str) -> Option<Option<String>> {
+    let trimmed = line.trim_start();
+    let indent = &line[..line.len() - trimmed.len()];
+    let ty = trimmed.rsplit_once(" : ")?.1;
+    let is_shape = ty
+        .strip_prefix("memref<")
+        .and_then(|t| t.strip_suffix("xindex>"))
+        .is_some_and(|n| n.parse::<u64>().is_ok());
+    if !is_shape {
+        return None;
+    }
+    if trimmed.starts_with("memref.dealloc ") {
+        return Some(None);
+    }
+    let (result, rhs) = trimmed.split_once(" = ")?;
+    rhs.strip_prefix("memref.alloc() ")?;
+    Some(Some(format!("{indent}{result} = memref.alloca() : {ty}")))
 }
 
 /// `%r = math.NAME %a[, %b] [fastmath<..>] : T`.
@@ -258,6 +287,16 @@ mod tests {
         assert_eq!(
             r,
             "    linalg.copy ins(%a : memref<?x4xf32>) outs(%b : memref<?x4xf32, strided<[8, 1]>>)\n"
+        );
+    }
+
+    #[test]
+    fn shape_buffers_live_on_the_host_stack() {
+        let t = "  %a = memref.alloc() {alignment = 64 : i64} : memref<3xindex>\n  memref.store %d, %a[%c0] : memref<3xindex>\n  memref.dealloc %a : memref<3xindex>\n  %b = memref.alloc(%n) : memref<?xf32>\n";
+        let r = for_gpu(t).unwrap();
+        assert_eq!(
+            r,
+            "  %a = memref.alloca() : memref<3xindex>\n  memref.store %d, %a[%c0] : memref<3xindex>\n  %b = memref.alloc(%n) : memref<?xf32>\n"
         );
     }
 
