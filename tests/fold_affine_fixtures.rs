@@ -366,16 +366,23 @@ fn cnn_folded_equals_unfused_and_zero_error_is_the_identity() {
         tensors: cnn_images(16, 3),
     };
     let x = cnn_images(8, 4);
+    // Per-channel scales everywhere; then the classifier Gemm (transB) with scales
+    // blocked along K (`[10, 3]`, axis 1).
+    for quant in [
+        "quant{bits=4,method=rtn}",
+        "quant{bits=4,method=rtn,group=64}",
+    ] {
+        let folded = run_pipeline(&g, &format!("{quant},fold-affine"), Some(&c));
+        let unfused = run_pipeline(&g, &format!("{quant},fold-affine{{fold=false}}"), Some(&c));
+        let (a, b) = (outputs(&folded, &x), outputs(&unfused, &x));
+        let e = rel(&a, &b);
+        assert!(e < 1e-5, "{quant}: folded vs unfused {e:.3e}");
+        // Centered too, as the outputs' offset could hide a wrong slope; f32 round-off on
+        // the offset alone is ~1e-4 of the input-dependent spread (measured 3.1e-4).
+        let e = centered_rel(&a, &b, 8);
+        assert!(e < 3e-3, "{quant}: folded vs unfused, centered: {e:.3e}");
+    }
     let quant = "quant{bits=4,method=rtn}";
-    let folded = run_pipeline(&g, &format!("{quant},fold-affine"), Some(&c));
-    let unfused = run_pipeline(&g, &format!("{quant},fold-affine{{fold=false}}"), Some(&c));
-    let (a, b) = (outputs(&folded, &x), outputs(&unfused, &x));
-    let e = rel(&a, &b);
-    assert!(e < 1e-5, "folded vs unfused {e:.3e}");
-    // Centered too, as the outputs' offset could hide a wrong slope; f32 round-off on
-    // the offset alone is ~1e-4 of the input-dependent spread (measured 3.1e-4).
-    let e = centered_rel(&a, &b, 8);
-    assert!(e < 3e-3, "folded vs unfused, centered: {e:.3e}");
     let mut q = run_pipeline(&g, quant, Some(&c));
     twins_equal_to_quantized(&mut q, &x);
     let before = outputs(&q, &x);

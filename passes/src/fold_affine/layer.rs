@@ -188,7 +188,11 @@ fn find_conv_gemm(g: &Graph, found: &mut Found) {
             .unwrap_or_default();
         let (form, k, n) = match (&node.op, dims.as_slice()) {
             (Op::Conv(_), [o, i, ..]) if dims.len() >= 3 => (Form::Conv, *i, *o),
-            (Op::Gemm(a), [r, c]) if !a.trans_a => {
+            (Op::Gemm(a), _) if a.trans_a => {
+                skip("it transposes its input (transA)");
+                continue;
+            }
+            (Op::Gemm(a), [r, c]) => {
                 let (k, n) = if a.trans_b { (*c, *r) } else { (*r, *c) };
                 (Form::Gemm { trans_b: a.trans_b }, k, n)
             }
