@@ -1,8 +1,9 @@
-//! The `fold-affine` pass: for every quantized linear (in block order, each stage
-//! calibrated on a graph whose earlier layers are already compensated), stream the
-//! quantized output `y_q` and the float twin's output `y_fp = x·B_fp` on the same input
-//! through [`ChannelSums`], solve the per-channel affine map in closed form and fold it
-//! into the layer's scales and bias.
+//! The `fold-affine` pass. `method=cwac`: for every quantized linear (in block order,
+//! each stage calibrated on a graph whose earlier layers are already compensated), stream
+//! the quantized output `y_q` and the float twin's output on the same input (`x·B_fp`, or
+//! the Conv/Gemm op run on the twin) through [`ChannelSums`], solve the per-channel affine
+//! map in closed form and fold it into the layer's scales and bias. `method=qwt` shares
+//! the checks and the twins and hands over to [`super::qwt`].
 //!
 //! The float twins come from `Graph::float_originals`, which `quant` fills: after
 //! quantization the float weights are no longer in the graph, and rerunning the quantizer
