@@ -54,10 +54,18 @@ impl ChannelSums {
     /// Adds row-major rows of `channels` values: the quantized and the float outputs of
     /// the same tokens.
     pub fn add(&mut self, q: &[f32], f: &[f32]) -> Result<(), String> {
+        self.add_strided(q, f, 1)
+    }
+
+    /// Adds outputs laid out `[outer, channels, inner]` (a Conv output `[batch, C, H, W]`
+    /// has `inner = H·W`; rows of channels have `inner = 1`): every (outer, inner)
+    /// position is one sample of each channel.
+    pub fn add_strided(&mut self, q: &[f32], f: &[f32], inner: usize) -> Result<(), String> {
         let m = self.channels;
-        if m == 0 || q.len() != f.len() || !q.len().is_multiple_of(m) {
+        let row = m * inner;
+        if row == 0 || q.len() != f.len() || !q.len().is_multiple_of(row) {
             return Err(format!(
-                "{} quantized and {} float values are not rows of {m} channels",
+                "{} quantized and {} float values are not rows of {m} channels × {inner}",
                 q.len(),
                 f.len()
             ));
@@ -65,14 +73,16 @@ impl ChannelSums {
         if q.iter().chain(f).any(|v| !v.is_finite()) {
             return Err("the outputs have NaN or infinite values".into());
         }
-        for (rq, rf) in q.chunks_exact(m).zip(f.chunks_exact(m)) {
-            for c in 0..m {
-                let (x, y) = (rq[c] as f64, rf[c] as f64);
-                self.q[c] += x;
-                self.f[c] += y;
-                self.qq[c] += x * x;
-                self.qf[c] += x * y;
-                self.ff[c] += y * y;
+        for (rq, rf) in q.chunks_exact(row).zip(f.chunks_exact(row)) {
+            for i in 0..inner {
+                for c in 0..m {
+                    let (x, y) = (rq[c * inner + i] as f64, rf[c * inner + i] as f64);
+                    self.q[c] += x;
+                    self.f[c] += y;
+                    self.qq[c] += x * x;
+                    self.qf[c] += x * y;
+                    self.ff[c] += y * y;
+                }
             }
         }
         self.tokens += (q.len() / m) as u64;
@@ -255,6 +265,32 @@ mod tests {
         for c in 0..2 {
             assert!((fit.b[c] - (mean(c, &f) - mean(c, &q))).abs() < 1e-12);
         }
+    }
+
+    #[test]
+    fn strided_layout_is_the_transposed_rows() {
+        // [outer=3, C=4, inner=5] against the same values as rows of 4 channels.
+        let (o, m, inner) = (3, 4, 5);
+        let q = noise(6, o * m * inner);
+        let f = noise(7, o * m * inner);
+        let rows = |v: &[f32]| -> Vec<f32> {
+            let mut out = Vec::new();
+            for b in 0..o {
+                for i in 0..inner {
+                    out.extend((0..m).map(|c| v[(b * m + c) * inner + i]));
+                }
+            }
+            out
+        };
+        let (mut s1, mut s2) = (ChannelSums::new(m), ChannelSums::new(m));
+        s1.add_strided(&q, &f, inner).unwrap();
+        s2.add(&rows(&q), &rows(&f)).unwrap();
+        assert_eq!(s1.tokens, (o * inner) as u64);
+        let (a, b) = (s1.solve(true), s2.solve(true));
+        for c in 0..m {
+            assert!((a.a[c] - b.a[c]).abs() < 1e-12 && (a.b[c] - b.b[c]).abs() < 1e-12);
+        }
+        assert!(s1.add_strided(&q[1..], &f[1..], inner).is_err());
     }
 
     #[test]

@@ -3,34 +3,57 @@
 //! (techniques.md §3.2): `s' = a ⊙ s` on every weight scale of output channel n,
 //! `β' = β + b` on the bias. Integer codes and zero points are never touched.
 //!
-//! Two forms come out of `quant`:
+//! The forms that come out of `quant`:
 //! - QDQ: `MatMul(x, DequantizeLinear(codes, scale[, zp]))` (+ `Add` of a bias); the
 //!   scale is per tensor (promoted to per output channel), per output channel
 //!   (`axis` = 1, `[N]`) or blocked along K (`axis` = 0, `[K/g, N]`);
-//! - `MatMulNBits`: scales `[N, k_blocks]`, optional bias input `[N]`.
+//! - `MatMulNBits`: scales `[N, k_blocks]`, optional bias input `[N]`;
+//! - QDQ `Conv` (kernel `[O, I/group, k…]`, scales per output channel on axis 0) and QDQ
+//!   `Gemm` (B `[K, N]`, or `[N, K]` with transB): their bias input is part of `y`, so
+//!   it becomes `a ⊙ β + b` (created if absent). Their float output is the op itself run
+//!   by the runtime on the float twin (see [`Twin`]).
 
+use crate::calib::linalg::matmul;
 use crate::idioms::{Idioms, LinearKind};
 use crate::pass::PassError;
 use compc_ir::op::{BinaryOp, Dequantize};
 use compc_ir::{DType, Graph, NodeId, Op, TensorType, ValueRef, Weight};
 use compc_runtime::Tensor;
+use std::collections::HashMap;
+
+/// How a quantized layer is written, which decides where its output channels are and
+/// what its bias means.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Form {
+    /// `MatMul` by a QDQ weight `[K, N]`; a bias, if any, is a separate `Add` after `y`.
+    QdqMatMul,
+    /// `MatMulNBits`; its bias input is part of `y`.
+    NBits,
+    /// `Conv` by a QDQ kernel `[O, I/group, k…]`; channels on axis 1 of `y`, the bias
+    /// input is part of `y`.
+    Conv,
+    /// `Gemm` by a QDQ B; channels last, `beta·C` is part of `y`.
+    Gemm { trans_b: bool },
+}
 
 /// A quantized linear with a known float twin.
 #[derive(Clone, Debug)]
 pub struct QLayer {
     pub node: NodeId,
     pub name: String,
-    pub nbits: bool,
+    pub form: Form,
     /// The layer's float input (before any activation QuantizeLinear/DequantizeLinear,
     /// so the float twin sees what the float model would).
     pub x: ValueRef,
-    /// The quantized product: the node's output, before a separate bias `Add` (QDQ) or
-    /// including the bias input (MatMulNBits).
+    /// The quantized product: the node's output, before a separate bias `Add` (QDQ
+    /// MatMul) or including the bias input (MatMulNBits, Conv, Gemm).
     pub y: ValueRef,
-    /// Input features K and output channels N.
+    /// Input features K (per group and kernel position for a Conv: `I/group`) and
+    /// output channels N.
     pub k: usize,
     pub n: usize,
-    /// The float twin as `B = Wᵀ`, `[K, N]`.
+    /// The float twin in the layer's weight layout: `B = Wᵀ` `[K, N]` for MatMul and
+    /// MatMulNBits, the float kernel for Conv, the float B for Gemm.
     pub twin: compc_ir::WeightId,
     /// A bias `Add` after the product: (add node, input index of the bias constant).
     pub bias_add: Option<(NodeId, usize)>,
@@ -49,18 +72,19 @@ fn err(msg: String) -> PassError {
     PassError::Invalid(msg)
 }
 
-/// Conv and Gemm nodes whose weight comes through a DequantizeLinear: quantized, but
-/// not compensated here (their float twin's output needs the op itself, not a MatMul).
-pub fn quantized_conv_gemm(g: &Graph) -> usize {
-    g.node_ids()
-        .filter(|&n| {
-            let node = g.node(n);
-            matches!(node.op, Op::Conv(_) | Op::Gemm(_))
-                && node
-                    .input(1)
-                    .is_some_and(|w| matches!(g.node(w.node).op, Op::DequantizeLinear(_)))
-        })
-        .count()
+/// A Conv or Gemm node reading its weight through a DequantizeLinear of a constant: the
+/// codes' constant, if so.
+fn qdq_conv_gemm_codes(g: &Graph, n: NodeId) -> Option<ValueRef> {
+    let node = g.node(n);
+    if !matches!(node.op, Op::Conv(_) | Op::Gemm(_)) {
+        return None;
+    }
+    let dq = g.node(node.input(1)?.node);
+    let codes = match dq.op {
+        Op::DequantizeLinear(_) => dq.input(0)?,
+        _ => return None,
+    };
+    g.const_weight(codes).is_some().then_some(codes)
 }
 
 /// `v` itself, or the float value behind an activation `QuantizeLinear → DequantizeLinear`.
@@ -83,9 +107,9 @@ pub fn find(g: &Graph, idioms: &Idioms) -> Found {
         skipped: vec![],
     };
     for l in &idioms.linears {
-        let nbits = match l.kind {
-            LinearKind::QdqMatMul => false,
-            LinearKind::MatMulNBits => true,
+        let form = match l.kind {
+            LinearKind::QdqMatMul => Form::QdqMatMul,
+            LinearKind::MatMulNBits => Form::NBits,
             _ => continue,
         };
         found.quantized += 1;
@@ -122,7 +146,7 @@ pub fn find(g: &Graph, idioms: &Idioms) -> Found {
         found.layers.push(QLayer {
             node: l.node,
             name,
-            nbits,
+            form,
             x: float_input(g, l.input),
             y: ValueRef::new(l.node, 0),
             k,
@@ -131,27 +155,191 @@ pub fn find(g: &Graph, idioms: &Idioms) -> Found {
             bias_add,
         });
     }
+    find_conv_gemm(g, &mut found);
+    // Topological order across both kinds (Sequencer stages follow it too).
+    if let Ok(order) = g.topo_order() {
+        let pos: HashMap<NodeId, usize> = order.iter().enumerate().map(|(i, &n)| (n, i)).collect();
+        found.layers.sort_by_key(|l| pos.get(&l.node).copied());
+    }
     found
 }
 
+/// The quantized Conv and Gemm layers (idiom detection only knows float ones).
+fn find_conv_gemm(g: &Graph, found: &mut Found) {
+    let Ok(order) = g.topo_order() else { return };
+    for id in order {
+        let Some(codes) = qdq_conv_gemm_codes(g, id) else {
+            continue;
+        };
+        found.quantized += 1;
+        let node = g.node(id);
+        let name = match g.const_weight(codes) {
+            Some(w) if !w.name.is_empty() => w.name.trim_end_matches("_quantized").to_string(),
+            _ => node.name.clone(),
+        };
+        let mut skip = |why: &str| found.skipped.push((name.clone(), why.to_string()));
+        let Some(x) = node.input(0) else {
+            skip("it has no input");
+            continue;
+        };
+        let dims = g
+            .const_weight(codes)
+            .map(|w| w.dims.clone())
+            .unwrap_or_default();
+        let (form, k, n) = match (&node.op, dims.as_slice()) {
+            (Op::Conv(_), [o, i, ..]) if dims.len() >= 3 => (Form::Conv, *i, *o),
+            (Op::Gemm(a), _) if a.trans_a => {
+                skip("it transposes its input (transA)");
+                continue;
+            }
+            (Op::Gemm(a), [r, c]) => {
+                let (k, n) = if a.trans_b { (*c, *r) } else { (*r, *c) };
+                (Form::Gemm { trans_b: a.trans_b }, k, n)
+            }
+            _ => {
+                skip(&format!(
+                    "its weight of shape {dims:?} is not a linear layer's"
+                ));
+                continue;
+            }
+        };
+        let Some(&twin) = g.float_originals.get(&id) else {
+            skip("its float weight is not known");
+            continue;
+        };
+        let tw = g.weights.try_get(twin);
+        if tw.is_none_or(|w| w.dims != dims || !w.dtype.is_float()) {
+            skip("the recorded float weight does not match it");
+            continue;
+        }
+        // The bias must be per output channel for the shift to fold into it.
+        if let Some(c) = node.input(2) {
+            let ok = g.const_weight(c).is_some_and(|w| {
+                let e: u64 = w.dims.iter().product();
+                (e == n || e == 1) && w.dims.iter().filter(|&&d| d != 1).count() <= 1
+            });
+            if !ok {
+                skip("its bias is not a constant per output channel");
+                continue;
+            }
+        }
+        found.layers.push(QLayer {
+            node: id,
+            name,
+            form,
+            x: float_input(g, x),
+            y: ValueRef::new(id, 0),
+            k: k as usize,
+            n: n as usize,
+            twin,
+            bias_add: None,
+        });
+    }
+}
+
+/// The float twin of a layer, ready to compute the float output on tapped inputs.
+pub struct Twin {
+    op: Op,
+    weight: Tensor,
+    /// A bias `y` includes (MatMulNBits, Conv and Gemm bias inputs).
+    bias: Option<Tensor>,
+    form: Form,
+    k: usize,
+    n: usize,
+}
+
+impl Twin {
+    /// `y_fp` for the float input `x`, in the layout of `y_q`.
+    pub fn output(&self, x: &Tensor) -> Result<Vec<f32>, PassError> {
+        match self.form {
+            Form::QdqMatMul | Form::NBits => {
+                let xv = x.f32_cow();
+                let rows = xv.len() / self.k.max(1);
+                let b = self.weight.f32_cow();
+                let mut y = matmul(&xv, &b, rows, self.k, self.n)?;
+                if let Some(beta) = &self.bias {
+                    let beta = beta.f32_cow();
+                    for row in y.chunks_mut(self.n) {
+                        row.iter_mut().zip(beta.iter()).for_each(|(v, c)| *v += c);
+                    }
+                }
+                Ok(y)
+            }
+            // The runtime's own kernel with the node's attributes: padding, strides,
+            // groups, alpha/beta and the bias broadcast are exactly the layer's.
+            Form::Conv | Form::Gemm { .. } => {
+                let x = if x.dtype() == self.weight.dtype() {
+                    std::borrow::Cow::Borrowed(x)
+                } else {
+                    std::borrow::Cow::Owned(x.cast(self.weight.dtype())?)
+                };
+                let out = compc_runtime::eval_op(
+                    &self.op,
+                    &[Some(&x), Some(&self.weight), self.bias.as_ref()],
+                    1,
+                )?;
+                Ok(out
+                    .into_iter()
+                    .next()
+                    .map(|t| t.to_f32_vec())
+                    .unwrap_or_default())
+            }
+        }
+    }
+}
+
 impl QLayer {
-    /// The float twin `B` (`[K, N]`, row-major).
-    pub fn twin_b(&self, g: &Graph) -> Result<Vec<f32>, PassError> {
-        g.weights
-            .get(self.twin)
-            .to_f32_vec()
-            .map_err(|e| err(format!("layer `{}`: {e}", self.name)))
+    /// The float twin with the bias `y` includes (the float output must include it too).
+    pub fn twin(&self, g: &Graph) -> Result<Twin, PassError> {
+        let e = |e: String| err(format!("layer `{}`: {e}", self.name));
+        let weight = Tensor::from_weight(g.weights.get(self.twin)).map_err(|x| e(x.to_string()))?;
+        let bias = match self.bias_input() {
+            Some(i) => match g.node(self.node).input(i) {
+                Some(b) => {
+                    let w = g
+                        .const_weight(b)
+                        .ok_or_else(|| e("its bias is not a constant".into()))?;
+                    Some(Tensor::from_weight(w).map_err(|x| e(x.to_string()))?)
+                }
+                None => None,
+            },
+            None => None,
+        };
+        Ok(Twin {
+            op: g.node(self.node).op.clone(),
+            weight,
+            bias,
+            form: self.form.clone(),
+            k: self.k,
+            n: self.n,
+        })
     }
 
-    /// A bias the quantized output `y` already includes (MatMulNBits' bias input): the
-    /// float twin's output must include it too.
-    pub fn bias_in_y(&self, g: &Graph) -> Result<Option<Vec<f32>>, PassError> {
-        if !self.nbits {
-            return Ok(None);
+    /// The input index of a bias that is part of `y`.
+    fn bias_input(&self) -> Option<usize> {
+        match self.form {
+            Form::QdqMatMul => None,
+            Form::NBits => Some(5),
+            Form::Conv | Form::Gemm { .. } => Some(2),
         }
-        match g.node(self.node).input(5) {
-            Some(b) => Ok(Some(const_f32(g, b, &self.name)?)),
-            None => Ok(None),
+    }
+
+    /// Values between consecutive channels of `y` (the spatial size of a Conv output;
+    /// 1 where channels are the last axis).
+    pub fn channel_stride(&self, y: &Tensor) -> usize {
+        match self.form {
+            Form::Conv => y.shape().get(2..).map_or(1, |s| s.iter().product()),
+            _ => 1,
+        }
+    }
+
+    /// The axis of the stored weight (as DequantizeLinear outputs it) that holds the
+    /// output channels.
+    fn weight_out_axis(&self) -> usize {
+        match self.form {
+            Form::QdqMatMul | Form::Gemm { trans_b: false } => 1,
+            Form::Conv | Form::Gemm { trans_b: true } => 0,
+            Form::NBits => 0,
         }
     }
 
@@ -169,10 +357,9 @@ impl QLayer {
         if explicit {
             return self.apply_explicit(g, a, has_b.then_some(b));
         }
-        if self.nbits {
-            self.fold_nbits(g, a, has_b.then_some(b))
-        } else {
-            self.fold_qdq(g, a, has_b.then_some(b))
+        match self.form {
+            Form::NBits => self.fold_nbits(g, a, has_b.then_some(b)),
+            _ => self.fold_qdq(g, a, has_b.then_some(b)),
         }
     }
 
@@ -238,19 +425,24 @@ impl QLayer {
             )));
         };
         let s = const_f32(g, sv, &self.name)?;
-        let sdims = g
+        let sdims: Vec<usize> = g
             .const_weight(sv)
-            .map(|w| w.dims.clone())
+            .map(|w| w.dims.iter().map(|&d| d as usize).collect())
             .unwrap_or_default();
+        let rank = g
+            .node(dq)
+            .input(0)
+            .and_then(|c| g.const_weight(c))
+            .map_or(2, |w| w.dims.len());
         let axis = if attrs.axis < 0 {
-            attrs.axis + 2
+            attrs.axis + rank as i64
         } else {
             attrs.axis
         };
-        let n = self.n;
+        let (n, oa) = (self.n, self.weight_out_axis());
         // The scale layout decides which entries belong to output channel j.
-        let (scaled, new_attrs, zp) = match (sdims.as_slice(), axis, attrs.block_size) {
-            ([] | [1], _, _) => {
+        let (scaled, new_attrs, zp) = match (sdims.as_slice(), attrs.block_size) {
+            ([] | [1], _) => {
                 // Per tensor: promote to per output channel (exact), with the zero point.
                 let sc: Vec<f32> = a.iter().map(|f| f * s[0]).collect();
                 let zp = match zv {
@@ -260,26 +452,25 @@ impl QLayer {
                 (
                     (sc, vec![n]),
                     Dequantize {
-                        axis: 1,
+                        axis: oa as i64,
                         block_size: 0,
                     },
                     zp,
                 )
             }
-            ([d], 1, 0) if *d as usize == n => {
+            ([d], 0) if *d == n && axis == oa as i64 => {
                 let sc: Vec<f32> = s.iter().zip(a).map(|(v, f)| v * f).collect();
                 ((sc, vec![n]), attrs.clone(), zv)
             }
-            ([_, d], 0, bs) if bs > 0 && *d as usize == n => {
+            // Blocked along another axis: the scale has the weight's rank, and its
+            // coordinate on the output axis is the channel.
+            (d, bs) if bs > 0 && d.len() == rank && d[oa] == n && axis != oa as i64 => {
+                let inner: usize = d[oa + 1..].iter().product();
                 let mut sc = s.clone();
-                for row in sc.chunks_mut(n) {
-                    row.iter_mut().zip(a).for_each(|(v, f)| *v *= f);
+                for (i, v) in sc.iter_mut().enumerate() {
+                    *v *= a[(i / inner) % n];
                 }
-                (
-                    (sc, sdims.iter().map(|&d| d as usize).collect()),
-                    attrs.clone(),
-                    zv,
-                )
+                ((sc, sdims.clone()), attrs.clone(), zv)
             }
             _ => {
                 return Err(err(format!(
@@ -306,6 +497,14 @@ impl QLayer {
         }
         let nd = g.add_node(Op::DequantizeLinear(new_attrs), inputs, out, dq_name);
         g.set_input(self.node, 1, Some(ValueRef::new(nd, 0)));
+        match self.form {
+            Form::Conv | Form::Gemm { .. } => self.fold_bias_input(g, a, b),
+            _ => self.fold_bias_add(g, b),
+        }
+    }
+
+    /// `β' = β + b` on the separate bias `Add` of a QDQ MatMul (y excludes β).
+    fn fold_bias_add(&self, g: &mut Graph, b: Option<&[f32]>) -> Result<usize, PassError> {
         let Some(b) = b else { return Ok(0) };
         match self.bias_add {
             Some((add, i)) => {
@@ -323,12 +522,64 @@ impl QLayer {
             // MatMul layer would carry).
             None => {
                 let dtype = self.out_type(g)?.dtype;
-                let t = Tensor::from_f32_as(dtype, vec![n], b.to_vec())?;
+                let t = Tensor::from_f32_as(dtype, vec![self.n], b.to_vec())?;
                 let c = g.add_const(t.to_weight(&format!("{}_bias", self.name))?);
                 self.insert_after(g, BinaryOp::Add, ValueRef::new(c, 0), "bias")?;
                 Ok(1)
             }
         }
+    }
+
+    /// The bias input of a Conv or Gemm, which `y` includes: `β' = a ⊙ β + b` (for Gemm,
+    /// `beta·C' = a ⊙ beta·C + b`). A layer without one (or a Gemm with beta = 0) gets
+    /// `b` as its bias input.
+    fn fold_bias_input(
+        &self,
+        g: &mut Graph,
+        a: &[f32],
+        b: Option<&[f32]>,
+    ) -> Result<usize, PassError> {
+        let beta_attr = match &g.node(self.node).op {
+            Op::Gemm(attrs) => attrs.beta,
+            _ => 1.0,
+        };
+        let current = g.node(self.node).input(2).filter(|_| beta_attr != 0.0);
+        // Conv's B and a per-channel Gemm C are both `[N]`.
+        let shape = vec![self.n];
+        let new = match (current, b) {
+            (Some(cv), b) => {
+                let c = const_f32(g, cv, &self.name)?;
+                // A scalar bias broadcasts to every channel.
+                let beta: Vec<f32> = (0..self.n)
+                    .map(|j| {
+                        let cj = if c.len() == 1 { c[0] } else { c[j] };
+                        cj * a[j] + b.map_or(0.0, |b| b[j] / beta_attr)
+                    })
+                    .collect();
+                let w = g
+                    .const_weight(cv)
+                    .ok_or_else(|| err(format!("layer `{}`: bias is not a constant", self.name)))?;
+                let (name, dtype) = (w.name.clone(), w.dtype);
+                let t = Tensor::from_f32_as(dtype, shape, beta)?;
+                g.add_const(t.to_weight(&name)?)
+            }
+            (None, Some(b)) => {
+                let dtype = self.out_type(g)?.dtype;
+                let t = Tensor::from_f32_as(dtype, shape, b.to_vec())?;
+                let c = g.add_const(t.to_weight(&format!("{}_bias", self.name))?);
+                // Without C (or with beta = 0) beta plays no part: make it 1 for the new C.
+                if let Op::Gemm(attrs) = &mut g.node_mut(self.node).op {
+                    attrs.beta = 1.0;
+                }
+                c
+            }
+            (None, None) => return Ok(0),
+        };
+        let mut inputs = g.node(self.node).inputs().to_vec();
+        inputs.resize(3.max(inputs.len()), None);
+        inputs[2] = Some(ValueRef::new(new, 0));
+        g.set_inputs(self.node, inputs);
+        Ok(0)
     }
 
     fn apply_explicit(
@@ -337,14 +588,31 @@ impl QLayer {
         a: &[f32],
         b: Option<&[f32]>,
     ) -> Result<usize, PassError> {
-        let dtype = self.out_type(g)?.dtype;
-        let ta = Tensor::from_f32_as(dtype, vec![self.n], a.to_vec())?;
+        let ty = self.out_type(g)?;
+        let dtype = ty.dtype;
+        // Broadcast over the channel axis: `[N]` where channels are last, `[N, 1, …]`
+        // for a Conv output `[batch, N, spatial…]`.
+        let shape = match self.form {
+            Form::Conv => {
+                let rank = ty.shape.rank().ok_or_else(|| {
+                    err(format!(
+                        "layer `{}`: its output rank is not known",
+                        self.name
+                    ))
+                })?;
+                let mut s = vec![1; rank.saturating_sub(1).max(1)];
+                s[0] = self.n;
+                s
+            }
+            _ => vec![self.n],
+        };
+        let ta = Tensor::from_f32_as(dtype, shape.clone(), a.to_vec())?;
         let ca = g.add_const(ta.to_weight(&format!("{}_cwac_a", self.name))?);
         // Right after the product, before a separate bias Add: the map was fitted on y.
         let tail = insert_after_value(g, self.y, BinaryOp::Mul, ValueRef::new(ca, 0), &self.name)?;
         let mut added = 1;
         if let Some(b) = b {
-            let tb = Tensor::from_f32_as(dtype, vec![self.n], b.to_vec())?;
+            let tb = Tensor::from_f32_as(dtype, shape, b.to_vec())?;
             let cb = g.add_const(tb.to_weight(&format!("{}_cwac_b", self.name))?);
             insert_after_value(g, tail, BinaryOp::Add, ValueRef::new(cb, 0), &self.name)?;
             added += 1;
@@ -370,7 +638,7 @@ impl QLayer {
 }
 
 /// `op(v, c)` made the new reader of everything that read `v`; returns its value.
-fn insert_after_value(
+pub(crate) fn insert_after_value(
     g: &mut Graph,
     v: ValueRef,
     op: BinaryOp,

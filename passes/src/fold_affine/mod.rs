@@ -1,15 +1,21 @@
-//! Pass `fold-affine`: compensation of quantization error folded into the quantized
-//! layers (techniques.md §3.2, QwT-v2's channel-wise affine compensation).
+//! Pass `fold-affine`: compensation of quantization error fitted on calibration data
+//! (techniques.md §3): QwT-v2's channel-wise affine compensation folded into the
+//! quantized layers (`method=cwac`), or QwT's block-wise linear compensation
+//! (`method=qwt`).
 //!
 //! - [`options`]: the option schema;
-//! - [`affine`]: the streamed per-channel sums and the closed-form fit;
+//! - [`affine`]: CWAC's streamed per-channel sums and closed-form fit;
 //! - [`layer`]: the quantized layers with their float twins, and the folding algebra;
+//! - [`lstsq`]: QwT's streamed least squares with its `r²`;
+//! - [`qwt`]: the block spans, the float copy of the graph and QwT's insertion;
 //! - [`pass`]: the pass, block-sequential over the calibration data.
 
 pub mod affine;
 pub mod layer;
+pub mod lstsq;
 pub mod options;
 pub mod pass;
+pub mod qwt;
 
 pub use options::{FoldAffineConfig, OPTIONS};
 pub use pass::FoldAffine;
@@ -20,7 +26,7 @@ use crate::registry::PassDescriptor;
 pub fn descriptor() -> PassDescriptor {
     PassDescriptor {
         name: "fold-affine",
-        summary: "channel-wise affine compensation of quantization error (QwT-v2 CWAC), fitted on calibration data and folded into each quantized layer's scales and bias (after quant)",
+        summary: "compensation of quantization error fitted on calibration data (after quant): channel-wise affine (QwT-v2 CWAC) folded into each quantized layer's scales and bias, or block-wise linear (QwT) as a MatMul+Add per block",
         exactness: Exactness::Lossy,
         options: OPTIONS,
         build: |o| {

@@ -1,8 +1,9 @@
-//! The `fold-affine` pass: for every quantized linear (in block order, each stage
-//! calibrated on a graph whose earlier layers are already compensated), stream the
-//! quantized output `y_q` and the float twin's output `y_fp = x·B_fp` on the same input
-//! through [`ChannelSums`], solve the per-channel affine map in closed form and fold it
-//! into the layer's scales and bias.
+//! The `fold-affine` pass. `method=cwac`: for every quantized linear (in block order,
+//! each stage calibrated on a graph whose earlier layers are already compensated), stream
+//! the quantized output `y_q` and the float twin's output on the same input (`x·B_fp`, or
+//! the Conv/Gemm op run on the twin) through [`ChannelSums`], solve the per-channel affine
+//! map in closed form and fold it into the layer's scales and bias. `method=qwt` shares
+//! the checks and the twins and hands over to [`super::qwt`].
 //!
 //! The float twins come from `Graph::float_originals`, which `quant` fills: after
 //! quantization the float weights are no longer in the graph, and rerunning the quantizer
@@ -12,8 +13,8 @@
 
 use super::affine::{Affine, ChannelSums};
 use super::layer::{self, QLayer};
-use super::options::FoldAffineConfig;
-use crate::calib::linalg::matmul;
+use super::options::{FoldAffineConfig, Method};
+use super::qwt;
 use crate::calib::runner::DEFAULT_BATCH;
 use crate::calib::{CalibRunner, Sequencer};
 use crate::context::PassContext;
@@ -47,16 +48,10 @@ impl Pass for FoldAffine {
         let idioms = Idioms::find(g)?;
         let found = layer::find(g, &idioms);
         if found.quantized == 0 {
-            let other = layer::quantized_conv_gemm(g);
-            if other > 0 {
-                return Err(PassError::Invalid(format!(
-                    "fold-affine compensates quantized MatMul layers (QDQ or MatMulNBits); the \
-                     graph's {other} quantized Conv/Gemm layers are not supported yet"
-                )));
-            }
             return Err(PassError::Invalid(
                 "nothing is quantized: fold-affine compensates the error of quantized linear \
-                 layers (QDQ MatMul or MatMulNBits); run it after quant (-p quant,fold-affine)"
+                 layers (QDQ MatMul, Conv or Gemm, or MatMulNBits); run it after quant (-p \
+                 quant,fold-affine)"
                     .into(),
             ));
         }
@@ -84,6 +79,23 @@ impl Pass for FoldAffine {
             cx.note(format!("left `{n}` alone: {why}"));
         }
         let layers = found.layers;
+        if cfg.method == Method::Qwt {
+            let s = qwt::compensate(g, cx, calib, &idioms, &layers)?;
+            cx.note(format!(
+                "compensated {} of {} blocks: {} nodes, {} float parameters added",
+                s.compensated, s.blocks, s.nodes_added, s.parameters
+            ));
+            if s.power > 0.0 {
+                cx.measured("block_output_rel_mse_before", s.before / s.power);
+                cx.measured("block_output_rel_mse_after", s.after / s.power);
+            }
+            cx.touch(s.nodes_added);
+            return Ok(if s.compensated > 0 {
+                Changed::Yes
+            } else {
+                Changed::No
+            });
+        }
         let mut runner = CalibRunner::new(g, calib, DEFAULT_BATCH)?;
         let items: Vec<_> = layers.iter().map(|l| (l.node, l.x)).collect();
         let mut seq = Sequencer::new(g, &idioms, &items)?;
@@ -94,7 +106,7 @@ impl Pass for FoldAffine {
             let members: Vec<&QLayer> = stage.members.iter().map(|&m| &layers[m]).collect();
             let mut twins = Vec::with_capacity(members.len());
             for l in &members {
-                twins.push((l.twin_b(g)?, l.bias_in_y(g)?));
+                twins.push(l.twin(g)?);
             }
             let mut sums: Vec<ChannelSums> =
                 members.iter().map(|l| ChannelSums::new(l.n)).collect();
@@ -102,19 +114,12 @@ impl Pass for FoldAffine {
             taps.extend(members.iter().map(|l| l.y));
             let adv = seq.advance_for(stage);
             runner.run(g, &taps, adv, &mut |_, outs| {
-                let x = outs[0].f32_cow();
                 for (j, l) in members.iter().enumerate() {
-                    let rows = x.len() / l.k.max(1);
                     let yq = outs[j + 1].f32_cow();
-                    let (b, beta) = &twins[j];
-                    let mut yf = matmul(&x, b, rows, l.k, l.n)?;
-                    if let Some(beta) = beta {
-                        for row in yf.chunks_mut(l.n) {
-                            row.iter_mut().zip(beta).for_each(|(v, c)| *v += c);
-                        }
-                    }
+                    let yf = twins[j].output(&outs[0])?;
+                    let inner = l.channel_stride(&outs[j + 1]);
                     sums[j]
-                        .add(&yq, &yf)
+                        .add_strided(&yq, &yf, inner)
                         .map_err(|e| PassError::Invalid(format!("layer `{}`: {e}", l.name)))?;
                 }
                 Ok(())
