@@ -206,24 +206,46 @@ unsafe extern "C" fn api_free(ptr: *mut c_void) {
     });
 }
 
-/// A device allocation freed on drop.
+/// A device allocation freed on drop: synchronous, or stream-ordered on the stream it
+/// was allocated on (outputs of queued runs, so queuing never waits for the GPU).
 struct DeviceBuffer {
     ptr: sys::CUdeviceptr,
     len: usize,
+    stream: Option<sys::CUstream>,
 }
 
 impl DeviceBuffer {
     fn new(len: usize) -> Result<DeviceBuffer> {
         // SAFETY: a plain allocation in the current context.
-        let ptr = unsafe { result::malloc_sync(len.max(1)) }.map_err(|e| cuda("cudaMalloc", e))?;
-        Ok(DeviceBuffer { ptr, len })
+        let ptr = unsafe { result::malloc_sync(len.max(1)) }.map_err(|e| cuda("cuMemAlloc", e))?;
+        Ok(DeviceBuffer {
+            ptr,
+            len,
+            stream: None,
+        })
+    }
+
+    fn on_stream(stream: sys::CUstream, len: usize) -> Result<DeviceBuffer> {
+        // SAFETY: a stream-ordered allocation on a live stream of the current context.
+        let ptr = unsafe { result::malloc_async(stream, len.max(1)) }
+            .map_err(|e| cuda("cuMemAllocAsync", e))?;
+        Ok(DeviceBuffer {
+            ptr,
+            len,
+            stream: Some(stream),
+        })
     }
 }
 
 impl Drop for DeviceBuffer {
     fn drop(&mut self) {
-        // SAFETY: allocated by `new`, freed once.
-        let _ = unsafe { result::free_sync(self.ptr) };
+        // SAFETY: allocated by `new`/`on_stream`, freed once, in the same order.
+        let _ = unsafe {
+            match self.stream {
+                Some(s) => result::free_async(self.ptr, s),
+                None => result::free_sync(self.ptr),
+            }
+        };
     }
 }
 
@@ -454,7 +476,7 @@ impl GpuModel {
             let shape = resolve(o, &syms)?;
             let n = dt.storage_bytes(shape.iter().product()).unwrap_or(0) as usize;
             outs.push(DeviceTensor {
-                buf: DeviceBuffer::new(n)?,
+                buf: DeviceBuffer::on_stream(self.stream.cu_stream(), n)?,
                 dtype: dt,
                 shape,
             });
@@ -482,6 +504,33 @@ impl GpuModel {
             return Err(err(format!("running the GPU model: {e}")));
         }
         Ok(outs)
+    }
+
+    /// GPU milliseconds of what `work` queues on the model's stream, measured with CUDA
+    /// events. With `hold_ms` > 0 a spin kernel first holds the stream that long, so the
+    /// host can queue all of `work` before the GPU starts: the time is then the kernels'
+    /// own, not the host's launch rate.
+    pub fn gpu_ms<T>(&self, hold_ms: f64, work: impl FnOnce() -> Result<T>) -> Result<(f64, T)> {
+        self.ctx
+            .bind_to_thread()
+            .map_err(|e| cuda("binding the context", e))?;
+        if hold_ms > 0.0 {
+            spin(&self.ctx, &self.stream, hold_ms)?;
+        }
+        let ev = |what| {
+            self.stream
+                .record_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))
+                .map_err(|e| cuda(what, e))
+        };
+        let start = ev("recording an event")?;
+        let out = work()?;
+        let end = ev("recording an event")?;
+        end.synchronize()
+            .map_err(|e| cuda("waiting for an event", e))?;
+        let ms = start
+            .elapsed_ms(&end)
+            .map_err(|e| cuda("reading an event", e))?;
+        Ok((ms as f64, out))
     }
 
     /// Copies device tensors back, named as the manifest's outputs.
@@ -513,4 +562,73 @@ impl Drop for GpuModel {
             }
         }
     }
+}
+
+/// A kernel that busy-waits for a number of clock cycles (PTX, JIT-compiled by the driver).
+const SPIN_PTX: &str = r#"
+.version 7.0
+.target sm_70
+.address_size 64
+.visible .entry compc_spin(.param .u64 cycles)
+{
+  .reg .u64 %rd<4>;
+  .reg .pred %p;
+  ld.param.u64 %rd1, [cycles];
+  mov.u64 %rd2, %clock64;
+SPIN:
+  mov.u64 %rd3, %clock64;
+  sub.u64 %rd3, %rd3, %rd2;
+  setp.lt.u64 %p, %rd3, %rd1;
+  @%p bra SPIN;
+  ret;
+}
+"#;
+
+/// Holds `stream` busy for about `ms` milliseconds.
+fn spin(ctx: &Arc<CudaContext>, stream: &Arc<cudarc::driver::CudaStream>, ms: f64) -> Result<()> {
+    let clock_khz = ctx
+        .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_CLOCK_RATE)
+        .map_err(|e| cuda("reading the clock rate", e))? as f64;
+    let mut cycles = (ms * clock_khz) as u64;
+    let ptx = std::ffi::CString::new(SPIN_PTX).expect("no NUL in the PTX");
+    // SAFETY: a NUL-terminated PTX image; the kernel takes one u64 by value.
+    unsafe {
+        let m = result::module::load_data(ptx.as_ptr() as *const c_void)
+            .map_err(|e| cuda("loading the spin kernel", e))?;
+        let f = result::module::get_function(m, std::ffi::CString::new("compc_spin").unwrap())
+            .map_err(|e| cuda("finding the spin kernel", e))?;
+        let mut params = [&mut cycles as *mut u64 as *mut c_void];
+        result::launch_kernel(f, (1, 1, 1), (1, 1, 1), 0, stream.cu_stream(), &mut params)
+            .map_err(|e| cuda("launching the spin kernel", e))?;
+        // Unloading waits for the kernel; the module is tiny, so it stays loaded.
+    }
+    Ok(())
+}
+
+/// Device-to-device copy bandwidth in GB/s (bytes read + written per second) over a
+/// buffer of `bytes`, the best of `reps` copies: the reference for memory-bound kernels.
+pub fn copy_bandwidth_gbs(bytes: usize, reps: usize) -> Result<f64> {
+    if !available() {
+        return Err(err("no NVIDIA driver on this machine"));
+    }
+    let ctx = CudaContext::new(0).map_err(|e| cuda("opening GPU 0", e))?;
+    let stream = ctx.new_stream().map_err(|e| cuda("creating a stream", e))?;
+    let src = DeviceBuffer::new(bytes)?;
+    let dst = DeviceBuffer::new(bytes)?;
+    let mut best = f64::INFINITY;
+    for _ in 0..reps.max(1) + 1 {
+        let start = stream
+            .record_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))
+            .map_err(|e| cuda("event", e))?;
+        // SAFETY: both buffers hold `bytes` bytes.
+        unsafe { result::memcpy_dtod_async(dst.ptr, src.ptr, bytes, stream.cu_stream()) }
+            .map_err(|e| cuda("copying", e))?;
+        let end = stream
+            .record_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))
+            .map_err(|e| cuda("event", e))?;
+        end.synchronize().map_err(|e| cuda("event", e))?;
+        let ms = start.elapsed_ms(&end).map_err(|e| cuda("event", e))? as f64;
+        best = best.min(ms);
+    }
+    Ok(2.0 * bytes as f64 / (best * 1e-3) / 1e9)
 }
