@@ -4,35 +4,51 @@
 //! uncoalesced row reads).
 //!
 //! Decode-time matrix–vector products are memory-bound, so the schedule is about reading
-//! the packed weights once, coalesced and wide:
-//! - one warp per output feature n, eight warps per block;
-//! - lane l takes quantization blocks l, l+32, …: consecutive lanes read consecutive
-//!   16-byte chunks of the row (`vector.load` with 16-byte alignment → `ld.global.v4`);
-//! - the codes are unpacked and shifted by the zero point in registers, multiplied with
-//!   the activations (`vector.deinterleave` splits even/odd elements for 4-bit pairs),
-//!   summed, scaled once per block;
+//! the packed weights once, coalesced, with many loads in flight, and about keeping the
+//! activation reads (8 floats per 4-byte word of int4 codes) cheap:
+//! - one warp computes two output features (the activations it loads serve both rows),
+//!   eight warps per block;
+//! - the codes are read as 32-bit words; lane l takes words l, l+32, l+64, … so each
+//!   warp-wide load is 128 contiguous bytes, and the loop is unrolled four times so four
+//!   such loads per row are in flight (out-of-range words are clamped and masked, never
+//!   branched around);
+//! - a word is unpacked with one vector shift and mask (`vector<8xi32>`), shifted by the
+//!   block's zero point, multiplied with the matching activations and summed; the block
+//!   scale is applied to that sum;
 //! - a butterfly of `gpu.shuffle xor` sums the warp; lane 0 adds the bias and stores.
 //!
-//! Rows of A (batch × sequence) are a loop inside the warp: the warp's weight row stays
-//! in L1 across them, so DRAM sees each weight byte once for any number of rows.
+//! Rows of A (batch × sequence) are a loop inside the warp: the warp's two weight rows
+//! stay in L1/L2 across them, so DRAM sees each weight byte about once for any number of
+//! rows.
 
 use super::builder::{Emitter, Val};
 use super::layout::{collapse_leading, expand_to};
 use super::EmitError;
 use compc_ir::{DType, Dim, Shape, TensorType};
 
-/// Warps (output features) per block.
+/// Warps per block.
 const WARPS: u64 = 8;
+/// Output features per warp.
+const ROWS: u64 = 2;
+/// Words each lane loads per row before using them.
+const UNROLL: u64 = 4;
 
-/// Whether the fused kernel handles this shape: 4- or 8-bit codes in quantization blocks
-/// whose bytes are whole 16-byte chunks, and K made of whole blocks.
+/// Whether the fused kernel handles this shape: 4- or 8-bit codes, K made of whole
+/// quantization blocks, blocks made of whole 32-bit words, and rows of A that keep a
+/// word's activations 16-byte aligned.
 pub fn supported(k: u64, bits: u64, block_size: u64) -> bool {
-    (bits == 4 || bits == 8) && (block_size * bits / 8) % 16 == 0 && k % block_size == 0
+    let per_word = if bits == 0 { 0 } else { 32 / bits };
+    (bits == 4 || bits == 8)
+        && block_size > 0
+        && k.is_multiple_of(block_size)
+        && block_size.is_multiple_of(per_word)
+        && k.is_multiple_of(4)
 }
 
 /// Emits `out[m, n] = Σ_k a[m, k]·(q[n, k] − z[n, k/bs])·s[n, k/bs] (+ bias[n])`.
 ///
-/// `bq` is the packed weight `[N, nb, bs·bits/8]` (i8), `scales` f32 `[N, nb]`, `zero`
+/// `bq` is the packed weight as 32-bit words `[N, K·bits/32]` (i32, little-endian: code
+/// e of word w is element w·32/bits + e, at bit e·bits), `scales` f32 `[N, nb]`, `zero`
 /// the zero point per block as i8 `[N, nb]`, `bias` f32 `[N]`.
 #[allow(clippy::too_many_arguments)]
 pub fn emit(
@@ -60,7 +76,6 @@ pub fn emit(
     };
     let m_dim = a2.dims()[0].clone();
     let nb = k / block_size;
-    let per_block = block_size * bits / 8;
     let name = format!("compc_nbits{bits}_n{n}_k{k}_bs{block_size}");
     let m_ty = match m_dim.known() {
         Some(m) => m.to_string(),
@@ -70,7 +85,7 @@ pub fn emit(
     let o_ty = format!("tensor<{m_ty}x{n}xf32>");
     let call_name = format!("{name}_{}", if m_ty == "?" { "dyn" } else { &m_ty });
     em.add_helper(call_name.clone(), || {
-        helper(&call_name, &m_ty, n, k, nb, per_block, bits, block_size)
+        helper(&call_name, &m_ty, n, k, nb, bits, block_size)
     });
     // Destination-passing: @main allocates the result and views its tensors as buffers,
     // so bufferization adds no copy around the kernel.
@@ -112,62 +127,90 @@ pub fn emit(
 }
 
 /// The helper function: one `gpu.launch` over buffers, the result written into `%om`.
-#[allow(clippy::too_many_arguments)]
-fn helper(
-    name: &str,
-    m_ty: &str,
-    n: u64,
-    k: u64,
-    nb: u64,
-    per_block: u64,
-    bits: u64,
-    bs: u64,
-) -> String {
+fn helper(name: &str, m_ty: &str, n: u64, k: u64, nb: u64, bits: u64, bs: u64) -> String {
+    let e = 32 / bits; // codes per word
+    let words = k / e;
     let a_t = format!("{m_ty}x{k}xf32");
-    let b_t = format!("{n}x{nb}x{per_block}xi8");
+    let b_t = format!("{n}x{words}xi32");
     let s_t = format!("{n}x{nb}xf32");
     let z_t = format!("{n}x{nb}xi8");
     let o_t = format!("{m_ty}x{n}xf32");
-    let grid = n.div_ceil(WARPS);
-    let chunks = per_block / 16;
-    // Elements of A per 16-byte chunk of codes.
-    let per_chunk = 16 * 8 / bits;
-    let x_align = if k % 4 == 0 { 16 } else { 4 };
-    let dot = if bits == 4 {
-        format!(
-            r#"            %lo = arith.andi %v, %mask : vector<16xi8>
-            %hi = arith.shrui %v, %four : vector<16xi8>
-            %lof = arith.uitofp %lo : vector<16xi8> to vector<16xf32>
-            %hif = arith.uitofp %hi : vector<16xi8> to vector<16xf32>
-            %lc = arith.subf %lof, %zv : vector<16xf32>
-            %hc = arith.subf %hif, %zv : vector<16xf32>
-            %xv = vector.load %am[%mi, %kb] {{alignment = {x_align}}} : memref<{a_t}>, vector<32xf32>
-            %xe, %xo = vector.deinterleave %xv : vector<32xf32> -> vector<16xf32>
-            %d1 = arith.mulf %lc, %xe : vector<16xf32>
-            %d2 = vector.fma %hc, %xo, %d1 : vector<16xf32>"#
-        )
-    } else {
-        format!(
-            r#"            %qf = arith.uitofp %v : vector<16xi8> to vector<16xf32>
-            %qc = arith.subf %qf, %zv : vector<16xf32>
-            %xv = vector.load %am[%mi, %kb] {{alignment = {x_align}}} : memref<{a_t}>, vector<16xf32>
-            %d2 = arith.mulf %qc, %xv : vector<16xf32>"#
-        )
-    };
-    let shuffles: String = [16, 8, 4, 2, 1]
-        .iter()
-        .enumerate()
-        .map(|(i, off)| {
-            let prev = if i == 0 {
-                "%acc".to_string()
-            } else {
-                format!("%red{}", i - 1)
-            };
-            format!(
-                "        %off{i} = arith.constant {off} : i32\n        %sh{i}, %ok{i} = gpu.shuffle xor {prev}, %off{i}, %width : f32\n        %red{i} = arith.addf {prev}, %sh{i} : f32\n"
-            )
-        })
-        .collect();
+    let grid = n.div_ceil(WARPS * ROWS);
+    let shifts: Vec<String> = (0..e).map(|i| (i * bits).to_string()).collect();
+    let mask = (1u64 << bits) - 1;
+    let vi = format!("vector<{e}xi32>");
+    let vf = format!("vector<{e}xf32>");
+    // The unrolled body: word u of this step, for both rows.
+    let mut body = String::new();
+    for u in 0..UNROLL {
+        body += &format!(
+            r#"          %w{u} = arith.addi %wbase, %uoff{u} : index
+          %in{u} = arith.cmpi ult, %w{u}, %cwords : index
+          %wc{u} = arith.select %in{u}, %w{u}, %k0 : index
+          %kb{u} = arith.muli %wc{u}, %ce : index
+          %blk{u} = arith.divui %kb{u}, %cbs : index
+          %x{u} = vector.load %am[%mi, %kb{u}] {{alignment = 16}} : memref<{a_t}>, {vf}
+"#
+        );
+        for r in 0..ROWS {
+            body += &format!(
+                r#"          %wd{r}_{u} = memref.load %bm[%row{r}, %wc{u}] : memref<{b_t}>
+          %s{r}_{u} = memref.load %sm[%row{r}, %blk{u}] : memref<{s_t}>
+          %zq{r}_{u} = memref.load %zm[%row{r}, %blk{u}] : memref<{z_t}>
+          %zf{r}_{u} = arith.uitofp %zq{r}_{u} : i8 to f32
+          %wv{r}_{u} = vector.broadcast %wd{r}_{u} : i32 to {vi}
+          %sh{r}_{u} = arith.shrui %wv{r}_{u}, %shifts : {vi}
+          %q{r}_{u} = arith.andi %sh{r}_{u}, %maskv : {vi}
+          %qf{r}_{u} = arith.uitofp %q{r}_{u} : {vi} to {vf}
+          %zv{r}_{u} = vector.broadcast %zf{r}_{u} : f32 to {vf}
+          %qc{r}_{u} = arith.subf %qf{r}_{u}, %zv{r}_{u} : {vf}
+          %d{r}_{u} = arith.mulf %qc{r}_{u}, %x{u} : {vf}
+          %sum{r}_{u} = vector.reduction <add>, %d{r}_{u} : {vf} into f32
+          %sc{r}_{u} = arith.mulf %sum{r}_{u}, %s{r}_{u} : f32
+          %m{r}_{u} = arith.select %in{u}, %sc{r}_{u}, %zero : f32
+"#
+            );
+        }
+    }
+    for r in 0..ROWS {
+        let terms: Vec<String> = (0..UNROLL).map(|u| format!("%m{r}_{u}")).collect();
+        let mut prev = format!("%acc{r}");
+        for (i, t) in terms.iter().enumerate() {
+            body += &format!("          %t{r}_{i} = arith.addf {prev}, {t} : f32\n");
+            prev = format!("%t{r}_{i}");
+        }
+    }
+    let yields: Vec<String> = (0..ROWS).map(|r| format!("%t{r}_{}", UNROLL - 1)).collect();
+    let inits: Vec<String> = (0..ROWS).map(|r| format!("%acc{r} = %zero")).collect();
+    let f32s = vec!["f32"; ROWS as usize].join(", ");
+    let mut rows = String::new();
+    for r in 0..ROWS {
+        rows += &format!(
+            r#"    %rraw{r} = arith.addi %rowbase, %roff{r} : index
+    %rin{r} = arith.cmpi ult, %rraw{r}, %cn : index
+    %row{r} = arith.select %rin{r}, %rraw{r}, %k0 : index
+"#
+        );
+    }
+    let mut tail = String::new();
+    for r in 0..ROWS {
+        let mut prev = format!("%parts#{r}");
+        for i in 0..5 {
+            tail += &format!(
+                "        %xs{r}_{i}, %ok{r}_{i} = gpu.shuffle xor {prev}, %off{i}, %width : f32\n        %red{r}_{i} = arith.addf {prev}, %xs{r}_{i} : f32\n"
+            );
+            prev = format!("%red{r}_{i}");
+        }
+        tail += &format!(
+            r#"        %store{r} = arith.andi %first, %rin{r} : i1
+        scf.if %store{r} {{
+          %bv{r} = memref.load %biasm[%row{r}] : memref<{n}xf32>
+          %res{r} = arith.addf {prev}, %bv{r} : f32
+          memref.store %res{r}, %om[%mi, %row{r}] : memref<{o_t}>
+        }}
+"#
+        );
+    }
     format!(
         r#"func.func private @{name}(%am: memref<{a_t}>, %bm: memref<{b_t}>, %sm: memref<{s_t}>, %zm: memref<{z_t}>, %biasm: memref<{n}xf32>, %om: memref<{o_t}>) {{
   %c0 = arith.constant 0 : index
@@ -179,57 +222,47 @@ fn helper(
     %k0 = arith.constant 0 : index
     %k1 = arith.constant 1 : index
     %c32 = arith.constant 32 : index
-    %warps = arith.constant {WARPS} : index
-    %cn = arith.constant {n} : index
-    %cnb = arith.constant {nb} : index
-    %cchunks = arith.constant {chunks} : index
-    %c16 = arith.constant 16 : index
+    %cstep = arith.constant {step} : index
+    %cwords = arith.constant {words} : index
+    %ce = arith.constant {e} : index
     %cbs = arith.constant {bs} : index
-    %cpc = arith.constant {per_chunk} : index
-    %zero = arith.constant 0.0 : f32
-    %mask = arith.constant dense<15> : vector<16xi8>
-    %four = arith.constant dense<4> : vector<16xi8>
+    %cn = arith.constant {n} : index
+    %crows = arith.constant {rows_per_block} : index
+    %cwr = arith.constant {ROWS} : index
+{consts}    %zero = arith.constant 0.0 : f32
+    %shifts = arith.constant dense<[{shifts}]> : {vi}
+    %maskv = arith.constant dense<{mask}> : {vi}
     %width = arith.constant 32 : i32
-    %warp = arith.divui %tx, %c32 : index
+{offs}    %warp = arith.divui %tx, %c32 : index
     %lane = arith.remui %tx, %c32 : index
-    %row0 = arith.muli %bx, %warps : index
-    %row = arith.addi %row0, %warp : index
-    %inside = arith.cmpi ult, %row, %cn : index
-    scf.if %inside {{
-      scf.for %mi = %k0 to %m step %k1 {{
-        %acc = scf.for %blk = %lane to %cnb step %c32 iter_args(%acc0 = %zero) -> (f32) {{
-          %sc = memref.load %sm[%row, %blk] : memref<{s_t}>
-          %zq = memref.load %zm[%row, %blk] : memref<{z_t}>
-          %zf = arith.uitofp %zq : i8 to f32
-          %zv = vector.broadcast %zf : f32 to vector<16xf32>
-          %kblk = arith.muli %blk, %cbs : index
-          %part = scf.for %ch = %k0 to %cchunks step %k1 iter_args(%p0 = %zero) -> (f32) {{
-            %boff = arith.muli %ch, %c16 : index
-            %v = vector.load %bm[%row, %blk, %boff] {{alignment = 16}} : memref<{b_t}>, vector<16xi8>
-            %koff = arith.muli %ch, %cpc : index
-            %kb = arith.addi %kblk, %koff : index
-{dot}
-            %r = vector.reduction <add>, %d2 : vector<16xf32> into f32
-            %p1 = arith.addf %p0, %r : f32
-            scf.yield %p1 : f32
-          }}
-          %scaled = arith.mulf %part, %sc : f32
-          %acc1 = arith.addf %acc0, %scaled : f32
-          scf.yield %acc1 : f32
-        }}
-{shuffles}        %first = arith.cmpi eq, %lane, %k0 : index
-        scf.if %first {{
-          %bv = memref.load %biasm[%row] : memref<{n}xf32>
-          %res = arith.addf %red4, %bv : f32
-          memref.store %res, %om[%mi, %row] : memref<{o_t}>
-        }}
+    %blockbase = arith.muli %bx, %crows : index
+    %warpbase = arith.muli %warp, %cwr : index
+    %rowbase = arith.addi %blockbase, %warpbase : index
+{rows}    %first = arith.cmpi eq, %lane, %k0 : index
+    scf.for %mi = %k0 to %m step %k1 {{
+      %parts:{ROWS} = scf.for %wbase = %lane to %cwords step %cstep iter_args({inits}) -> ({f32s}) {{
+{body}          scf.yield {yields} : {f32s}
       }}
-    }}
+{tail}    }}
     gpu.terminator
   }}
   return
 }}
 "#,
         threads = WARPS * 32,
+        step = 32 * UNROLL,
+        rows_per_block = WARPS * ROWS,
+        shifts = shifts.join(", "),
+        yields = yields.join(", "),
+        inits = inits.join(", "),
+        consts = (0..UNROLL)
+            .map(|u| format!("    %uoff{u} = arith.constant {} : index\n", 32 * u))
+            .chain((0..ROWS).map(|r| format!("    %roff{r} = arith.constant {r} : index\n")))
+            .collect::<String>(),
+        offs = [16, 8, 4, 2, 1]
+            .iter()
+            .enumerate()
+            .map(|(i, o)| format!("    %off{i} = arith.constant {o} : i32\n"))
+            .collect::<String>(),
     )
 }

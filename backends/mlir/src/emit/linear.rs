@@ -248,7 +248,6 @@ pub fn matmul_nbits(em: &mut Emitter, id: NodeId, q: &MatMulNBits) -> Result<Val
         return Err(em.err("B's size does not match N, K, bits and block_size"));
     }
     let wname = w.name.clone();
-    let bq = em.prepared(&wname, DType::U8, &[n, nb, per_block], wbytes);
     let scales = em
         .const_f32(id, 2)
         .ok_or_else(|| em.err("scales must be a constant"))?;
@@ -259,8 +258,9 @@ pub fn matmul_nbits(em: &mut Emitter, id: NodeId, q: &MatMulNBits) -> Result<Val
         bytemuck::cast_slice(&scales).to_vec(),
     );
     if em.options().gpu_kernels && super::gpu_nbits::supported(k, bits, bs) {
-        return matmul_nbits_gpu(em, id, &a, &out, (k, n, bits, bs), bq, sc);
+        return matmul_nbits_gpu(em, id, &a, &out, (k, n, bits, bs), &wbytes, sc);
     }
+    let bq = em.prepared(&wname, DType::U8, &[n, nb, per_block], wbytes);
     // Zero points unpacked at compile time to f32 [N, nb] (default 2^(bits-1)).
     let zp: Vec<f32> = zero_points(em, id, n, nb, bits, node.input(3).is_some())?
         .into_iter()
@@ -361,7 +361,7 @@ fn matmul_nbits_gpu(
     a: &Val,
     out: &TensorType,
     (k, n, bits, bs): (u64, u64, u64, u64),
-    bq: Val,
+    packed: &[u8],
     sc: Val,
 ) -> Result<Val, EmitError> {
     let nb = k / bs;
@@ -384,7 +384,14 @@ fn matmul_nbits_gpu(
             vec![0u8; 4 * n as usize],
         )
     };
-    super::gpu_nbits::emit(em, a, &bq, &sc, &zpv, &bias, n, k, bits, bs, out)
+    // The codes as little-endian 32-bit words (same bytes, read four at a time).
+    let words = em.prepared(
+        &format!("{wname}.words"),
+        DType::I32,
+        &[n, k * bits / 32],
+        packed.to_vec(),
+    );
+    super::gpu_nbits::emit(em, a, &words, &sc, &zpv, &bias, n, k, bits, bs, out)
 }
 
 /// Zero points unpacked to one code per block, row-major `[N, nb]` (default 2^(bits−1)).

@@ -174,6 +174,8 @@ fn tensor_inputs(op: &Op, n_inputs: usize) -> Vec<usize> {
         | Op::Expand
         | Op::Flatten(_) => vec![0],
         Op::Range | Op::Shape(_) => vec![],
+        // B, scales, zero points and g_idx are read at compile time; A and the bias run.
+        Op::MatMulNBits(_) => vec![0, 5],
         _ => (0..n_inputs).collect(),
     }
 }
