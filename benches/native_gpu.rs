@@ -6,7 +6,7 @@
 //! Two steps, because compiling needs MLIR and running needs a GPU:
 //!
 //!     cargo bench --bench native_gpu --features mlir -- --compile DIR   # any machine
-//!     cargo bench --bench native_gpu -- --run DIR [--reps 50]           # GPU machine
+//!     cargo bench --bench native_gpu -- --run DIR [--reps 50] [--only PREFIX]  # GPU machine
 //!
 //! `--compile` writes one `--target gpu` folder per case without `weights.bin` (the
 //! int4 chains' weights are hundreds of MB); `--run` rebuilds every case's graph from the
@@ -241,7 +241,11 @@ fn run_all(dir: &Path, reps: usize) {
     println!("|---|---:|---:|---:|---:|---:|---:|");
     let mut bandwidth = Vec::new();
     let tmp = tempfile::tempdir().unwrap();
+    let only = arg("--only");
     for c in cases() {
+        if only.as_deref().is_some_and(|o| !c.name.starts_with(o)) {
+            continue;
+        }
         let d = dir.join(&c.name);
         if !d.join("model.so").is_file() {
             eprintln!("{}: not compiled (run --compile first)", c.name);

@@ -12,9 +12,11 @@
 //!   warp-wide load is 128 contiguous bytes, and the loop is unrolled four times so four
 //!   such loads per row are in flight (out-of-range words are clamped and masked, never
 //!   branched around);
-//! - a word is unpacked with one vector shift and mask (`vector<8xi32>`), shifted by the
-//!   block's zero point, multiplied with the matching activations and summed; the block
-//!   scale is applied to that sum;
+//! - a word is unpacked with one vector shift and mask (`vector<8xi32>`) and turned into
+//!   floats without a conversion instruction (which runs at a quarter of the FMA rate):
+//!   OR-ing a code into the mantissa of 2^23 gives the float 2^23 + q exactly, and
+//!   subtracting 2^23 + zero point leaves q − z; that is multiplied with the matching
+//!   activations and summed, and the block scale is applied to the sum;
 //! - a butterfly of `gpu.shuffle xor` sums the warp; lane 0 adds the bias and stores.
 //!
 //! Rows of A (batch × sequence) are a loop inside the warp: the warp's two weight rows
@@ -37,7 +39,7 @@ const UNROLL: u64 = 4;
 /// quantization blocks, blocks made of whole 32-bit words, and rows of A that keep a
 /// word's activations 16-byte aligned.
 pub fn supported(k: u64, bits: u64, block_size: u64) -> bool {
-    let per_word = if bits == 0 { 0 } else { 32 / bits };
+    let per_word = 32u64.checked_div(bits).unwrap_or(0);
     (bits == 4 || bits == 8)
         && block_size > 0
         && k.is_multiple_of(block_size)
@@ -140,7 +142,9 @@ fn helper(name: &str, m_ty: &str, n: u64, k: u64, nb: u64, bits: u64, bs: u64) -
     let mask = (1u64 << bits) - 1;
     let vi = format!("vector<{e}xi32>");
     let vf = format!("vector<{e}xf32>");
-    // The unrolled body: word u of this step, for both rows.
+    // The unrolled body: every load of the step first (all words of both rows, their
+    // scales, zero points and activations), then the arithmetic, so the loads are in
+    // flight together instead of each waiting behind the previous word's math.
     let mut body = String::new();
     for u in 0..UNROLL {
         body += &format!(
@@ -149,20 +153,39 @@ fn helper(name: &str, m_ty: &str, n: u64, k: u64, nb: u64, bits: u64, bs: u64) -
           %wc{u} = arith.select %in{u}, %w{u}, %k0 : index
           %kb{u} = arith.muli %wc{u}, %ce : index
           %blk{u} = arith.divui %kb{u}, %cbs : index
-          %x{u} = vector.load %am[%mi, %kb{u}] {{alignment = 16}} : memref<{a_t}>, {vf}
 "#
         );
         for r in 0..ROWS {
             body += &format!(
                 r#"          %wd{r}_{u} = memref.load %bm[%row{r}, %wc{u}] : memref<{b_t}>
-          %s{r}_{u} = memref.load %sm[%row{r}, %blk{u}] : memref<{s_t}>
+"#
+            );
+        }
+    }
+    for u in 0..UNROLL {
+        body += &format!(
+            r#"          %x{u} = vector.load %am[%mi, %kb{u}] {{alignment = 16}} : memref<{a_t}>, {vf}
+"#
+        );
+        for r in 0..ROWS {
+            body += &format!(
+                r#"          %s{r}_{u} = memref.load %sm[%row{r}, %blk{u}] : memref<{s_t}>
           %zq{r}_{u} = memref.load %zm[%row{r}, %blk{u}] : memref<{z_t}>
-          %zf{r}_{u} = arith.uitofp %zq{r}_{u} : i8 to f32
+"#
+            );
+        }
+    }
+    for u in 0..UNROLL {
+        for r in 0..ROWS {
+            body += &format!(
+                r#"          %zf{r}_{u} = arith.uitofp %zq{r}_{u} : i8 to f32
+          %zm{r}_{u} = arith.addf %zf{r}_{u}, %magicf : f32
           %wv{r}_{u} = vector.broadcast %wd{r}_{u} : i32 to {vi}
           %sh{r}_{u} = arith.shrui %wv{r}_{u}, %shifts : {vi}
           %q{r}_{u} = arith.andi %sh{r}_{u}, %maskv : {vi}
-          %qf{r}_{u} = arith.uitofp %q{r}_{u} : {vi} to {vf}
-          %zv{r}_{u} = vector.broadcast %zf{r}_{u} : f32 to {vf}
+          %qm{r}_{u} = arith.ori %q{r}_{u}, %magicv : {vi}
+          %qf{r}_{u} = arith.bitcast %qm{r}_{u} : {vi} to {vf}
+          %zv{r}_{u} = vector.broadcast %zm{r}_{u} : f32 to {vf}
           %qc{r}_{u} = arith.subf %qf{r}_{u}, %zv{r}_{u} : {vf}
           %d{r}_{u} = arith.mulf %qc{r}_{u}, %x{u} : {vf}
           %sum{r}_{u} = vector.reduction <add>, %d{r}_{u} : {vf} into f32
@@ -232,6 +255,8 @@ fn helper(name: &str, m_ty: &str, n: u64, k: u64, nb: u64, bits: u64, bs: u64) -
 {consts}    %zero = arith.constant 0.0 : f32
     %shifts = arith.constant dense<[{shifts}]> : {vi}
     %maskv = arith.constant dense<{mask}> : {vi}
+    %magicv = arith.constant dense<1258291200> : {vi}
+    %magicf = arith.constant 8388608.0 : f32
     %width = arith.constant 32 : i32
 {offs}    %warp = arith.divui %tx, %c32 : index
     %lane = arith.remui %tx, %c32 : index
