@@ -9,15 +9,13 @@
 //! shared machines. onnxruntime runs with T intra-op threads (default 1, like the
 //! compiled code, which is single-threaded).
 
+mod common;
+
+use common::{fixture_inputs, peer_ms, root};
 use compc::ir::Graph;
 use compc::runtime::Tensor;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Instant;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn arg(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();
@@ -26,24 +24,6 @@ fn arg(name: &str, default: usize) -> usize {
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// The batch-1 fixture inputs repeated to `batch` rows.
-fn inputs(model: &str, batch: usize) -> Vec<(String, Tensor)> {
-    let p = root().join(format!("tests/fixtures/models/{model}.inputs.b1.npz"));
-    compc::runtime::npz::read_npz(&p)
-        .unwrap()
-        .into_iter()
-        .map(|(n, t)| {
-            let mut shape = t.shape().to_vec();
-            shape[0] *= batch;
-            let t = match t.dtype() {
-                compc::ir::DType::I64 => Tensor::from_i64(shape, t.to_i64_vec().repeat(batch)),
-                _ => Tensor::from_f32(shape, t.to_f32_vec().repeat(batch)),
-            };
-            (n, t)
-        })
-        .collect()
 }
 
 fn median_ms(reps: usize, mut f: impl FnMut()) -> f64 {
@@ -62,30 +42,13 @@ fn median_ms(reps: usize, mut f: impl FnMut()) -> f64 {
 }
 
 fn ort_ms(model: &Path, ins: &[(String, Tensor)], reps: usize, threads: usize) -> Option<f64> {
-    let dir = tempfile::tempdir().ok()?;
-    let p = dir.path().join("in.npz");
-    compc::runtime::npz::write_npz(&p, ins).ok()?;
-    let o = Command::new("python3")
-        .arg(root().join("tests/fixtures/scripts/ort_time.py"))
-        .arg(model)
-        .arg(&p)
-        .args([
-            "--reps",
-            &reps.to_string(),
-            "--threads",
-            &threads.to_string(),
-        ])
-        .output()
-        .ok()?;
-    if !o.status.success() {
-        eprintln!("onnxruntime: {}", String::from_utf8_lossy(&o.stderr));
-        return None;
-    }
-    String::from_utf8_lossy(&o.stdout)
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
+    let (reps, threads) = (reps.to_string(), threads.to_string());
+    peer_ms(
+        "ort_time.py",
+        model,
+        ins,
+        &["--reps", &reps, "--threads", &threads],
+    )
 }
 
 fn export(g: &Graph, dir: &Path) -> PathBuf {
@@ -140,7 +103,7 @@ fn main() {
         let onnx = export(g, &d);
         let interp = compc::runtime::Executor::new(g).unwrap();
         for batch in [1, 8] {
-            let ins = inputs(inp, batch);
+            let ins = fixture_inputs(inp, batch);
             let c = median_ms(reps, || {
                 native.run(&ins).unwrap();
             });

@@ -18,15 +18,13 @@
 //! GPU time (CUDA events) of many queued runs after a spin kernel has held the stream, so
 //! it is the kernels' time, not the host's launch rate.
 
+mod common;
+
+use common::{fixture_inputs, peer_ms, root};
 use compc::ir::{DType, Dim, Graph, GraphOutput, Op, Shape, TensorType, ValueRef, Weight};
 use compc::runtime::Tensor;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Instant;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
@@ -139,20 +137,7 @@ fn inputs(case: &Case, batch: usize) -> Vec<(String, Tensor)> {
             Tensor::from_f32(vec![batch, k], uniform(99, batch * k, 1.0)),
         )];
     };
-    let p = root().join(format!("tests/fixtures/models/{model}.inputs.b1.npz"));
-    compc::runtime::npz::read_npz(&p)
-        .unwrap()
-        .into_iter()
-        .map(|(n, t)| {
-            let mut shape = t.shape().to_vec();
-            shape[0] *= batch;
-            let t = match t.dtype() {
-                DType::I64 => Tensor::from_i64(shape, t.to_i64_vec().repeat(batch)),
-                _ => Tensor::from_f32(shape, t.to_f32_vec().repeat(batch)),
-            };
-            (n, t)
-        })
-        .collect()
+    fixture_inputs(model, batch)
 }
 
 fn compile_all(dir: &Path) {
@@ -183,25 +168,13 @@ fn median_ms(reps: usize, mut f: impl FnMut() -> f64) -> f64 {
 }
 
 fn torch_ms(onnx: &Path, ins: &[(String, Tensor)], reps: usize) -> Option<f64> {
-    let dir = tempfile::tempdir().ok()?;
-    let p = dir.path().join("in.npz");
-    compc::runtime::npz::write_npz(&p, ins).ok()?;
-    let o = Command::new("python3")
-        .arg(root().join("tests/fixtures/scripts/torch_eager.py"))
-        .arg(onnx)
-        .arg(&p)
-        .args(["--device", "cuda", "--reps", &reps.to_string()])
-        .output()
-        .ok()?;
-    if !o.status.success() {
-        eprintln!("torch eager: {}", String::from_utf8_lossy(&o.stderr));
-        return None;
-    }
-    String::from_utf8_lossy(&o.stdout)
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
+    let reps = reps.to_string();
+    peer_ms(
+        "torch_eager.py",
+        onnx,
+        ins,
+        &["--device", "cuda", "--reps", &reps],
+    )
 }
 
 /// Largest |a − b| over the largest |b| (the tests' tolerance measure).

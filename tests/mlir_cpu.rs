@@ -11,21 +11,7 @@ use common::*;
 use compc::runtime::Tensor;
 
 fn check(model: &str, exporter: &str, got: &[(String, Tensor)], want: &[(String, Tensor)]) {
-    assert_eq!(got.len(), want.len());
-    for ((n, g), (_, w)) in got.iter().zip(want) {
-        assert_eq!(g.shape(), w.shape(), "{model}.{exporter} {n}: shape");
-        let (g, w) = (g.to_f32_vec(), w.to_f32_vec());
-        let scale = w.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-6);
-        let err = g
-            .iter()
-            .zip(&w)
-            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-        assert!(
-            err <= 1e-4 * scale,
-            "{model}.{exporter} {n}: max abs err {err:e} > 1e-4 × {scale:e}"
-        );
-        eprintln!("{model}.{exporter} {n}: max abs err {err:.2e} (scale {scale:.2e})");
-    }
+    check_scaled(&format!("{model}.{exporter}"), got, want, 1e-4);
 }
 
 #[test]

@@ -12,7 +12,6 @@ mod common;
 
 use common::*;
 use compc::runtime::native::gpu::{available, GpuModel};
-use compc::runtime::Tensor;
 use std::path::Path;
 use std::process::Command;
 
@@ -30,24 +29,6 @@ fn compile_gpu(model: &Path, pipeline: Option<&str>, out: &Path, chip: &str) -> 
     let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
     assert!(o.status.success(), "compc --target gpu failed: {stderr}");
     stderr
-}
-
-fn check(what: &str, got: &[(String, Tensor)], want: &[(String, Tensor)]) {
-    assert_eq!(got.len(), want.len(), "{what}: outputs");
-    for ((n, g), (_, w)) in got.iter().zip(want) {
-        assert_eq!(g.shape(), w.shape(), "{what} {n}: shape");
-        let (g, w) = (g.to_f32_vec(), w.to_f32_vec());
-        let scale = w.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-6);
-        let err = g
-            .iter()
-            .zip(&w)
-            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-        assert!(
-            err <= 1e-3 * scale,
-            "{what} {n}: max abs err {err:e} > 1e-3 × {scale:e}"
-        );
-        eprintln!("{what} {n}: max abs err {err:.2e} (scale {scale:.2e})");
-    }
 }
 
 #[test]
@@ -155,7 +136,7 @@ fn gpu_outputs_match_the_reference_runtime() {
             let inputs = read_npz(&inputs_path(inputs_of, case));
             let want = compc::runtime::run(g, &inputs).unwrap();
             let got = model.run(&inputs).unwrap();
-            check(&format!("{what} {case}"), &got, &want);
+            check_scaled(&format!("{what} {case}"), &got, &want, 1e-3);
         }
     }
 }

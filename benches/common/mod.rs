@@ -1,9 +1,13 @@
-//! Shared by the benchmarks: the large generated model and peak-memory reading.
+//! Shared by the benchmarks: the large generated model, peak-memory reading, fixture
+//! inputs at a batch size, and the Python peers' timings.
 
 #![allow(dead_code)]
 
 use compc::ir::op::UnaryOp;
 use compc::ir::{DType, Dim, Graph, GraphOutput, Op, Shape, TensorType, ValueRef, Weight};
+use compc::runtime::Tensor;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 /// An MLP of `layers` square `width × width` f32 layers (MatMul + Relu), each weight made
 /// by `values(layer, width²)`, over a symbolic batch.
@@ -52,4 +56,50 @@ pub fn peak_rss_mib() -> f64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map(|kb| kb / 1024.0)
         .unwrap_or(f64::NAN)
+}
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A fixture's batch-1 inputs repeated to `batch` rows.
+pub fn fixture_inputs(model: &str, batch: usize) -> Vec<(String, Tensor)> {
+    let p = root().join(format!("tests/fixtures/models/{model}.inputs.b1.npz"));
+    compc::runtime::npz::read_npz(&p)
+        .unwrap()
+        .into_iter()
+        .map(|(n, t)| {
+            let mut shape = t.shape().to_vec();
+            shape[0] *= batch;
+            let t = match t.dtype() {
+                DType::I64 => Tensor::from_i64(shape, t.to_i64_vec().repeat(batch)),
+                _ => Tensor::from_f32(shape, t.to_f32_vec().repeat(batch)),
+            };
+            (n, t)
+        })
+        .collect()
+}
+
+/// Median milliseconds a peer script (`tests/fixtures/scripts/SCRIPT MODEL IN.npz ARGS`)
+/// prints as its first token, or `None` (with its stderr) when it fails.
+pub fn peer_ms(script: &str, model: &Path, ins: &[(String, Tensor)], args: &[&str]) -> Option<f64> {
+    let dir = tempfile::tempdir().ok()?;
+    let p = dir.path().join("in.npz");
+    compc::runtime::npz::write_npz(&p, ins).ok()?;
+    let o = Command::new("python3")
+        .arg(root().join("tests/fixtures/scripts").join(script))
+        .arg(model)
+        .arg(&p)
+        .args(args)
+        .output()
+        .ok()?;
+    if !o.status.success() {
+        eprintln!("{script}: {}", String::from_utf8_lossy(&o.stderr));
+        return None;
+    }
+    String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }

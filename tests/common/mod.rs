@@ -212,3 +212,23 @@ pub fn ort_outputs(g: &Graph, inputs: &[(String, Tensor)]) -> Option<Vec<Vec<f32
             .collect(),
     )
 }
+
+/// Asserts every output is within `tol` × the largest magnitude of the expected one (the
+/// native backends' tolerance measure), printing the measured error.
+pub fn check_scaled(what: &str, got: &[(String, Tensor)], want: &[(String, Tensor)], tol: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: outputs");
+    for ((n, g), (_, w)) in got.iter().zip(want) {
+        assert_eq!(g.shape(), w.shape(), "{what} {n}: shape");
+        let (g, w) = (g.to_f32_vec(), w.to_f32_vec());
+        let scale = w.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-6);
+        let err = g
+            .iter()
+            .zip(&w)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(
+            err <= tol * scale,
+            "{what} {n}: max abs err {err:e} > {tol:e} × {scale:e}"
+        );
+        eprintln!("{what} {n}: max abs err {err:.2e} (scale {scale:.2e})");
+    }
+}

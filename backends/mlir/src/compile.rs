@@ -207,26 +207,37 @@ pub fn write_shared_library(
     if !obj.exists() {
         return Err(BackendError::Mlir("the object file was not written".into()));
     }
+    link_shared_library(dir, &obj, crate::support::MEMREF_COPY_C, &["-lm"])
+}
+
+/// Links `obj` with the C `support` source into `dir/model.so` (the system C compiler),
+/// then removes both inputs.
+pub(crate) fn link_shared_library(
+    dir: &Path,
+    obj: &Path,
+    support: &str,
+    libs: &[&str],
+) -> Result<(), BackendError> {
     let so = dir.join("model.so");
-    let support = dir.join("support.c");
-    std::fs::write(&support, crate::support::MEMREF_COPY_C).map_err(|e| BackendError::Io {
-        path: support.display().to_string(),
+    let src = dir.join("support.c");
+    std::fs::write(&src, support).map_err(|e| BackendError::Io {
+        path: src.display().to_string(),
         msg: e.to_string(),
     })?;
     let status = std::process::Command::new("cc")
         .args(["-O2", "-fPIC", "-shared", "-o"])
         .arg(&so)
-        .arg(&obj)
-        .arg(&support)
-        .arg("-lm")
+        .arg(obj)
+        .arg(&src)
+        .args(libs)
         .status()
         .map_err(|e| BackendError::Link(format!("cannot run `cc`: {e}")))?;
+    let _ = std::fs::remove_file(obj);
+    let _ = std::fs::remove_file(&src);
     if !status.success() {
         return Err(BackendError::Link(format!(
             "`cc -shared` exited with {status}"
         )));
     }
-    let _ = std::fs::remove_file(&obj);
-    let _ = std::fs::remove_file(&support);
     Ok(())
 }

@@ -137,6 +137,27 @@ pub fn write_weights(g: &Graph, m: &MlirModule, path: &Path) -> Result<(), Backe
     f.flush().map_err(io)
 }
 
+/// Writes what every compiled folder holds besides the library: `weights.bin`,
+/// `manifest.json` and `model.mlir` (the emitted module, for reference).
+#[cfg_attr(not(feature = "mlir"), allow(dead_code))]
+fn write_model_files(
+    g: &Graph,
+    m: &MlirModule,
+    manifest: &Manifest,
+    dir: &Path,
+) -> Result<(), BackendError> {
+    let io = |p: &Path, e: std::io::Error| BackendError::Io {
+        path: p.display().to_string(),
+        msg: e.to_string(),
+    };
+    write_weights(g, m, &dir.join("weights.bin"))?;
+    let text = serde_json::to_string_pretty(manifest).expect("manifest serializes");
+    let mp = dir.join(compc_runtime::native::manifest::MANIFEST_FILE);
+    std::fs::write(&mp, text).map_err(|e| io(&mp, e))?;
+    let tp = dir.join("model.mlir");
+    std::fs::write(&tp, &m.text).map_err(|e| io(&tp, e))
+}
+
 /// Compiles `g` for the CPU into `dir`: `model.so`, `weights.bin`, `manifest.json`,
 /// `model.mlir` (the emitted module, for reference).
 pub fn compile_cpu(g: &Graph, dir: &Path) -> Result<Manifest, BackendError> {
@@ -147,18 +168,9 @@ pub fn compile_cpu(g: &Graph, dir: &Path) -> Result<Manifest, BackendError> {
 pub fn compile_module_cpu(g: &Graph, m: &MlirModule, dir: &Path) -> Result<Manifest, BackendError> {
     #[cfg(feature = "mlir")]
     {
-        let io = |p: &Path, e: std::io::Error| BackendError::Io {
-            path: p.display().to_string(),
-            msg: e.to_string(),
-        };
         compile::write_shared_library(m, dir, 3)?;
-        write_weights(g, m, &dir.join("weights.bin"))?;
         let manifest = manifest_for(m, "cpu", "model.so", compile::PACKED_ENTRY)?;
-        let text = serde_json::to_string_pretty(&manifest).expect("manifest serializes");
-        let mp = dir.join(compc_runtime::native::manifest::MANIFEST_FILE);
-        std::fs::write(&mp, text).map_err(|e| io(&mp, e))?;
-        let tp = dir.join("model.mlir");
-        std::fs::write(&tp, &m.text).map_err(|e| io(&tp, e))?;
+        write_model_files(g, m, &manifest, dir)?;
         Ok(manifest)
     }
     #[cfg(not(feature = "mlir"))]
@@ -175,19 +187,10 @@ pub fn compile_gpu(g: &Graph, dir: &Path, chip: &str) -> Result<Manifest, Backen
     let m = emit::emit_module_with(g, emit::EmitOptions::GPU)?;
     #[cfg(feature = "mlir")]
     {
-        let io = |p: &Path, e: std::io::Error| BackendError::Io {
-            path: p.display().to_string(),
-            msg: e.to_string(),
-        };
         gpu::compile::write_gpu_library(&m, dir, chip)?;
-        write_weights(g, &m, &dir.join("weights.bin"))?;
         let mut manifest = manifest_for(&m, "gpu", "model.so", compile::PACKED_ENTRY)?;
         manifest.chip = Some(chip.to_string());
-        let text = serde_json::to_string_pretty(&manifest).expect("manifest serializes");
-        let mp = dir.join(compc_runtime::native::manifest::MANIFEST_FILE);
-        std::fs::write(&mp, text).map_err(|e| io(&mp, e))?;
-        let tp = dir.join("model.mlir");
-        std::fs::write(&tp, &m.text).map_err(|e| io(&tp, e))?;
+        write_model_files(g, &m, &manifest, dir)?;
         Ok(manifest)
     }
     #[cfg(not(feature = "mlir"))]

@@ -17,7 +17,9 @@ use super::mapping;
 use super::pipeline;
 use super::rewrite;
 use super::shim;
-use crate::compile::{context, mlir_error, parse, run_passes, Diags, PACKED_ENTRY};
+use crate::compile::{
+    context, link_shared_library, mlir_error, parse, run_passes, Diags, PACKED_ENTRY,
+};
 use crate::emit::MlirModule;
 use crate::BackendError;
 use melior::ir::Module;
@@ -253,23 +255,7 @@ pub fn write_gpu_library(
             "`objcopy --globalize-symbol` exited with {status}"
         )));
     }
-    let support = dir.join("gpu_shim.c");
-    std::fs::write(&support, shim::SHIM_C).map_err(|e| io(&support, e))?;
-    let so = dir.join("model.so");
-    let status = std::process::Command::new("cc")
-        .args(["-O2", "-fPIC", "-shared", "-o"])
-        .arg(&so)
-        .arg(&obj)
-        .arg(&support)
-        .status()
-        .map_err(|e| BackendError::Link(format!("cannot run `cc`: {e}")))?;
-    if !status.success() {
-        return Err(BackendError::Link(format!(
-            "`cc -shared` exited with {status}"
-        )));
-    }
-    let _ = std::fs::remove_file(&obj);
-    let _ = std::fs::remove_file(&support);
+    link_shared_library(dir, &obj, shim::SHIM_C, &[])?;
     let ptx_path = dir.join("kernels.ptx");
     let mut all = String::new();
     for (name, ptx) in &kernels {
