@@ -6,13 +6,13 @@
 
 mod common;
 
-use common::{lm, lm_ids, ort_outputs, outputs, run_pipeline, try_pipeline};
+use common::{
+    census, integer_constants, lm, lm_ids, ort_outputs, outputs, rel, run_pipeline, try_pipeline,
+};
 use compc::ir::graph::GraphOutput;
-use compc::ir::op::Op;
 use compc::ir::Graph;
 use compc::passes::CalibData;
 use compc::runtime::Tensor;
-use std::collections::BTreeMap;
 
 /// 2048 calibration tokens: the fit has 257 unknowns per output feature.
 fn calib() -> CalibData {
@@ -23,47 +23,6 @@ fn calib() -> CalibData {
 
 fn heldout() -> Vec<(String, Tensor)> {
     lm_ids(4, 64, 40_000)
-}
-
-fn rel(a: &[Vec<f32>], b: &[Vec<f32>]) -> f64 {
-    let (mut num, mut den) = (0f64, 0f64);
-    for (x, y) in a.iter().zip(b) {
-        assert_eq!(x.len(), y.len());
-        for (p, q) in x.iter().zip(y) {
-            num += ((p - q) as f64).powi(2);
-            den += (*q as f64).powi(2);
-        }
-    }
-    (num / den).sqrt()
-}
-
-fn census(g: &Graph) -> BTreeMap<String, usize> {
-    let mut m = BTreeMap::new();
-    for n in g.node_ids() {
-        if !matches!(g.node(n).op, Op::Const(_)) {
-            *m.entry(g.node(n).op.name().to_string()).or_insert(0) += 1;
-        }
-    }
-    m
-}
-
-/// Integer constants read by quantized ops, by name.
-fn integer_constants(g: &Graph) -> BTreeMap<String, Vec<u8>> {
-    let mut m = BTreeMap::new();
-    for n in g.node_ids() {
-        let node = g.node(n);
-        if !matches!(node.op, Op::MatMulNBits(_) | Op::DequantizeLinear(_)) {
-            continue;
-        }
-        for v in node.inputs().iter().flatten() {
-            if let Some(w) = g.const_weight(*v) {
-                if !w.dtype.is_float() {
-                    m.insert(w.name.clone(), w.bytes().unwrap().to_vec());
-                }
-            }
-        }
-    }
-    m
 }
 
 #[test]

@@ -3,9 +3,11 @@
 
 #![allow(dead_code)]
 
+use compc::ir::op::Op;
 use compc::ir::Graph;
 use compc::passes::{CalibData, PassManager, Registry};
 use compc::runtime::Tensor;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -231,4 +233,47 @@ pub fn check_scaled(what: &str, got: &[(String, Tensor)], want: &[(String, Tenso
         );
         eprintln!("{what} {n}: max abs err {err:.2e} (scale {scale:.2e})");
     }
+}
+
+/// Relative L2 error of `a` against `b` over all outputs.
+pub fn rel(a: &[Vec<f32>], b: &[Vec<f32>]) -> f64 {
+    let (mut num, mut den) = (0f64, 0f64);
+    for (x, y) in a.iter().zip(b) {
+        assert_eq!(x.len(), y.len());
+        for (p, q) in x.iter().zip(y) {
+            num += ((p - q) as f64).powi(2);
+            den += (*q as f64).powi(2);
+        }
+    }
+    (num / den).sqrt()
+}
+
+/// Op counts without constants.
+pub fn census(g: &Graph) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for n in g.node_ids() {
+        if !matches!(g.node(n).op, Op::Const(_)) {
+            *m.entry(g.node(n).op.name().to_string()).or_insert(0) += 1;
+        }
+    }
+    m
+}
+
+/// Integer constants read by quantized ops, by name.
+pub fn integer_constants(g: &Graph) -> BTreeMap<String, Vec<u8>> {
+    let mut m = BTreeMap::new();
+    for n in g.node_ids() {
+        let node = g.node(n);
+        if !matches!(node.op, Op::MatMulNBits(_) | Op::DequantizeLinear(_)) {
+            continue;
+        }
+        for v in node.inputs().iter().flatten() {
+            if let Some(w) = g.const_weight(*v) {
+                if !w.dtype.is_float() {
+                    m.insert(w.name.clone(), w.bytes().unwrap().to_vec());
+                }
+            }
+        }
+    }
+    m
 }
