@@ -104,7 +104,8 @@ fn lm_full_rank_is_exact_and_runs_in_onnxruntime() {
         assert_eq!(matmuls(&out), before + 28, "{method}");
         let got = outputs(&out, &x);
         let e = rel(&got, &want);
-        assert!(e < 1e-4, "{method}: relative output error {e}");
+        // Measured ≈ 5e-7 for both methods.
+        assert!(e < 1e-5, "{method}: relative output error {e}");
         if oracle_available() {
             let dir = tempfile::tempdir().unwrap();
             let model = dir.path().join("m.onnx");
@@ -118,7 +119,7 @@ fn lm_full_rank_is_exact_and_runs_in_onnxruntime() {
                 .flat_map(|(_, t)| t.to_f32_vec())
                 .collect();
             let e = rel(&ort, &got);
-            assert!(e < 1e-4, "{method}: onnxruntime vs compc: {e}");
+            assert!(e < 1e-5, "{method}: onnxruntime vs compc: {e}");
         }
     }
 }
