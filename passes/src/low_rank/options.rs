@@ -5,10 +5,12 @@ use crate::options::{OptionKind, OptionSpec, PassOptions};
 pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec {
         name: "method",
-        kind: OptionKind::Choice(&["svd", "asvd", "svdllm"]),
+        kind: OptionKind::Choice(&["svd", "asvd", "svdllm", "pca-out"]),
         default: Some("svd"),
         help: "svd: truncated SVD of W; asvd: SVD of W·diag(mean|x|^α); svdllm: SVD of W·L with \
-               L the Cholesky factor of the calibration Gram matrix XᵀX (needs --calib)",
+               L the Cholesky factor of the calibration Gram matrix XᵀX; pca-out: projection \
+               of the outputs y = Wx + b onto the top principal components of their \
+               calibration covariance, the mean folded into the bias (all but svd need --calib)",
     },
     OptionSpec {
         name: "rank",
@@ -56,7 +58,7 @@ pub const OPTIONS: &[OptionSpec] = &[
         default: Some("uniform"),
         help: "uniform: every layer keeps ratio of its parameters; energy: the same total, \
                ranks chosen across layers by singular-value energy per parameter (of W, W·S or \
-               W·L by method; needs ratio=)",
+               W·L by method; for pca-out the output covariance's eigenvalues; needs ratio=)",
     },
     OptionSpec {
         name: "layers",
@@ -72,6 +74,8 @@ pub enum Method {
     Svd,
     Asvd,
     SvdLlm,
+    /// Output-feature PCA (techniques.md §8.4).
+    PcaOut,
 }
 
 impl Method {
@@ -80,6 +84,7 @@ impl Method {
             Method::Svd => "svd",
             Method::Asvd => "asvd",
             Method::SvdLlm => "svdllm",
+            Method::PcaOut => "pca-out",
         }
     }
 
@@ -118,6 +123,7 @@ impl LowRankConfig {
         let method = match o.text("method") {
             Some("asvd") => Method::Asvd,
             Some("svdllm") => Method::SvdLlm,
+            Some("pca-out") => Method::PcaOut,
             _ => Method::Svd,
         };
         let target = match (o.int("rank"), o.float("ratio")) {

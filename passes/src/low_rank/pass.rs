@@ -3,6 +3,7 @@
 //! SVD-LLM's and ASVD's references profile it), factors every weight and rewrites the
 //! layer `y = x·B` into `y = (x·A)·B'` with a new MatMul for `A = W₁ᵀ` (in × r) and the
 //! layer itself (keeping its bias) reading the r-feature result with `B' = W₂ᵀ` (r × out).
+//! Output-feature PCA also changes the bias (a layer without one gains an `Add`).
 
 use super::alloc::{allocate, Spectrum};
 use super::factor::{self, Factors, Transform};
@@ -12,13 +13,14 @@ use crate::calib::runner::DEFAULT_BATCH;
 use crate::calib::{CalibRunner, InputStats};
 use crate::context::PassContext;
 use crate::dce::remove_dead_nodes;
-use crate::idioms::Idioms;
+use crate::fold_affine::layer::insert_after_value;
+use crate::idioms::{Idioms, LinearKind};
 use crate::options::PassOptions;
 use crate::pass::{Changed, Exactness, Pass, PassError};
 use crate::prune::pass::block_linears;
 use crate::quant::layers::{self, read_w, select_skipping, Layer, Layout};
 use crate::quant::pass::end_to_end_error;
-use compc_ir::op::Op;
+use compc_ir::op::{BinaryOp, Op};
 use compc_ir::shape::{Dim, Shape, TensorType};
 use compc_ir::{Graph, ValueRef};
 use compc_runtime::Tensor;
@@ -74,7 +76,7 @@ impl Pass for LowRank {
             match cfg.method {
                 Method::Asvd => format!("; α {}", cfg.alpha),
                 Method::SvdLlm => format!("; damping {}", cfg.damp),
-                Method::Svd => String::new(),
+                Method::Svd | Method::PcaOut => String::new(),
             }
         ));
         let original = cx.calib.map(|_| g.clone());
@@ -103,10 +105,18 @@ impl Pass for LowRank {
         let grams: Option<Vec<Vec<f64>>> = stats
             .as_ref()
             .map(|st| st.iter().map(|s| s.gram().unwrap_or_default()).collect());
+        let means: Option<Vec<Vec<f64>>> = stats
+            .as_ref()
+            .map(|st| st.iter().map(|s| s.mean()).collect());
         // The input transform of each distinct input (ASVD's scales, SVD-LLM's whitening
         // factor), computed once for the layers that share it.
         let mut scales: Vec<Vec<f64>> = vec![vec![]; inputs.len()];
         let mut lowers: Vec<Option<(faer::Mat<f64>, f64)>> = vec![None; inputs.len()];
+        // Output PCA: the input covariance. The output covariance W·cov·Wᵀ comes from the
+        // input statistics already streamed for the other methods (Gram matrix XᵀX/N and
+        // mean x̄, cov = XᵀX/N − x̄x̄ᵀ in f64) rather than from streaming every layer's
+        // output, which would mean a second calibration run over the wider activations.
+        let mut covs: Vec<Option<faer::Mat<f64>>> = vec![None; inputs.len()];
         for p in &plan {
             let i = p.input;
             let fail = |e: String| PassError::Invalid(format!("layer `{}`: {e}", p.layer.name));
@@ -124,6 +134,17 @@ impl Pass for LowRank {
                     let gram = &grams.as_ref().expect("checked above")[i];
                     lowers[i] = Some(factor::whitening(gram, inputs[i].1, cfg.damp).map_err(fail)?);
                 }
+                Method::PcaOut if covs[i].is_none() => {
+                    let gram = &grams.as_ref().expect("checked above")[i];
+                    let mean = &means.as_ref().expect("checked above")[i];
+                    let n = inputs[i].1;
+                    if gram.len() != n * n {
+                        return Err(fail("no calibration Gram matrix was collected".into()));
+                    }
+                    covs[i] = Some(faer::Mat::<f64>::from_fn(n, n, |a, b| {
+                        gram[a * n + b] - mean[a] * mean[b]
+                    }));
+                }
                 _ => {}
             }
         }
@@ -131,6 +152,10 @@ impl Pass for LowRank {
             Method::Svd => Transform::Identity,
             Method::Asvd => Transform::Scale(&scales[p.input]),
             Method::SvdLlm => Transform::Lower(&lowers[p.input].as_ref().expect("set above").0),
+            Method::PcaOut => Transform::OutputPca {
+                cov: covs[p.input].as_ref().expect("set above"),
+                mean: &means.as_ref().expect("checked above")[p.input],
+            },
         };
         if cfg.alloc == Alloc::Energy {
             let ranks = allocate_ranks(g, &plan, &transform, cx)?;
@@ -152,11 +177,33 @@ impl Pass for LowRank {
             };
             let f = factor::factor(&w, m, n, r, &transform(p)).map_err(fail)?;
             let werr = factor::weight_rel_err(&w, &f, m, n);
-            let oerr = grams
-                .as_ref()
-                .map(|gr| factor::output_rel_err(&w, &f, m, n, &gr[p.input]));
+            let oerr = match (&grams, &means) {
+                (Some(gr), Some(mu)) => Some(factor::output_rel_err_with_bias(
+                    &w,
+                    &f,
+                    m,
+                    n,
+                    &gr[p.input],
+                    &mu[p.input],
+                )),
+                _ => None,
+            };
             rewrite(g, l, &f)?;
-            let (pb_, pa) = ((m * n) as u64, (r * (m + n)) as u64);
+            // A bias the layer did not have counts as new parameters.
+            let new_bias = if f.bias_shift.is_empty() {
+                false
+            } else {
+                shift_bias(g, l, &f.bias_shift)?
+            };
+            let (pb_, pa) = (
+                (m * n) as u64,
+                (r * (m + n) + if new_bias { m } else { 0 }) as u64,
+            );
+            let extra = if new_bias {
+                format!("{extra}; new bias of {m}")
+            } else {
+                extra
+            };
             before += pb_;
             after += pa;
             wsum += werr;
@@ -275,15 +322,27 @@ fn plan_layers(
             ));
             continue;
         }
-        if r * (m + n) >= m * n && !cfg.force {
+        // Output PCA gives a layer without a bias one (the dropped part of the mean).
+        let bias_cost = if cfg.method == Method::PcaOut && l.linear.bias.is_none() {
+            m
+        } else {
+            0
+        };
+        if r * (m + n) + bias_cost >= m * n && !cfg.force {
             cx.note(format!(
                 "left `{}` ({}) as it is: rank {r} saves nothing ({} ≥ {} parameters)",
                 l.name,
                 l.shape_text(),
-                r * (m + n),
+                r * (m + n) + bias_cost,
                 m * n
             ));
             continue;
+        }
+        if cfg.method == Method::PcaOut {
+            if let Err(why) = bias_values(g, &l) {
+                cx.note(format!("left `{}` as it is: {why}", l.name));
+                continue;
+            }
         }
         let x = l
             .input(g)
@@ -358,4 +417,122 @@ pub fn rewrite(g: &mut Graph, l: &Layer, f: &Factors) -> Result<(), PassError> {
     g.set_input(node, 0, Some(ValueRef::new(mm, 0)));
     g.set_input(node, 1, Some(ValueRef::new(cb, 0)));
     Ok(())
+}
+
+/// The values of `l`'s bias (`None` when it has none, or a Gemm's `beta` is 0), as the
+/// `m` per-output values it adds before any Gemm `beta`; an error names what output PCA
+/// cannot rewrite (a bias that is not a constant of 1 or `m` values, a layer kind other
+/// than MatMul or Gemm).
+fn bias_values(g: &Graph, l: &Layer) -> Result<Option<Vec<f32>>, String> {
+    let m = l.rows;
+    let bias = match l.linear.kind {
+        LinearKind::MatMul => l.linear.bias.map(|(_, v)| v),
+        LinearKind::Gemm { .. } => match &g.node(l.node()).op {
+            Op::Gemm(a) if a.beta == 0.0 => None,
+            _ => g.node(l.node()).input(2),
+        },
+        _ => return Err("pca-out rewrites the bias of MatMul and Gemm layers only".into()),
+    };
+    let Some(v) = bias else { return Ok(None) };
+    let w = g
+        .const_weight(v)
+        .ok_or("pca-out changes the bias, and this one is not a constant")?;
+    let b = w.to_f32_vec().map_err(|e| e.to_string())?;
+    match b.len() {
+        1 => Ok(Some(vec![b[0]; m])),
+        k if k == m => Ok(Some(b)),
+        k => Err(format!(
+            "pca-out changes the bias, and this one has {k} values for {m} outputs"
+        )),
+    }
+}
+
+/// Adds `shift` (m values) to what `l`'s bias contributes to its outputs, after
+/// [`rewrite`]: a MatMul's bias `Add` gets a new constant (new, as the old one may have
+/// other readers) and a MatMul without one gains an `Add`; a Gemm's `C` becomes
+/// `C + α·shift/β` (the product it scales is `α·x·B`). Returns whether the layer gained
+/// a bias.
+fn shift_bias(g: &mut Graph, l: &Layer, shift: &[f64]) -> Result<bool, PassError> {
+    let fail = |e: String| PassError::Invalid(format!("layer `{}`: {e}", l.name));
+    let m = l.rows;
+    if shift.len() != m {
+        return Err(fail(format!(
+            "bias shift of {} values for {m} outputs",
+            shift.len()
+        )));
+    }
+    let node = l.node();
+    let current = bias_values(g, l).map_err(fail)?;
+    let bias_name = |g: &Graph, v: Option<ValueRef>| {
+        v.and_then(|v| g.const_weight(v))
+            .map(|w| w.name.clone())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| format!("{}.lowrank_bias", l.name))
+    };
+    match l.linear.kind {
+        LinearKind::Gemm { .. } => {
+            let (alpha, beta) = match &g.node(node).op {
+                Op::Gemm(a) => (a.alpha as f64, a.beta as f64),
+                _ => return Err(fail("the layer is no longer a Gemm".into())),
+            };
+            let created = current.is_none();
+            let (old, beta) = match current {
+                Some(c) => (c, beta),
+                // Without C, beta plays no part: it becomes 1 for the new C.
+                None => (vec![0.0; m], 1.0),
+            };
+            let data: Vec<f32> = old
+                .iter()
+                .zip(shift)
+                .map(|(&c, &s)| (c as f64 + alpha * s / beta) as f32)
+                .collect();
+            let name = bias_name(g, g.node(node).input(2));
+            let t = Tensor::from_f32_as(l.dtype, vec![m], data)?;
+            let c = g.add_const(t.to_weight(&name)?);
+            if let Op::Gemm(a) = &mut g.node_mut(node).op {
+                a.beta = beta as f32;
+            }
+            let mut inputs = g.node(node).inputs().to_vec();
+            inputs.resize(3.max(inputs.len()), None);
+            inputs[2] = Some(ValueRef::new(c, 0));
+            g.set_inputs(node, inputs);
+            Ok(created)
+        }
+        _ => {
+            let data: Vec<f32> = match &current {
+                Some(b) => b
+                    .iter()
+                    .zip(shift)
+                    .map(|(&b, &s)| (b as f64 + s) as f32)
+                    .collect(),
+                None => shift.iter().map(|&s| s as f32).collect(),
+            };
+            match l.linear.bias {
+                Some((add, bv)) => {
+                    let name = bias_name(g, Some(bv));
+                    let t = Tensor::from_f32_as(l.dtype, vec![m], data)?;
+                    let c = ValueRef::new(g.add_const(t.to_weight(&name)?), 0);
+                    let slots: Vec<usize> = (0..g.node(add).inputs().len())
+                        .filter(|&i| g.node(add).input(i) == Some(bv))
+                        .collect();
+                    for i in slots {
+                        g.set_input(add, i, Some(c));
+                    }
+                    Ok(false)
+                }
+                None => {
+                    let t = Tensor::from_f32_as(l.dtype, vec![m], data)?;
+                    let c = g.add_const(t.to_weight(&format!("{}.lowrank_bias", l.name))?);
+                    insert_after_value(
+                        g,
+                        ValueRef::new(node, 0),
+                        BinaryOp::Add,
+                        ValueRef::new(c, 0),
+                        &format!("{}_lowrank", g.node(node).name),
+                    )?;
+                    Ok(true)
+                }
+            }
+        }
+    }
 }
