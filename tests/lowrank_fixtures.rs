@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{oracle_available, ort_run, read_npz};
+use common::{cnn_images, oracle_available, ort_run, read_npz};
 use compc::ir::Graph;
 use compc::passes::{CalibData, PassManager, Registry};
 use compc::runtime::Tensor;
@@ -244,24 +244,6 @@ fn pca_out_output_error_is_at_most_svdllms() {
     let x = lm_ids(1, 16, 0);
     let e = rel(&outputs(&pca, &x), &outputs(&g, &x));
     assert!(e.is_finite() && e < 0.1, "{e}");
-}
-
-/// `n` standard-normal images `[n, 3, 32, 32]` (the CNN fixture's inputs are noise too).
-fn cnn_images(n: usize, seed: u64) -> Vec<(String, Tensor)> {
-    let mut s = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
-    let mut uniform = || {
-        s = s
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((s >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    };
-    let v: Vec<f32> = (0..n * 3 * 32 * 32)
-        .map(|_| {
-            let (u1, u2) = (uniform(), uniform());
-            ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
-        })
-        .collect();
-    vec![("input".into(), Tensor::from_f32(vec![n, 3, 32, 32], v))]
 }
 
 #[test]

@@ -13,9 +13,12 @@
 //! [`GpuModel::run_resident`] runs on inputs already on the device (benchmarks).
 
 use super::manifest::{Binding, Manifest};
-use super::{bind_dims, descriptor, err, resolve, PackedEntry};
+use super::{
+    bind_dims, call_packed, descriptor, err, given_input, output_layouts, output_tensor, resolve,
+    OutputLayout, PackedEntry,
+};
 use crate::{RuntimeError, Tensor};
-use compc_ir::{DType, Weight};
+use compc_ir::DType;
 use cudarc::driver::{result, sys, CudaContext};
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -388,18 +391,7 @@ impl GpuModel {
             if let Binding::Input { .. } = p.binding {
                 let spec = &p.tensor;
                 let dt = spec.dtype().map_err(err)?;
-                let t = by_name
-                    .get(spec.name.as_str())
-                    .ok_or_else(|| RuntimeError::Input {
-                        name: spec.name.clone(),
-                        msg: "not given".into(),
-                    })?;
-                if t.dtype() != dt {
-                    return Err(RuntimeError::Input {
-                        name: spec.name.clone(),
-                        msg: format!("expected {}, got {}", dt.name(), t.dtype().name()),
-                    });
-                }
+                let t = given_input(spec, dt, &by_name)?;
                 let bytes = t.to_bytes();
                 let buf = DeviceBuffer::new(bytes.len())?;
                 // SAFETY: sized for `bytes`.
@@ -471,24 +463,16 @@ impl GpuModel {
             }
         }
         let mut outs = Vec::new();
-        for o in &self.manifest.outputs {
-            let dt = o.dtype().map_err(err)?;
-            let shape = resolve(o, &syms)?;
-            let n = dt.storage_bytes(shape.iter().product()).unwrap_or(0) as usize;
+        for layout in output_layouts(&self.manifest, &syms)? {
             outs.push(DeviceTensor {
-                buf: DeviceBuffer::on_stream(self.stream.cu_stream(), n)?,
-                dtype: dt,
-                shape,
+                buf: DeviceBuffer::on_stream(self.stream.cu_stream(), layout.bytes)?,
+                dtype: layout.dtype,
+                shape: layout.shape,
             });
         }
         for o in &outs {
             descs.push(descriptor(o.buf.ptr as *const u8, &o.shape));
         }
-        let mut desc_ptrs: Vec<*mut i64> = descs.iter_mut().map(|d| d.as_mut_ptr()).collect();
-        let mut args: Vec<*mut c_void> = desc_ptrs
-            .iter_mut()
-            .map(|p| p as *mut *mut i64 as *mut c_void)
-            .collect();
         let mut state = self
             .state
             .lock()
@@ -498,7 +482,7 @@ impl GpuModel {
         // SAFETY: every descriptor points at device memory of the size its dims say, in
         // the order and with the types of the manifest the code was compiled for; the
         // callbacks see `state` through CURRENT until it is cleared below.
-        unsafe { (self.entry)(args.as_mut_ptr()) };
+        unsafe { call_packed(self.entry, &mut descs) };
         CURRENT.with(|c| c.set(std::ptr::null_mut()));
         if let Some(e) = state.error.take() {
             return Err(err(format!("running the GPU model: {e}")));
@@ -541,11 +525,12 @@ impl GpuModel {
             // SAFETY: `bytes` has the buffer's size.
             unsafe { result::memcpy_dtoh_sync(&mut bytes, o.buf.ptr) }
                 .map_err(|e| cuda("copying an output back", e))?;
-            let n = o.dtype.storage_bytes(o.shape.iter().product()).unwrap_or(0) as usize;
-            bytes.truncate(n);
-            let w = Weight::from_bytes(spec.name.clone(), o.dtype, o.shape.clone(), bytes)
-                .map_err(|e| err(e.to_string()))?;
-            result.push((spec.name.clone(), Tensor::from_weight(&w)?));
+            let layout = OutputLayout {
+                dtype: o.dtype,
+                shape: o.shape.clone(),
+                bytes: o.dtype.storage_bytes(o.shape.iter().product()).unwrap_or(0) as usize,
+            };
+            result.push(output_tensor(spec, layout, bytes)?);
         }
         Ok(result)
     }

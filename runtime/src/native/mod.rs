@@ -163,20 +163,7 @@ impl NativeModel {
             let dt = spec.dtype().map_err(err)?;
             match p.binding {
                 Binding::Input { .. } => {
-                    let t = by_name
-                        .get(spec.name.as_str())
-                        .ok_or_else(|| RuntimeError::Input {
-                            name: spec.name.clone(),
-                            msg: "not given".into(),
-                        })?;
-                    let t = if t.dtype() == dt {
-                        (*t).clone()
-                    } else {
-                        return Err(RuntimeError::Input {
-                            name: spec.name.clone(),
-                            msg: format!("expected {}, got {}", dt.name(), t.dtype().name()),
-                        });
-                    };
+                    let t = given_input(spec, dt, &by_name)?;
                     bind_dims(spec, t.shape(), &mut syms)?;
                     let bytes = t.to_bytes();
                     let mut buf = vec![0u128; bytes.len().div_ceil(16).max(1)];
@@ -201,35 +188,95 @@ impl NativeModel {
                 }
             }
         }
-        let mut outs: Vec<(Vec<u128>, Vec<u64>, DType)> = Vec::new();
-        for o in &self.manifest.outputs {
-            let dt = o.dtype().map_err(err)?;
-            let shape = resolve(o, &syms)?;
-            let n = dt.storage_bytes(shape.iter().product()).unwrap_or(0) as usize;
-            outs.push((vec![0u128; n.div_ceil(16).max(1)], shape, dt));
+        let mut outs: Vec<(Vec<u128>, OutputLayout)> = Vec::new();
+        for layout in output_layouts(&self.manifest, &syms)? {
+            outs.push((vec![0u128; layout.bytes.div_ceil(16).max(1)], layout));
         }
-        for (buf, shape, _) in &outs {
-            descs.push(descriptor(buf.as_ptr() as *const u8, shape));
+        for (buf, layout) in &outs {
+            descs.push(descriptor(buf.as_ptr() as *const u8, &layout.shape));
         }
-        let mut desc_ptrs: Vec<*mut i64> = descs.iter_mut().map(|d| d.as_mut_ptr()).collect();
-        let mut args: Vec<*mut c_void> = desc_ptrs
-            .iter_mut()
-            .map(|p| p as *mut *mut i64 as *mut c_void)
-            .collect();
         // SAFETY: every descriptor points at a live buffer of the size its dims say, in
         // the order and with the types of the manifest the code was compiled for.
-        unsafe { (self.entry)(args.as_mut_ptr()) };
+        unsafe { call_packed(self.entry, &mut descs) };
         drop(input_bytes);
         let mut result = Vec::new();
-        for ((buf, shape, dt), spec) in outs.into_iter().zip(&self.manifest.outputs) {
-            let n = dt.storage_bytes(shape.iter().product()).unwrap_or(0) as usize;
-            let bytes = bytemuck::cast_slice::<u128, u8>(&buf)[..n].to_vec();
-            let w = Weight::from_bytes(spec.name.clone(), dt, shape, bytes)
-                .map_err(|e| err(e.to_string()))?;
-            result.push((spec.name.clone(), Tensor::from_weight(&w)?));
+        for ((buf, layout), spec) in outs.into_iter().zip(&self.manifest.outputs) {
+            let bytes = bytemuck::cast_slice::<u128, u8>(&buf)[..layout.bytes].to_vec();
+            result.push(output_tensor(spec, layout, bytes)?);
         }
         Ok(result)
     }
+}
+
+/// Input `spec` from the named inputs, checked to have the manifest's dtype.
+fn given_input<'a>(
+    spec: &TensorSpec,
+    dt: DType,
+    by_name: &HashMap<&str, &'a Tensor>,
+) -> Result<&'a Tensor> {
+    let t = by_name
+        .get(spec.name.as_str())
+        .ok_or_else(|| RuntimeError::Input {
+            name: spec.name.clone(),
+            msg: "not given".into(),
+        })?;
+    if t.dtype() != dt {
+        return Err(RuntimeError::Input {
+            name: spec.name.clone(),
+            msg: format!("expected {}, got {}", dt.name(), t.dtype().name()),
+        });
+    }
+    Ok(t)
+}
+
+/// An output's dtype, shape (symbolic dims resolved) and size in bytes.
+struct OutputLayout {
+    dtype: DType,
+    shape: Vec<u64>,
+    bytes: usize,
+}
+
+fn output_layouts(manifest: &Manifest, syms: &HashMap<String, u64>) -> Result<Vec<OutputLayout>> {
+    manifest
+        .outputs
+        .iter()
+        .map(|o| {
+            let dtype = o.dtype().map_err(err)?;
+            let shape = resolve(o, syms)?;
+            let bytes = dtype.storage_bytes(shape.iter().product()).unwrap_or(0) as usize;
+            Ok(OutputLayout {
+                dtype,
+                shape,
+                bytes,
+            })
+        })
+        .collect()
+}
+
+/// Output `spec` as a tensor from its first `layout.bytes` bytes.
+fn output_tensor(
+    spec: &TensorSpec,
+    layout: OutputLayout,
+    mut bytes: Vec<u8>,
+) -> Result<(String, Tensor)> {
+    bytes.truncate(layout.bytes);
+    let w = Weight::from_bytes(spec.name.clone(), layout.dtype, layout.shape, bytes)
+        .map_err(|e| err(e.to_string()))?;
+    Ok((spec.name.clone(), Tensor::from_weight(&w)?))
+}
+
+/// Calls a packed entry point with one descriptor per argument.
+///
+/// # Safety
+/// `descs` must match the entry point's arguments (order, rank, element type) and point
+/// at live buffers of the sizes their dims say.
+unsafe fn call_packed(entry: PackedEntry, descs: &mut [Vec<i64>]) {
+    let mut desc_ptrs: Vec<*mut i64> = descs.iter_mut().map(|d| d.as_mut_ptr()).collect();
+    let mut args: Vec<*mut c_void> = desc_ptrs
+        .iter_mut()
+        .map(|p| p as *mut *mut i64 as *mut c_void)
+        .collect();
+    unsafe { entry(args.as_mut_ptr()) };
 }
 
 /// Reads and checks `dir/manifest.json`.
