@@ -499,7 +499,7 @@ impl GpuModel {
             .bind_to_thread()
             .map_err(|e| cuda("binding the context", e))?;
         if hold_ms > 0.0 {
-            spin(&self.ctx, &self.stream, hold_ms)?;
+            self.spin(hold_ms)?;
         }
         let ev = |what| {
             self.stream
@@ -515,6 +515,43 @@ impl GpuModel {
             .elapsed_ms(&end)
             .map_err(|e| cuda("reading an event", e))?;
         Ok((ms as f64, out))
+    }
+
+    /// Holds the model's stream busy for about `ms` milliseconds. The spin kernel's
+    /// module is loaded once, with the model's kernel modules (unloaded on drop).
+    fn spin(&self, ms: f64) -> Result<()> {
+        let clock_khz = self
+            .ctx
+            .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_CLOCK_RATE)
+            .map_err(|e| cuda("reading the clock rate", e))? as f64;
+        let mut cycles = (ms * clock_khz) as u64;
+        let mut state = self
+            .state
+            .lock()
+            .map_err(|_| err("the GPU model's state is poisoned"))?;
+        let key = SPIN_PTX.as_ptr() as usize;
+        let m = match state.modules.get(&key) {
+            Some(m) => *m,
+            // SAFETY: a NUL-terminated PTX image with static lifetime.
+            None => unsafe { result::module::load_data(SPIN_PTX.as_ptr() as *const c_void) }
+                .map_err(|e| cuda("loading the spin kernel", e))?,
+        };
+        state.modules.insert(key, m);
+        // SAFETY: `m` is loaded; the kernel takes one u64 by value.
+        unsafe {
+            let f = result::module::get_function(m, c"compc_spin".to_owned())
+                .map_err(|e| cuda("finding the spin kernel", e))?;
+            let mut params = [&mut cycles as *mut u64 as *mut c_void];
+            result::launch_kernel(
+                f,
+                (1, 1, 1),
+                (1, 1, 1),
+                0,
+                self.stream.cu_stream(),
+                &mut params,
+            )
+            .map_err(|e| cuda("launching the spin kernel", e))
+        }
     }
 
     /// Copies device tensors back, named as the manifest's outputs.
@@ -549,8 +586,10 @@ impl Drop for GpuModel {
     }
 }
 
-/// A kernel that busy-waits for a number of clock cycles (PTX, JIT-compiled by the driver).
-const SPIN_PTX: &str = r#"
+/// A kernel that busy-waits for a number of clock cycles (PTX, JIT-compiled by the
+/// driver; NUL-terminated, as the driver reads it).
+const SPIN_PTX: &str = concat!(
+    r#"
 .version 7.0
 .target sm_70
 .address_size 64
@@ -567,28 +606,9 @@ SPIN:
   @%p bra SPIN;
   ret;
 }
-"#;
-
-/// Holds `stream` busy for about `ms` milliseconds.
-fn spin(ctx: &Arc<CudaContext>, stream: &Arc<cudarc::driver::CudaStream>, ms: f64) -> Result<()> {
-    let clock_khz = ctx
-        .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_CLOCK_RATE)
-        .map_err(|e| cuda("reading the clock rate", e))? as f64;
-    let mut cycles = (ms * clock_khz) as u64;
-    let ptx = std::ffi::CString::new(SPIN_PTX).expect("no NUL in the PTX");
-    // SAFETY: a NUL-terminated PTX image; the kernel takes one u64 by value.
-    unsafe {
-        let m = result::module::load_data(ptx.as_ptr() as *const c_void)
-            .map_err(|e| cuda("loading the spin kernel", e))?;
-        let f = result::module::get_function(m, std::ffi::CString::new("compc_spin").unwrap())
-            .map_err(|e| cuda("finding the spin kernel", e))?;
-        let mut params = [&mut cycles as *mut u64 as *mut c_void];
-        result::launch_kernel(f, (1, 1, 1), (1, 1, 1), 0, stream.cu_stream(), &mut params)
-            .map_err(|e| cuda("launching the spin kernel", e))?;
-        // Unloading waits for the kernel; the module is tiny, so it stays loaded.
-    }
-    Ok(())
-}
+"#,
+    "\0"
+);
 
 /// Device-to-device copy bandwidth in GB/s (bytes read + written per second) over a
 /// buffer of `bytes`, the best of `reps` copies: the reference for memory-bound kernels.
