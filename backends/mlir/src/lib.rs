@@ -9,6 +9,7 @@ pub mod compile;
 pub mod emit;
 pub mod gpu;
 pub mod pipeline;
+pub mod schedule;
 pub mod support;
 
 use compc_ir::Graph;
