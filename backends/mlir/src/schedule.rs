@@ -5,16 +5,16 @@
 //! - `__contractions`, first, on the module as emitted: matmuls are register-tiled and
 //!   vectorized while they are still named ops (element-wise fusion would otherwise turn a
 //!   matmul next to a reshape into a higher-rank `linalg.generic` no recipe matches).
-//! - `__transform_main`, after element-wise fusion: the remaining named ops are put in a
-//!   loop order LLVM's loop vectorizer handles, and the vector ops of the first stage are
-//!   lowered to 1-D FMAs, loads and stores.
+//! - `__transform_main`, after element-wise fusion: convolutions are register-tiled and
+//!   vectorized, pooling is put in a loop order LLVM's loop vectorizer handles, and all
+//!   vector ops are lowered to 1-D FMAs, loads and stores.
 
-/// Register tile of a matmul: `MR` rows × `NR` columns of the output stay in vector
-/// registers while k runs (8 × 16 f32 = 8 AVX-512 or 16 AVX2 registers); every k step is
-/// one outer product: a row of B (one vector load) times MR broadcast elements of A (LLVM
-/// folds the broadcasts into the FMAs' memory operands).
+/// Register tile of a matmul: 8 rows × 16 columns of the output stay in vector registers
+/// while k runs (8 AVX-512 or 16 AVX2 registers); every k step is one outer product: a row
+/// of B (one vector load) times 8 broadcast elements of A (LLVM folds the broadcasts into
+/// the FMAs' memory operands).
 ///
-/// Tiling: `tile_using_for` cuts m × n into MR × NR tiles (batch dims by 1); the m and n
+/// Tiling: `tile_using_for` cuts m × n into 8 × 16 tiles (batch dims by 1); the m and n
 /// loops are peeled, so the full tiles have static shapes and vectorize without masks,
 /// while the last partial row or column of tiles (dynamic batch·sequence, N not a multiple
 /// of NR) is vectorized with masks. Each tile's k loop is then tiled by 1 and vectorized;
@@ -97,19 +97,72 @@ pub const CPU_SCHEDULE: &str = r#"
     transform.yield
   }
 
-  // Named ops not register-tiled are generalized and interchanged so their innermost loop
-  // runs along the output's contiguous dim (the output width for convolutions and
-  // pooling): loops that are parallel and unit-stride innermost are what LLVM's loop
-  // vectorizer turns into SIMD code; the named ops' own order (reduction innermost) is not.
-  // Then the vector ops of `__contractions` are lowered to 1-D vectors: contractions to
-  // outer products to FMAs, transfers to 1-D loads and stores.
+
+  // Depthwise convolution: 4 output rows × 8 output columns of one channel stay in
+  // registers while the kh × kw taps run; each tap is one multiply-add of contiguous input
+  // rows by a broadcast weight. Tiling every other dim by 1 and folding the unit dims turns
+  // the tile into an element-wise op the vectorizer handles. Tiles that are partial (the
+  // output is not a multiple of 4 × 8) stay scalar loops.
+  transform.named_sequence @tile_depthwise(%op: !transform.any_op {transform.consumed}) {
+    %g = transform.structured.generalize %op : (!transform.any_op) -> !transform.any_op
+    // (n, oh, ow, c, kh, kw) -> (n, c, oh, ow, kh, kw)
+    %i = transform.structured.interchange %g iterator_interchange = [0, 3, 1, 2, 4, 5] : (!transform.any_op) -> !transform.any_op
+    %t, %ln, %lc, %lh, %lw, %lkh, %lkw = transform.structured.tile_using_for %i tile_sizes [1, 1, 4, 8, 1, 1] : (!transform.any_op) -> (!transform.any_op, !transform.any_op, !transform.any_op, !transform.any_op, !transform.any_op, !transform.any_op, !transform.any_op)
+    transform.include @vectorize_taps failures(suppress) (%lkw) : (!transform.any_op) -> ()
+    transform.loop.hoist_loop_invariant_subsets %lkw : !transform.any_op
+    transform.apply_licm to %lkh : !transform.any_op
+    transform.loop.hoist_loop_invariant_subsets %lkh : !transform.any_op
+    transform.yield
+  }
+
+  // Convolution (1×1 ones are matmuls already): 4 filters × 2 output rows × 8 columns in
+  // registers while the c × kh × kw taps run, each tap 4 broadcast weights times 2
+  // contiguous input rows.
+  transform.named_sequence @tile_conv(%op: !transform.any_op {transform.consumed}) {
+    %g = transform.structured.generalize %op : (!transform.any_op) -> !transform.any_op
+    // (n, f, oh, ow, c, kh, kw)
+    %t, %ln, %lf, %lh, %lw, %lc, %lkh, %lkw = transform.structured.tile_using_for %g tile_sizes [1, 4, 2, 8, 1, 1, 1] : (!transform.any_op) -> (!transform.any_op, !transform.any_op, !transform.any_op, !transform.any_op, !transform.any_op, !transform.any_op, !transform.any_op, !transform.any_op)
+    transform.include @vectorize_taps failures(suppress) (%lkw) : (!transform.any_op) -> ()
+    transform.loop.hoist_loop_invariant_subsets %lkw : !transform.any_op
+    transform.apply_licm to %lkh : !transform.any_op
+    transform.loop.hoist_loop_invariant_subsets %lkh : !transform.any_op
+    transform.apply_licm to %lc : !transform.any_op
+    transform.loop.hoist_loop_invariant_subsets %lc : !transform.any_op
+    transform.yield
+  }
+
+  // The tile in the innermost tap loop: unit dims folded away, vectorized, the
+  // accumulator's read and write made loop-invariant.
+  transform.named_sequence @vectorize_taps(%l: !transform.any_op {transform.readonly}) {
+    transform.apply_patterns to %l {
+      transform.apply_patterns.linalg.fold_unit_extent_dims_via_slices
+      transform.apply_patterns.canonicalization
+    } : !transform.any_op
+    %t = transform.structured.match interface{LinalgOp} in %l : (!transform.any_op) -> !transform.any_op
+    transform.structured.vectorize %t : !transform.any_op
+    transform.apply_patterns to %l {
+      transform.apply_patterns.canonicalization
+    } : !transform.any_op
+    transform.apply_licm to %l : !transform.any_op
+    transform.yield
+  }
+
+  // Convolutions are register-tiled as above. Pooling is generalized and interchanged so
+  // its innermost loop runs along the output width: loops that are parallel and
+  // unit-stride innermost are what LLVM's loop vectorizer turns into SIMD code; the named
+  // op's own order (window innermost) is not. Then all vector ops are lowered to 1-D
+  // vectors: contractions to outer products to FMAs, transfers to 1-D loads and stores.
   transform.named_sequence @__transform_main(%root: !transform.any_op {transform.readonly}) {
     %cv = transform.structured.match ops{["linalg.conv_2d_nchw_fchw"]} in %root : (!transform.any_op) -> !transform.any_op
-    %cvg = transform.structured.generalize %cv : (!transform.any_op) -> !transform.any_op
-    %cvi = transform.structured.interchange %cvg iterator_interchange = [0, 1, 4, 5, 6, 2, 3] : (!transform.any_op) -> !transform.any_op
+    transform.foreach %cv : !transform.any_op {
+    ^bb0(%op: !transform.any_op):
+      transform.include @tile_conv failures(propagate) (%op) : (!transform.any_op) -> ()
+    }
     %dw = transform.structured.match ops{["linalg.depthwise_conv_2d_nchw_chw"]} in %root : (!transform.any_op) -> !transform.any_op
-    %dwg = transform.structured.generalize %dw : (!transform.any_op) -> !transform.any_op
-    %dwi = transform.structured.interchange %dwg iterator_interchange = [0, 3, 4, 5, 1, 2] : (!transform.any_op) -> !transform.any_op
+    transform.foreach %dw : !transform.any_op {
+    ^bb0(%op: !transform.any_op):
+      transform.include @tile_depthwise failures(propagate) (%op) : (!transform.any_op) -> ()
+    }
     %pl = transform.structured.match ops{["linalg.pooling_nchw_max", "linalg.pooling_nchw_sum"]} in %root : (!transform.any_op) -> !transform.any_op
     %plg = transform.structured.generalize %pl : (!transform.any_op) -> !transform.any_op
     %pli = transform.structured.interchange %plg iterator_interchange = [0, 1, 4, 5, 2, 3] : (!transform.any_op) -> !transform.any_op
