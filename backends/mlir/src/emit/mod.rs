@@ -14,6 +14,7 @@
 
 mod builder;
 mod conv;
+mod cpu_nbits;
 mod elementwise;
 mod gpu_nbits;
 mod layout;
