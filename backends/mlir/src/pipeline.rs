@@ -1,6 +1,6 @@
 //! The MLIR pass pipeline from tensor-level linalg to the LLVM dialect on CPU.
 
-pub use crate::schedule::CPU_SCHEDULE;
+use crate::schedule::cpu_schedule;
 
 /// After [`SCHEDULE_PIPELINE`]: bufferize (function boundaries with
 /// identity layouts, results turned into caller-allocated out-params, intermediate
@@ -24,13 +24,13 @@ pub fn cpu_pipeline() -> String {
     .concat()
 }
 
-/// First stage: register-tile and vectorize the matmuls ([`CPU_SCHEDULE`]'s
+/// First stage: register-tile and vectorize the matmuls ([`cpu_schedule`]'s
 /// `__contractions`), fuse element-wise chains, then the rest of the schedule. Fusion runs
 /// before the convolutions are generalized: a generic convolution would otherwise absorb
 /// its element-wise producers and recompute them (an erf or sigmoid per multiply-add).
 pub const SCHEDULE_PIPELINE: &str = "builtin.module(transform-interpreter{entry-point=__contractions}, func.func(linalg-fuse-elementwise-ops, canonicalize, cse), transform-interpreter)";
 
-/// The emitted module with [`CPU_SCHEDULE`] attached for the transform interpreter.
+/// The emitted module with [`cpu_schedule`] attached for the transform interpreter.
 pub fn with_cpu_schedule(text: &str) -> String {
     let body = text
         .trim_end()
@@ -41,5 +41,5 @@ pub fn with_cpu_schedule(text: &str) -> String {
         "module attributes {transform.with_named_sequence} {",
         1,
     );
-    format!("{body}{CPU_SCHEDULE}}}\n")
+    format!("{body}{}}}\n", cpu_schedule())
 }

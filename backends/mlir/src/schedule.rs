@@ -6,9 +6,26 @@
 //!   vectorized while they are still named ops (element-wise fusion would otherwise turn a
 //!   matmul next to a reshape into a higher-rank `linalg.generic` no recipe matches).
 //! - `__transform_main`, after element-wise fusion: convolutions are register-tiled and
-//!   vectorized, pooling is put in a loop order LLVM's loop vectorizer handles, and all
-//!   vector ops are lowered to 1-D FMAs, loads and stores.
+//!   vectorized, element-wise ops vectorized along their innermost dim, pooling is put in
+//!   a loop order LLVM's loop vectorizer handles, and all vector ops are lowered to 1-D
+//!   FMAs, loads and stores.
 
+/// The transform script: [`SEQUENCES`], the element-wise recipes for each rank, then
+/// [`MAIN`].
+pub fn cpu_schedule() -> String {
+    let ranks = 1..=MAX_ELEMENTWISE_RANK;
+    let sequences: String = ranks.clone().map(elementwise_sequences).collect();
+    let pairs: Vec<String> = ranks
+        .map(|r| format!("        @match_elementwise{r} -> @vectorize_elementwise{r}"))
+        .collect();
+    format!(
+        "{SEQUENCES}{sequences}{}",
+        MAIN.replace("{elementwise_pairs}", &pairs.join(",\n"))
+    )
+}
+
+/// The named sequences of the matmul and convolution recipes and `__contractions`.
+///
 /// Register tile of a matmul: 8 rows × 16 columns of the output stay in vector registers
 /// while k runs (8 AVX-512 or 16 AVX2 registers); every k step is one outer product: a row
 /// of B (one vector load) times 8 broadcast elements of A (LLVM folds the broadcasts into
@@ -17,13 +34,13 @@
 /// Tiling: `tile_using_for` cuts m × n into 8 × 16 tiles (batch dims by 1); the m and n
 /// loops are peeled, so the full tiles have static shapes and vectorize without masks,
 /// while the last partial row or column of tiles (dynamic batch·sequence, N not a multiple
-/// of NR) is vectorized with masks. Each tile's k loop is then tiled by 1 and vectorized;
+/// of 16) is vectorized with masks. Each tile's k loop is then tiled by 1 and vectorized;
 /// LICM and `hoist_loop_invariant_subsets` move the accumulator's read and write out of
 /// the k loop, so it is carried in registers.
 ///
 /// Peeling fails (silenceably) when the tile already divides the dim; `@peel` is included
 /// with failures suppressed so that case just keeps the loop.
-pub const CPU_SCHEDULE: &str = r#"
+const SEQUENCES: &str = r#"
   transform.named_sequence @peel(%l: !transform.op<"scf.for"> {transform.consumed}) {
     %main, %rest = transform.loop.peel %l : (!transform.op<"scf.for">) -> (!transform.any_op, !transform.any_op)
     transform.yield
@@ -146,23 +163,32 @@ pub const CPU_SCHEDULE: &str = r#"
     transform.apply_licm to %l : !transform.any_op
     transform.yield
   }
+"#;
 
-  // Convolutions are register-tiled as above. Pooling is generalized and interchanged so
-  // its innermost loop runs along the output width: loops that are parallel and
-  // unit-stride innermost are what LLVM's loop vectorizer turns into SIMD code; the named
-  // op's own order (window innermost) is not. Then all vector ops are lowered to 1-D
-  // vectors: contractions to outer products to FMAs, transfers to 1-D loads and stores.
-  transform.named_sequence @__transform_main(%root: !transform.any_op {transform.readonly}) {
-    %cv = transform.structured.match ops{["linalg.conv_2d_nchw_fchw"]} in %root : (!transform.any_op) -> !transform.any_op
+/// `__transform_main`; `{elementwise_pairs}` is the matcher → action list of
+/// [`elementwise_sequences`].
+const MAIN: &str = r#"
+  // Convolutions are register-tiled as above, element-wise ops vectorized by
+  // `elementwise_sequences` (consuming the root: the matched ops are rewritten). Pooling
+  // is generalized and interchanged so its innermost loop runs along the output width:
+  // loops that are parallel and unit-stride innermost are what LLVM's loop vectorizer
+  // turns into SIMD code; the named op's own order (window innermost) is not. Then all
+  // vector ops are lowered to 1-D vectors: contractions to outer products to FMAs,
+  // transfers to 1-D loads and stores.
+  transform.named_sequence @__transform_main(%root0: !transform.any_op {transform.consumed}) {
+    %cv = transform.structured.match ops{["linalg.conv_2d_nchw_fchw"]} in %root0 : (!transform.any_op) -> !transform.any_op
     transform.foreach %cv : !transform.any_op {
     ^bb0(%op: !transform.any_op):
       transform.include @tile_conv failures(propagate) (%op) : (!transform.any_op) -> ()
     }
-    %dw = transform.structured.match ops{["linalg.depthwise_conv_2d_nchw_chw"]} in %root : (!transform.any_op) -> !transform.any_op
+    %dw = transform.structured.match ops{["linalg.depthwise_conv_2d_nchw_chw"]} in %root0 : (!transform.any_op) -> !transform.any_op
     transform.foreach %dw : !transform.any_op {
     ^bb0(%op: !transform.any_op):
       transform.include @tile_depthwise failures(propagate) (%op) : (!transform.any_op) -> ()
     }
+    %root = transform.foreach_match in %root0
+{elementwise_pairs}
+      : (!transform.any_op) -> !transform.any_op
     %pl = transform.structured.match ops{["linalg.pooling_nchw_max", "linalg.pooling_nchw_sum"]} in %root : (!transform.any_op) -> !transform.any_op
     %plg = transform.structured.generalize %pl : (!transform.any_op) -> !transform.any_op
     %pli = transform.structured.interchange %plg iterator_interchange = [0, 1, 4, 5, 2, 3] : (!transform.any_op) -> !transform.any_op
@@ -179,3 +205,48 @@ pub const CPU_SCHEDULE: &str = r#"
     transform.yield
   }
 "#;
+
+/// Element-wise ops of every rank up to this one are vectorized by the schedule.
+const MAX_ELEMENTWISE_RANK: usize = 6;
+
+/// The matcher and action for all-parallel `linalg.generic`s of rank `r` (the tile sizes
+/// depend on the rank, which a transform script cannot compute): tiles of 1 × … × 1 × 16
+/// along the innermost (contiguous) dim, vectorized with masks where the dim is shorter
+/// or dynamic; broadcast operands become broadcast loads. Ops the vectorizer rejects
+/// (say, with a data-dependent `tensor.extract`) stay loops: the action's failures are
+/// suppressed. Without this LLVM fully unrolls a short static inner loop (a 16-wide image
+/// row) before its loop vectorizer runs, then vectorizes the next loop out with gathers.
+fn elementwise_sequences(r: usize) -> String {
+    let sizes: Vec<&str> = (0..r)
+        .map(|i| if i + 1 == r { "16" } else { "1" })
+        .collect();
+    let sizes = sizes.join(", ");
+    let loops: Vec<String> = (0..r).map(|i| format!("%l{i}")).collect();
+    let handles = vec!["!transform.any_op"; r + 1].join(", ");
+    format!(
+        r#"
+  transform.named_sequence @match_elementwise{r}(%op: !transform.any_op {{transform.readonly}}) -> !transform.any_op {{
+    transform.match.operation_name %op ["linalg.generic"] : !transform.any_op
+    transform.match.structured %op : !transform.any_op {{
+    ^bb0(%s: !transform.any_op):
+      transform.match.structured.dim %s[all] {{parallel}} : !transform.any_op
+      %rank = transform.match.structured.rank %s : (!transform.any_op) -> !transform.param<i64>
+      %want = transform.param.constant {r} : i64 -> !transform.param<i64>
+      transform.match.param.cmpi eq %rank, %want : !transform.param<i64>
+      transform.match.structured.yield
+    }}
+    transform.yield %op : !transform.any_op
+  }}
+  transform.named_sequence @vectorize_elementwise{r}(%op: !transform.any_op {{transform.consumed}}) {{
+    transform.include @tile_elementwise{r} failures(suppress) (%op) : (!transform.any_op) -> ()
+    transform.yield
+  }}
+  transform.named_sequence @tile_elementwise{r}(%op: !transform.any_op {{transform.consumed}}) {{
+    %t, {loops} = transform.structured.tile_using_for %op tile_sizes [{sizes}] : (!transform.any_op) -> ({handles})
+    transform.structured.vectorize %t vector_sizes [{sizes}] : !transform.any_op
+    transform.yield
+  }}
+"#,
+        loops = loops.join(", ")
+    )
+}
