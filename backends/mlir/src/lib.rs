@@ -4,6 +4,7 @@
 //! plus `manifest.json` and `weights.bin` that `compc run` executes through
 //! `compc_runtime::native`.
 
+pub mod block_cache;
 #[cfg(feature = "mlir")]
 pub mod compile;
 pub mod emit;

@@ -4,7 +4,8 @@ use crate::schedule::cpu_schedule;
 
 /// After [`SCHEDULE_PIPELINE`]: bufferize (function boundaries with
 /// identity layouts, results turned into caller-allocated out-params, intermediate
-/// buffers freed by ownership-based deallocation), lower linalg to loops and the
+/// buffers freed by ownership-based deallocation, allocated from
+/// [`crate::block_cache`]), lower linalg to loops and the
 /// schedule's vector transfers to unrolled 1-D ones, then everything to LLVM. Transcendentals go through LLVM intrinsics or libm (`erff`).
 pub fn cpu_pipeline() -> String {
     [
@@ -16,7 +17,7 @@ pub fn cpu_pipeline() -> String {
         "convert-vector-to-scf{full-unroll=1},",
         "convert-scf-to-cf, expand-strided-metadata, lower-affine,",
         "convert-vector-to-llvm,",
-        "finalize-memref-to-llvm, convert-math-to-llvm, convert-math-to-libm,",
+        "finalize-memref-to-llvm{use-generic-functions=1}, convert-math-to-llvm, convert-math-to-libm,",
         "convert-arith-to-llvm, convert-ub-to-llvm, convert-index-to-llvm, convert-cf-to-llvm,",
         "convert-func-to-llvm,",
         "reconcile-unrealized-casts)",
