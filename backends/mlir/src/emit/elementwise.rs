@@ -4,7 +4,7 @@
 use super::builder::{elt, float_lit, Body, Emitter, Val};
 use super::EmitError;
 use compc_ir::op::{BinaryOp, UnaryOp, VariadicOp};
-use compc_ir::{DType, NodeId};
+use compc_ir::{DType, Dim, NodeId, Op, TensorType};
 
 fn is_float(dt: DType) -> bool {
     dt.is_float()
@@ -253,10 +253,58 @@ fn binary_body(b: &mut Body, k: BinaryOp, x: &str, y: &str, dt: DType) -> Result
     })
 }
 
+/// Whether `v` is read with broadcasting against `out` (a missing or unit dim where the
+/// output's is not).
+fn broadcasts(v: &Val, out: &TensorType) -> bool {
+    let od = out.shape.dims().unwrap_or(&[]);
+    let vd = v.dims();
+    vd.len() < od.len()
+        || vd
+            .iter()
+            .rev()
+            .zip(od.iter().rev())
+            .any(|(a, b)| *a == Dim::Known(1) && *b != Dim::Known(1))
+}
+
+/// Whether node `id` computes a transcendental function per element.
+fn is_expensive(em: &Emitter, id: NodeId) -> bool {
+    use UnaryOp::*;
+    match &em.g.node(id).op {
+        Op::Unary(k) => matches!(k, Exp | Sigmoid | Tanh | Erf | Softplus | Log | Sin | Cos),
+        Op::Gelu(_) => true,
+        _ => false,
+    }
+}
+
+/// Input `i` of node `id`, copied into its own tensor (`linalg.copy`) when it is the
+/// broadcast operand of an element-wise op and its producer is transcendental: element-wise
+/// fusion would otherwise pull the producer into this op and compute it once per element
+/// of the larger output (an SE-style gate: a sigmoid per channel instead of per pixel).
+/// The copy is a named op, which fusion leaves alone, of the small tensor.
+fn operand_unfused(
+    em: &mut Emitter,
+    id: NodeId,
+    i: usize,
+    out: &TensorType,
+) -> Result<Val, EmitError> {
+    let v = em.input(id, i)?;
+    let producer = em.g.node(id).input(i).map(|r| r.node);
+    if !(broadcasts(&v, out) && producer.is_some_and(|p| is_expensive(em, p))) {
+        return Ok(v);
+    }
+    let dst = em.empty(&v.ty)?;
+    let t = v.mlir_type();
+    let ssa = em.op(format!(
+        "linalg.copy ins({} : {t}) outs({} : {t}) -> {t}",
+        v.ssa, dst.ssa
+    ));
+    Ok(Val { ssa, ty: v.ty })
+}
+
 pub fn binary(em: &mut Emitter, id: NodeId, k: BinaryOp) -> Result<Val, EmitError> {
-    let x = em.input(id, 0)?;
-    let y = em.input(id, 1)?;
     let out = em.out_type(id)?;
+    let x = operand_unfused(em, id, 0, &out)?;
+    let y = operand_unfused(em, id, 1, &out)?;
     if x.ty.dtype != y.ty.dtype {
         return Err(em.err("operands of different element types"));
     }
