@@ -92,7 +92,7 @@ pub unsafe extern "C" fn aligned_alloc(align: usize, size: usize) -> *mut u8 {
         let i = c.blocks.iter().position(|&p| {
             // SAFETY: cached pointers are live blocks from `fresh`.
             let cap = unsafe { header(p)[0] };
-            cap >= size && cap / 2 <= size && (p as usize) % align.max(1) == 0
+            cap >= size && cap / 2 <= size && (p as usize).is_multiple_of(align.max(1))
         })?;
         let p = c.blocks.remove(i);
         // SAFETY: as above.

@@ -28,7 +28,10 @@ const LANES: u64 = 16;
 /// Whether the kernel handles this shape: 4- or 8-bit codes, an even block size and N a
 /// multiple of [`LANES`].
 pub fn supported(n: u64, bits: u64, block_size: u64) -> bool {
-    (bits == 4 || bits == 8) && block_size >= 2 && block_size % 2 == 0 && n % LANES == 0
+    (bits == 4 || bits == 8)
+        && block_size >= 2
+        && block_size.is_multiple_of(2)
+        && n.is_multiple_of(LANES)
 }
 
 /// The constant operands in the kernel's layout, from MatMulNBits' own: `packed` codes

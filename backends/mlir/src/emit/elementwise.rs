@@ -89,7 +89,7 @@ pub(super) fn exp_body(b: &mut Body, x: &str, t: &str) -> String {
         8.333_452e-3,
         4.166_579_6e-2,
         1.666_666_5e-1,
-        5.000_000_1e-1,
+        0.5,
     ];
     let hi = b.fconst(88.376_26, t);
     let lo = b.fconst(-88.376_26, t);
