@@ -10,8 +10,16 @@ fn is_float(dt: DType) -> bool {
     dt.is_float()
 }
 
-/// The scalar formula of a unary op on `x` of element type `t`.
-fn unary_body(b: &mut Body, k: UnaryOp, x: &str, t: &str, float: bool) -> Result<String, String> {
+/// The scalar formula of a unary op on `x` of element type `t`; `poly`: exp as
+/// polynomial arithmetic ([`exp_body`]).
+fn unary_body(
+    b: &mut Body,
+    k: UnaryOp,
+    x: &str,
+    t: &str,
+    float: bool,
+    poly: bool,
+) -> Result<String, String> {
     if !float {
         return match k {
             UnaryOp::Neg => {
@@ -36,7 +44,7 @@ fn unary_body(b: &mut Body, k: UnaryOp, x: &str, t: &str, float: bool) -> Result
         UnaryOp::Identity => x.to_string(),
         UnaryOp::Neg => b.op(format!("arith.negf {x} : {t}")),
         UnaryOp::Abs => math(b, "absf"),
-        UnaryOp::Exp => exp_body(b, x, t),
+        UnaryOp::Exp => exp_body(b, x, t, poly),
         UnaryOp::Log => math(b, "log"),
         UnaryOp::Sqrt => math(b, "sqrt"),
         UnaryOp::Sin => math(b, "sin"),
@@ -57,7 +65,7 @@ fn unary_body(b: &mut Body, k: UnaryOp, x: &str, t: &str, float: bool) -> Result
         UnaryOp::Sigmoid => {
             // 1 / (1 + exp(-x))
             let n = b.op(format!("arith.negf {x} : {t}"));
-            let e = exp_body(b, &n, t);
+            let e = exp_body(b, &n, t, poly);
             let one = b.fconst(1.0, t);
             let d = b.op(format!("arith.addf {one}, {e} : {t}"));
             b.op(format!("arith.divf {one}, {d} : {t}"))
@@ -67,7 +75,7 @@ fn unary_body(b: &mut Body, k: UnaryOp, x: &str, t: &str, float: bool) -> Result
             b.op(format!("arith.mulf {x}, {h} : {t}"))
         }
         UnaryOp::Softplus => {
-            let e = exp_body(b, x, t);
+            let e = exp_body(b, x, t, poly);
             b.op(format!("math.log1p {e} : {t}"))
         }
         _ => return Err(format!("`{}`", k.name())),
@@ -78,9 +86,10 @@ fn unary_body(b: &mut Body, k: UnaryOp, x: &str, t: &str, float: bool) -> Result
 /// |r| ≤ ln2/2, e^r by a degree-7 polynomial, 2^n put into the exponent bits; relative
 /// error about 2e-7. `math.exp` becomes a libm call per element, which keeps the loop
 /// around it scalar; this vectorizes. Inputs are clamped to ±88.38 (results
-/// 0 … 2.4e38); other float types keep `math.exp`.
-pub(super) fn exp_body(b: &mut Body, x: &str, t: &str) -> String {
-    if t != "f32" {
+/// 0 … 2.4e38); other float types, and targets without `poly`
+/// ([`super::EmitOptions::polynomial_exp`]), keep `math.exp`.
+pub(super) fn exp_body(b: &mut Body, x: &str, t: &str, poly: bool) -> String {
+    if t != "f32" || !poly {
         return b.op(format!("math.exp {x} : {t}"));
     }
     const P: [f32; 6] = [
@@ -185,9 +194,10 @@ pub fn unary(em: &mut Emitter, id: NodeId, k: UnaryOp) -> Result<Val, EmitError>
     let out = em.out_type(id)?;
     let t = elt(x.ty.dtype);
     let float = is_float(x.ty.dtype);
+    let poly = em.options().polynomial_exp;
     let mut bad = None;
     let v = em.elementwise(&[&x], &out, |b, a| {
-        match unary_body(b, k, &a[0], t, float) {
+        match unary_body(b, k, &a[0], t, float, poly) {
             Ok(y) => Ok(y),
             Err(e) => {
                 bad = Some(e);
@@ -289,7 +299,9 @@ fn operand_unfused(
 ) -> Result<Val, EmitError> {
     let v = em.input(id, i)?;
     let producer = em.g.node(id).input(i).map(|r| r.node);
-    if !(broadcasts(&v, out) && producer.is_some_and(|p| is_expensive(em, p))) {
+    // CPU only (the GPU backend is validated without the copy).
+    let cpu = !em.options().gpu_kernels;
+    if !(cpu && broadcasts(&v, out) && producer.is_some_and(|p| is_expensive(em, p))) {
         return Ok(v);
     }
     let dst = em.empty(&v.ty)?;

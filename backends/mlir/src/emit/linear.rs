@@ -56,16 +56,39 @@ pub fn matmul(em: &mut Emitter, id: NodeId) -> Result<Val, EmitError> {
     let od = out.shape.dims().unwrap().to_vec();
     let dt = out.dtype;
     let dynamic = |d: &[Dim]| d.iter().filter(|x| x.known().is_none()).count();
-    if rb == 2 {
-        // [..., M, K] x [K, N]: collapse the leading dims into M, so the register tiles
-        // of the matmul run over all rows at once (batch × sequence), not per batch
-        // element. Expanding several dynamic dims back goes through `tensor.reshape`
-        // (see layout::expand).
+    // On the CPU several dynamic dims are collapsed too, so the register tiles of the
+    // matmul run over all rows at once (batch × sequence), not per batch element;
+    // expanding them back goes through `tensor.reshape` (see layout::expand). The GPU
+    // pipeline folds that reshape into the `memref.expand_shape` MLIR 22 crashes on, so
+    // there such shapes take the batch_matmul below.
+    let collapse_ok = dynamic(&a.dims()[..ra - 1]) <= 1 || !em.options().gpu_kernels;
+    if rb == 2 && collapse_ok {
+        // [..., M, K] x [K, N]: collapse the leading dims into M.
         let a2 = collapse_leading(em, &a, ra - 1)?;
         let m = a2.dims()[0].clone();
         let o2 = ty(dt, vec![m, od[od.len() - 1].clone()]);
         let r = named_matmul(em, "matmul", &a2, &b, &o2, None)?;
         return expand_to(em, &r, &out);
+    }
+    if rb == 2 && ra == 3 {
+        // [B, S, K] x [K, N] with dynamic B and S: a batch_matmul broadcasting B.
+        let init = em.filled(&out, "0.0")?;
+        let t = tensor_type(&out);
+        let maps = [
+            affine_map(4, &["d0".into(), "d1".into(), "d3".into()]),
+            affine_map(4, &["d3".into(), "d2".into()]),
+            affine_map(4, &["d0".into(), "d1".into(), "d2".into()]),
+        ];
+        let ssa = em.op(format!(
+            "linalg.batch_matmul indexing_maps = [{}] ins({}, {} : {}, {}) outs({} : {t}) -> {t}",
+            maps.join(", "),
+            a.ssa,
+            b.ssa,
+            a.mlir_type(),
+            b.mlir_type(),
+            init.ssa
+        ));
+        return Ok(Val { ssa, ty: out });
     }
     if ra == rb && a.dims()[..ra - 2] == b.dims()[..rb - 2] && dynamic(&a.dims()[..ra - 2]) <= 1 {
         // Same batch dims on both sides: one batch_matmul over their product.

@@ -210,9 +210,10 @@ pub fn softmax(em: &mut Emitter, id_: NodeId, axis: i64) -> Result<Val, EmitErro
         b.op(format!("arith.maximumf {a}, {v} : {t}"))
     })?;
     let t = elt(out.dtype);
+    let poly = em.options().polynomial_exp;
     let e = em.elementwise(&[&x, &m], &out, |b, a| {
         let d = b.op(format!("arith.subf {}, {} : {t}", a[0], a[1]));
-        Ok(super::elementwise::exp_body(b, &d, t))
+        Ok(super::elementwise::exp_body(b, &d, t, poly))
     })?;
     let s = reduce_keep(em, &e, &[ax], "0.0", id, add)?;
     em.elementwise(&[&e, &s], &out, |b, a| {
