@@ -14,6 +14,7 @@
 
 mod builder;
 mod conv;
+mod cpu_nbits;
 mod elementwise;
 mod gpu_nbits;
 mod layout;
@@ -38,6 +39,9 @@ pub struct EmitOptions {
     pub inline_limit: u64,
     /// Lower MatMulNBits to the fused GPU kernel (`gpu.launch`) where its shape allows.
     pub gpu_kernels: bool,
+    /// Write f32 `exp` as polynomial arithmetic, which vectorizes on the CPU (`math.exp`
+    /// is a libm call there); the GPU backend maps `math.exp` to its own intrinsics.
+    pub polynomial_exp: bool,
 }
 
 impl EmitOptions {
@@ -45,12 +49,14 @@ impl EmitOptions {
     pub const CPU: EmitOptions = EmitOptions {
         inline_limit: INLINE_LIMIT,
         gpu_kernels: false,
+        polynomial_exp: true,
     };
     /// For the GPU every constant is an argument: an inline constant becomes a host
     /// global, which a kernel cannot read.
     pub const GPU: EmitOptions = EmitOptions {
         inline_limit: 0,
         gpu_kernels: true,
+        polynomial_exp: false,
     };
 }
 
