@@ -18,8 +18,14 @@ pub fn cpu_schedule() -> String {
     let pairs: Vec<String> = ranks
         .map(|r| format!("        @match_elementwise{r} -> @vectorize_elementwise{r}"))
         .collect();
+    let contractions = [
+        contraction_sequence("tile_batch_matmul", 1),
+        contraction_sequence("tile_matmul", 0),
+    ]
+    .join("\n");
     format!(
-        "{SEQUENCES}{sequences}{}",
+        "{}{sequences}{}",
+        SEQUENCES.replace("{contraction_sequences}", &contractions),
         MAIN.replace("{elementwise_pairs}", &pairs.join(",\n"))
     )
 }
@@ -46,48 +52,7 @@ const SEQUENCES: &str = r#"
     transform.yield
   }
 
-  transform.named_sequence @tile_batch_matmul(%op: !transform.any_op {transform.consumed}) {
-    %t, %lb, %lm, %ln = transform.structured.tile_using_for %op tile_sizes [1, 8, 16, 0] : (!transform.any_op) -> (!transform.any_op, !transform.any_op, !transform.any_op, !transform.any_op)
-    %f = transform.get_parent_op %lb {op_name = "func.func"} : (!transform.any_op) -> !transform.any_op
-    transform.annotate %t "compc.tile" : !transform.any_op
-    %n = transform.cast %ln : !transform.any_op to !transform.op<"scf.for">
-    transform.include @peel failures(suppress) (%n) : (!transform.op<"scf.for">) -> ()
-    %m = transform.cast %lm : !transform.any_op to !transform.op<"scf.for">
-    transform.include @peel failures(suppress) (%m) : (!transform.op<"scf.for">) -> ()
-    transform.apply_patterns to %f {
-      transform.apply_patterns.canonicalization
-    } : !transform.any_op
-    %tiles = transform.structured.match attributes{compc.tile} in %f : (!transform.any_op) -> !transform.any_op
-    transform.foreach %tiles : !transform.any_op {
-    ^bb0(%o: !transform.any_op):
-      %v, %k = transform.structured.tile_using_for %o tile_sizes [0, 0, 0, 1] : (!transform.any_op) -> (!transform.any_op, !transform.any_op)
-      transform.structured.vectorize %v vector_sizes [1, 8, 16, 1] {create_named_contraction} : !transform.any_op
-      transform.include @hoist_accumulator failures(propagate) (%f, %k) : (!transform.any_op, !transform.any_op) -> ()
-    }
-    transform.yield
-  }
-
-  transform.named_sequence @tile_matmul(%op: !transform.any_op {transform.consumed}) {
-    %t, %lm, %ln = transform.structured.tile_using_for %op tile_sizes [8, 16, 0] : (!transform.any_op) -> (!transform.any_op, !transform.any_op, !transform.any_op)
-    %f = transform.get_parent_op %lm {op_name = "func.func"} : (!transform.any_op) -> !transform.any_op
-    transform.annotate %t "compc.tile" : !transform.any_op
-    %n = transform.cast %ln : !transform.any_op to !transform.op<"scf.for">
-    transform.include @peel failures(suppress) (%n) : (!transform.op<"scf.for">) -> ()
-    %m = transform.cast %lm : !transform.any_op to !transform.op<"scf.for">
-    transform.include @peel failures(suppress) (%m) : (!transform.op<"scf.for">) -> ()
-    transform.apply_patterns to %f {
-      transform.apply_patterns.canonicalization
-    } : !transform.any_op
-    %tiles = transform.structured.match attributes{compc.tile} in %f : (!transform.any_op) -> !transform.any_op
-    transform.foreach %tiles : !transform.any_op {
-    ^bb0(%o: !transform.any_op):
-      %v, %k = transform.structured.tile_using_for %o tile_sizes [0, 0, 1] : (!transform.any_op) -> (!transform.any_op, !transform.any_op)
-      transform.structured.vectorize %v vector_sizes [8, 16, 1] {create_named_contraction} : !transform.any_op
-      transform.include @hoist_accumulator failures(propagate) (%f, %k) : (!transform.any_op, !transform.any_op) -> ()
-    }
-    transform.yield
-  }
-
+{contraction_sequences}
   // The accumulator's transfer_read/transfer_write pair becomes a loop-carried vector
   // (masks are hoisted first, else the masked pair is not recognized as loop-invariant).
   transform.named_sequence @hoist_accumulator(%f: !transform.any_op {transform.readonly}, %k: !transform.any_op {transform.readonly}) {
@@ -207,6 +172,52 @@ const MAIN: &str = r#"
 "#;
 
 /// Element-wise ops of every rank up to this one are vectorized by the schedule.
+/// `@name`: the register-tiling recipe of [`SEQUENCES`] for a matmul with `batch` leading
+/// batch dims (tiled by 1): m × n cut into 8 × 16 tiles, m and n peeled, then each tile's
+/// k loop tiled by 1 and vectorized as a contraction with the accumulator hoisted.
+fn contraction_sequence(name: &str, batch: usize) -> String {
+    let ones = |v: &str| vec![v; batch].join(", ") + if batch > 0 { ", " } else { "" };
+    let loops: Vec<String> = (0..batch)
+        .map(|b| {
+            if batch == 1 {
+                "%lb".into()
+            } else {
+                format!("%lb{b}")
+            }
+        })
+        .chain(["%lm".into(), "%ln".into()])
+        .collect();
+    let any = |count: usize| vec!["!transform.any_op"; count].join(", ");
+    format!(
+        r#"  transform.named_sequence @{name}(%op: !transform.any_op {{transform.consumed}}) {{
+    %t, {loops} = transform.structured.tile_using_for %op tile_sizes [{b1}8, 16, 0] : (!transform.any_op) -> ({results})
+    %f = transform.get_parent_op {outer} {{op_name = "func.func"}} : (!transform.any_op) -> !transform.any_op
+    transform.annotate %t "compc.tile" : !transform.any_op
+    %n = transform.cast %ln : !transform.any_op to !transform.op<"scf.for">
+    transform.include @peel failures(suppress) (%n) : (!transform.op<"scf.for">) -> ()
+    %m = transform.cast %lm : !transform.any_op to !transform.op<"scf.for">
+    transform.include @peel failures(suppress) (%m) : (!transform.op<"scf.for">) -> ()
+    transform.apply_patterns to %f {{
+      transform.apply_patterns.canonicalization
+    }} : !transform.any_op
+    %tiles = transform.structured.match attributes{{compc.tile}} in %f : (!transform.any_op) -> !transform.any_op
+    transform.foreach %tiles : !transform.any_op {{
+    ^bb0(%o: !transform.any_op):
+      %v, %k = transform.structured.tile_using_for %o tile_sizes [{b0}0, 0, 1] : (!transform.any_op) -> (!transform.any_op, !transform.any_op)
+      transform.structured.vectorize %v vector_sizes [{b1}8, 16, 1] {{create_named_contraction}} : !transform.any_op
+      transform.include @hoist_accumulator failures(propagate) (%f, %k) : (!transform.any_op, !transform.any_op) -> ()
+    }}
+    transform.yield
+  }}
+"#,
+        outer = loops[0],
+        loops = loops.join(", "),
+        b1 = ones("1"),
+        b0 = ones("0"),
+        results = any(loops.len() + 1),
+    )
+}
+
 const MAX_ELEMENTWISE_RANK: usize = 6;
 
 /// The matcher and action for all-parallel `linalg.generic`s of rank `r` (the tile sizes

@@ -16,9 +16,9 @@
 //!   so any number of rows runs through the one tile shape without masks.
 
 use super::builder::{Emitter, Val};
-use super::layout::{collapse_leading, expand_to};
+use super::kernel_call;
 use super::EmitError;
-use compc_ir::{DType, Dim, Shape, TensorType};
+use compc_ir::TensorType;
 
 /// Rows of A per register tile (two accumulators a row: 16 of the 32 AVX-512 registers).
 const ROWS: u64 = 8;
@@ -81,68 +81,17 @@ pub fn emit(
     block_size: u64,
     out: &TensorType,
 ) -> Result<Val, EmitError> {
-    let lead = a.rank() - 1;
-    let k = a.dims()[lead]
+    let k = a.dims()[a.rank() - 1]
         .known()
         .ok_or_else(|| em.err("K must be static"))?;
-    let a2 = collapse_leading(em, a, lead)?;
-    let a2 = if lead == 0 {
-        let mut dims = vec![Dim::Known(1)];
-        dims.extend_from_slice(a.dims());
-        expand_to(em, &a2, &TensorType::new(DType::F32, Shape::Ranked(dims)))?
-    } else {
-        a2
-    };
-    let m_dim = a2.dims()[0].clone();
-    let m_ty = match m_dim.known() {
-        Some(m) => m.to_string(),
-        None => "?".into(),
-    };
+    let a2 = kernel_call::rows(em, a)?;
+    let (m_ty, suffix) = kernel_call::m_text(&a2);
     let nb = k / block_size;
-    let name = format!(
-        "compc_cpu_nbits{bits}_n{n}_k{k}_bs{block_size}_{}",
-        if m_ty == "?" { "dyn" } else { &m_ty }
-    );
+    let name = format!("compc_cpu_nbits{bits}_n{n}_k{k}_bs{block_size}_{suffix}");
     em.add_helper(name.clone(), || {
         helper(&name, &m_ty, n, k, nb, bits, block_size)
     });
-    // Destination-passing: @main allocates the result and views its tensors as buffers,
-    // so bufferization adds no copy around the kernel.
-    let mut views = Vec::new();
-    for v in [&a2, codes, scales, zs, bias] {
-        let t = v.mlir_type();
-        let m = t.replacen("tensor<", "memref<", 1);
-        let ssa = em.op(format!(
-            "bufferization.to_buffer {} read_only : {t} to {m}",
-            v.ssa
-        ));
-        views.push((ssa, m));
-    }
-    let a_ty = a2.mlir_type();
-    let o_ty = format!("tensor<{m_ty}x{n}xf32>");
-    let o_mem = o_ty.replacen("tensor<", "memref<", 1);
-    let alloc = if m_ty == "?" {
-        let c0 = em.cidx(0);
-        let m = em.op(format!("tensor.dim {}, {c0} : {a_ty}", a2.ssa));
-        em.op(format!("memref.alloc({m}) : {o_mem}"))
-    } else {
-        em.op(format!("memref.alloc() : {o_mem}"))
-    };
-    let args: Vec<&str> = views.iter().map(|(s, _)| s.as_str()).collect();
-    let tys: Vec<&str> = views.iter().map(|(_, t)| t.as_str()).collect();
-    em.op_void(format!(
-        "func.call @{name}({}, {alloc}) : ({}, {o_mem}) -> ()",
-        args.join(", "),
-        tys.join(", ")
-    ));
-    let ssa = em.op(format!(
-        "bufferization.to_tensor {alloc} restrict writable : {o_mem} to {o_ty}"
-    ));
-    let r = Val {
-        ssa,
-        ty: TensorType::new(DType::F32, Shape::Ranked(vec![m_dim, Dim::Known(n)])),
-    };
-    expand_to(em, &r, out)
+    kernel_call::call(em, &name, &a2, &[codes, scales, zs, bias], n, out)
 }
 
 /// The helper function: loops over 16-feature column tiles, [`ROWS`]-row tiles, blocks

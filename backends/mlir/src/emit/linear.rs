@@ -377,7 +377,6 @@ fn matmul_nbits_cpu(
         em.g.const_weight(node.input(1).ok_or_else(|| em.err("B is missing"))?)
             .map(|w| w.name.clone())
             .unwrap_or_default();
-    let has_bias = node.input(5).is_some();
     let zp: Vec<f32> = zero_points(em, id, n, nb, bits, node.input(3).is_some())?
         .into_iter()
         .map(f32::from)
@@ -402,16 +401,7 @@ fn matmul_nbits_cpu(
         &[nb, n],
         bytemuck::cast_slice(&zs).to_vec(),
     );
-    let bias = if has_bias {
-        em.input(id, 5)?
-    } else {
-        em.prepared(
-            &format!("{wname}.bias"),
-            DType::F32,
-            &[n],
-            vec![0u8; 4 * n as usize],
-        )
-    };
+    let bias = nbits_bias(em, id, &wname, n)?;
     // The last block is zero-padded in B; A is padded to match (zeros add nothing).
     let a = pad_last(em, a, nb * bs - k)?;
     super::cpu_nbits::emit(em, &a, &codes, &s, &zs, &bias, n, bits, bs, out)
@@ -435,19 +425,9 @@ fn matmul_nbits_gpu(
             .map(|w| w.name.clone())
             .unwrap_or_default();
     let has_zp = node.input(3).is_some();
-    let has_bias = node.input(5).is_some();
     let zp = zero_points(em, id, n, nb, bits, has_zp)?;
     let zpv = em.prepared(&format!("{wname}.zero_points"), DType::U8, &[n, nb], zp);
-    let bias = if has_bias {
-        em.input(id, 5)?
-    } else {
-        em.prepared(
-            &format!("{wname}.bias"),
-            DType::F32,
-            &[n],
-            vec![0u8; 4 * n as usize],
-        )
-    };
+    let bias = nbits_bias(em, id, &wname, n)?;
     // The codes as little-endian 32-bit words (same bytes, read four at a time).
     let words = em.prepared(
         &format!("{wname}.words"),
@@ -456,6 +436,19 @@ fn matmul_nbits_gpu(
         packed.to_vec(),
     );
     super::gpu_nbits::emit(em, a, &words, &sc, &zpv, &bias, n, k, bits, bs, out)
+}
+
+/// MatMulNBits' bias as a vector for the fused kernels: input 5, or zeros when absent.
+fn nbits_bias(em: &mut Emitter, id: NodeId, wname: &str, n: u64) -> Result<Val, EmitError> {
+    if em.g.node(id).input(5).is_some() {
+        return em.input(id, 5);
+    }
+    Ok(em.prepared(
+        &format!("{wname}.bias"),
+        DType::F32,
+        &[n],
+        vec![0u8; 4 * n as usize],
+    ))
 }
 
 /// Zero points unpacked to one code per block, row-major `[N, nb]` (default 2^(bits−1)).

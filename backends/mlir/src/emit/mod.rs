@@ -17,6 +17,7 @@ mod conv;
 mod cpu_nbits;
 mod elementwise;
 mod gpu_nbits;
+mod kernel_call;
 mod layout;
 mod linear;
 mod reduce;
