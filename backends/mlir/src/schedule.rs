@@ -126,6 +126,11 @@ const SEQUENCES: &str = r#"
       transform.apply_patterns.canonicalization
     } : !transform.any_op
     transform.apply_licm to %l : !transform.any_op
+    // The tap is `acc + x * w` as two ops; allowing contraction lets LLVM fuse them into
+    // one FMA (the named op's body carries no fast-math flags of its own).
+    %mac = transform.structured.match ops{["arith.mulf", "arith.addf"]} in %l : (!transform.any_op) -> !transform.any_op
+    %contract = transform.param.constant #arith.fastmath<contract> -> !transform.any_param
+    transform.annotate %mac "fastmath" = %contract : !transform.any_op, !transform.any_param
     transform.yield
   }
 "#;
