@@ -137,6 +137,21 @@ fn weight_bytes(g: &Graph, m: &MlirModule) -> Result<Vec<WeightBytes>, BackendEr
     Ok(out)
 }
 
+/// Binds the runtime support the lowered code calls: `memrefCopy` and the allocation
+/// functions of [`crate::block_cache`].
+fn register_support(engine: &ExecutionEngine) {
+    // SAFETY: each function has the C signature MLIR's lowering calls it with.
+    unsafe {
+        engine.register_symbol(
+            "memrefCopy",
+            crate::support::memref_copy as *const () as *mut (),
+        );
+        for (name, f) in crate::block_cache::symbols() {
+            engine.register_symbol(name, f);
+        }
+    }
+}
+
 /// What keeps JIT-compiled code alive: the engine (dropped first), then its context.
 struct JitOwner {
     _engine: ExecutionEngine,
@@ -152,13 +167,7 @@ pub fn jit(g: &Graph, m: &MlirModule, opt_level: usize) -> Result<NativeModel, B
         run_pipeline(&ctx, &mut module, &diags)?;
         ExecutionEngine::new(&module, opt_level, &[], false, false)
     };
-    // SAFETY: `memref_copy` has the C signature MLIR's lowering calls.
-    unsafe {
-        engine.register_symbol(
-            "memrefCopy",
-            crate::support::memref_copy as *const () as *mut (),
-        )
-    };
+    register_support(&engine);
     let ptr = engine.lookup(PACKED_ENTRY);
     if ptr.is_null() {
         return Err(BackendError::Mlir(format!(
@@ -189,14 +198,9 @@ pub fn write_shared_library(
         let mut module = parse(&ctx, &with_cpu_schedule(&m.text), &diags)?;
         run_pipeline(&ctx, &mut module, &diags)?;
         let engine = ExecutionEngine::new(&module, opt_level, &[], true, true);
-        // Materializing the code resolves `memrefCopy`; the library links the C version.
-        // SAFETY: as in `jit`.
-        unsafe {
-            engine.register_symbol(
-                "memrefCopy",
-                crate::support::memref_copy as *const () as *mut (),
-            )
-        };
+        // Materializing the code resolves the support symbols; the library links the C
+        // versions.
+        register_support(&engine);
         if engine.lookup(PACKED_ENTRY).is_null() {
             return Err(BackendError::Mlir(format!(
                 "no `{PACKED_ENTRY}` was compiled"
@@ -207,7 +211,12 @@ pub fn write_shared_library(
     if !obj.exists() {
         return Err(BackendError::Mlir("the object file was not written".into()));
     }
-    link_shared_library(dir, &obj, crate::support::MEMREF_COPY_C, &["-lm"])
+    let support = [
+        crate::support::MEMREF_COPY_C,
+        crate::block_cache::BLOCK_CACHE_C,
+    ]
+    .concat();
+    link_shared_library(dir, &obj, &support, &["-lm"])
 }
 
 /// Links `obj` with the C `support` source into `dir/model.so` (the system C compiler),

@@ -4,11 +4,13 @@
 //! plus `manifest.json` and `weights.bin` that `compc run` executes through
 //! `compc_runtime::native`.
 
+pub mod block_cache;
 #[cfg(feature = "mlir")]
 pub mod compile;
 pub mod emit;
 pub mod gpu;
 pub mod pipeline;
+pub mod schedule;
 pub mod support;
 
 use compc_ir::Graph;

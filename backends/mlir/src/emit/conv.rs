@@ -1,8 +1,9 @@
 //! 2-D convolution and pooling through linalg's named ops (`conv_2d_nchw_fchw`,
 //! `depthwise_conv_2d_nchw_chw`, `conv_2d_ngchw_gfchw`, `pooling_nchw_max/sum`), with
-//! padding as `tensor.pad` and the bias as the accumulator's initial value.
+//! padding as `tensor.pad` and the bias as the accumulator's initial value; 1×1
+//! convolutions as matmuls.
 
-use super::builder::{elt, tensor_type, Emitter, Val};
+use super::builder::{affine_map, elt, tensor_type, Emitter, Val};
 use super::elementwise::neg_inf;
 use super::layout::expand_to;
 use super::EmitError;
@@ -136,6 +137,16 @@ pub fn conv(em: &mut Emitter, id: NodeId, c: &Conv) -> Result<Val, EmitError> {
     };
     let at = attrs(strides, dil);
     let t = tensor_type(&out);
+    let const_filter =
+        em.g.node(id)
+            .input(1)
+            .and_then(|v| em.g.const_weight(v))
+            .is_some();
+    // CPU only: the GPU backend keeps the convolution it was validated with.
+    let cpu = !em.options().gpu_kernels;
+    if cpu && g == 1 && kh == 1 && kw == 1 && strides == [1, 1] && p == [0; 4] && const_filter {
+        return pointwise_conv(em, id, &x, &init, [f, cin], &out);
+    }
     if g == 1 {
         let w = em.input(id, 1)?;
         let ssa = em.op(format!(
@@ -199,6 +210,50 @@ pub fn conv(em: &mut Emitter, id: NodeId, c: &Conv) -> Result<Val, EmitError> {
         init_g.ssa
     ));
     expand_to(em, &Val { ssa, ty: og }, &out)
+}
+
+/// A 1×1 convolution (stride 1, no padding) is a matmul per image: `Y[n] = W · X[n]` with
+/// W `[F, C]` and X[n] `[C, H·W]`. Emitted as a `linalg.batch_matmul` broadcasting W, the
+/// schedule register-tiles it like any matmul (rows of W × runs of contiguous pixels),
+/// which the convolution's own loops (a 7-deep nest) do not get.
+fn pointwise_conv(
+    em: &mut Emitter,
+    id: NodeId,
+    x: &Val,
+    init: &Val,
+    [f, c]: [u64; 2],
+    out: &TensorType,
+) -> Result<Val, EmitError> {
+    // [N, ch, H, W] viewed as [N, ch, H·W].
+    let flat = |em: &Emitter, v: &Val, ch: u64| -> Result<TensorType, EmitError> {
+        let d = v.dims();
+        let hw = known(em, &d[2], "spatial dims")? * known(em, &d[3], "spatial dims")?;
+        Ok(TensorType::new(
+            DType::F32,
+            Shape::Ranked(vec![d[0].clone(), Dim::Known(ch), Dim::Known(hw)]),
+        ))
+    };
+    let x3 = flat(em, x, c)?;
+    let x3 = expand_to(em, x, &x3)?;
+    let o3 = flat(em, init, f)?;
+    let init3 = expand_to(em, init, &o3)?;
+    let w = weight_as(em, id, &[f, c])?;
+    let maps = [
+        affine_map(4, &["d1".into(), "d3".into()]),
+        affine_map(4, &["d0".into(), "d3".into(), "d2".into()]),
+        affine_map(4, &["d0".into(), "d1".into(), "d2".into()]),
+    ];
+    let t = tensor_type(&o3);
+    let ssa = em.op(format!(
+        "linalg.batch_matmul indexing_maps = [{}] ins({}, {} : {}, {}) outs({} : {t}) -> {t}",
+        maps.join(", "),
+        w.ssa,
+        x3.ssa,
+        w.mlir_type(),
+        x3.mlir_type(),
+        init3.ssa
+    ));
+    expand_to(em, &Val { ssa, ty: o3 }, out)
 }
 
 /// MaxPool / AveragePool over H, W. Ceil mode is handled by padding the high side up to

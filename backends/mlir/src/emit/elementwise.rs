@@ -4,14 +4,22 @@
 use super::builder::{elt, float_lit, Body, Emitter, Val};
 use super::EmitError;
 use compc_ir::op::{BinaryOp, UnaryOp, VariadicOp};
-use compc_ir::{DType, NodeId};
+use compc_ir::{DType, Dim, NodeId, Op, TensorType};
 
 fn is_float(dt: DType) -> bool {
     dt.is_float()
 }
 
-/// The scalar formula of a unary op on `x` of element type `t`.
-fn unary_body(b: &mut Body, k: UnaryOp, x: &str, t: &str, float: bool) -> Result<String, String> {
+/// The scalar formula of a unary op on `x` of element type `t`; `poly`: exp as
+/// polynomial arithmetic ([`exp_body`]).
+fn unary_body(
+    b: &mut Body,
+    k: UnaryOp,
+    x: &str,
+    t: &str,
+    float: bool,
+    poly: bool,
+) -> Result<String, String> {
     if !float {
         return match k {
             UnaryOp::Neg => {
@@ -36,7 +44,7 @@ fn unary_body(b: &mut Body, k: UnaryOp, x: &str, t: &str, float: bool) -> Result
         UnaryOp::Identity => x.to_string(),
         UnaryOp::Neg => b.op(format!("arith.negf {x} : {t}")),
         UnaryOp::Abs => math(b, "absf"),
-        UnaryOp::Exp => math(b, "exp"),
+        UnaryOp::Exp => exp_body(b, x, t, poly),
         UnaryOp::Log => math(b, "log"),
         UnaryOp::Sqrt => math(b, "sqrt"),
         UnaryOp::Sin => math(b, "sin"),
@@ -57,7 +65,7 @@ fn unary_body(b: &mut Body, k: UnaryOp, x: &str, t: &str, float: bool) -> Result
         UnaryOp::Sigmoid => {
             // 1 / (1 + exp(-x))
             let n = b.op(format!("arith.negf {x} : {t}"));
-            let e = b.op(format!("math.exp {n} : {t}"));
+            let e = exp_body(b, &n, t, poly);
             let one = b.fconst(1.0, t);
             let d = b.op(format!("arith.addf {one}, {e} : {t}"));
             b.op(format!("arith.divf {one}, {d} : {t}"))
@@ -67,11 +75,65 @@ fn unary_body(b: &mut Body, k: UnaryOp, x: &str, t: &str, float: bool) -> Result
             b.op(format!("arith.mulf {x}, {h} : {t}"))
         }
         UnaryOp::Softplus => {
-            let e = b.op(format!("math.exp {x} : {t}"));
+            let e = exp_body(b, x, t, poly);
             b.op(format!("math.log1p {e} : {t}"))
         }
         _ => return Err(format!("`{}`", k.name())),
     })
+}
+
+/// exp(x) for f32 as branch-free arithmetic (Cephes' `expf`): x = n·ln2 + r with
+/// |r| ≤ ln2/2, e^r by a degree-7 polynomial, 2^n put into the exponent bits; relative
+/// error about 2e-7. `math.exp` becomes a libm call per element, which keeps the loop
+/// around it scalar; this vectorizes. Inputs are clamped to ±88.38 (results
+/// 0 … 2.4e38); other float types, and targets without `poly`
+/// ([`super::EmitOptions::polynomial_exp`]), keep `math.exp`.
+pub(super) fn exp_body(b: &mut Body, x: &str, t: &str, poly: bool) -> String {
+    if t != "f32" || !poly {
+        return b.op(format!("math.exp {x} : {t}"));
+    }
+    const P: [f32; 6] = [
+        1.987_569_2e-4,
+        1.398_199_9e-3,
+        8.333_452e-3,
+        4.166_579_6e-2,
+        1.666_666_5e-1,
+        0.5,
+    ];
+    let hi = b.fconst(88.376_26, t);
+    let lo = b.fconst(-88.376_26, t);
+    let c = b.op(format!("arith.minimumf {x}, {hi} : {t}"));
+    let c = b.op(format!("arith.maximumf {c}, {lo} : {t}"));
+    // n = round(x / ln2), r = x − n·ln2 with ln2 split in two for precision.
+    let log2e = b.fconst(std::f32::consts::LOG2_E, t);
+    let half = b.fconst(0.5, t);
+    let xl = b.op(format!("arith.mulf {c}, {log2e} : {t}"));
+    let xh = b.op(format!("arith.addf {xl}, {half} : {t}"));
+    let n = b.op(format!("math.floor {xh} : {t}"));
+    let c1 = b.fconst(0.693_359_4, t);
+    let c2 = b.fconst(-2.121_944_4e-4, t);
+    let r = b.op(format!("arith.mulf {n}, {c1} : {t}"));
+    let r = b.op(format!("arith.subf {c}, {r} : {t}"));
+    let r2 = b.op(format!("arith.mulf {n}, {c2} : {t}"));
+    let r = b.op(format!("arith.subf {r}, {r2} : {t}"));
+    let mut p = b.fconst(P[0], t);
+    for &k in &P[1..] {
+        let kc = b.fconst(k, t);
+        p = b.op(format!("math.fma {p}, {r}, {kc} : {t}"));
+    }
+    // e^r ≈ 1 + r + r²·P(r)
+    let rr = b.op(format!("arith.mulf {r}, {r} : {t}"));
+    let p = b.op(format!("math.fma {p}, {rr}, {r} : {t}"));
+    let one = b.fconst(1.0, t);
+    let p = b.op(format!("arith.addf {p}, {one} : {t}"));
+    // 2^n: n + 127 in the exponent field (n ≥ −127 after the clamp; −127 gives 0).
+    let ni = b.op(format!("arith.fptosi {n} : {t} to i32"));
+    let bias = b.iconst(127, "i32");
+    let e = b.op(format!("arith.addi {ni}, {bias} : i32"));
+    let sh = b.iconst(23, "i32");
+    let e = b.op(format!("arith.shli {e}, {sh} : i32"));
+    let scale = b.op(format!("arith.bitcast {e} : i32 to {t}"));
+    b.op(format!("arith.mulf {p}, {scale} : {t}"))
 }
 
 /// erf(x) ≈ x·P(x²)/Q(x²) on x clamped to [−4, 4] (|erf(4)| = 1 − 1.5e-8), with P of degree
@@ -132,9 +194,10 @@ pub fn unary(em: &mut Emitter, id: NodeId, k: UnaryOp) -> Result<Val, EmitError>
     let out = em.out_type(id)?;
     let t = elt(x.ty.dtype);
     let float = is_float(x.ty.dtype);
+    let poly = em.options().polynomial_exp;
     let mut bad = None;
     let v = em.elementwise(&[&x], &out, |b, a| {
-        match unary_body(b, k, &a[0], t, float) {
+        match unary_body(b, k, &a[0], t, float, poly) {
             Ok(y) => Ok(y),
             Err(e) => {
                 bad = Some(e);
@@ -200,10 +263,60 @@ fn binary_body(b: &mut Body, k: BinaryOp, x: &str, y: &str, dt: DType) -> Result
     })
 }
 
+/// Whether `v` is read with broadcasting against `out` (a missing or unit dim where the
+/// output's is not).
+fn broadcasts(v: &Val, out: &TensorType) -> bool {
+    let od = out.shape.dims().unwrap_or(&[]);
+    let vd = v.dims();
+    vd.len() < od.len()
+        || vd
+            .iter()
+            .rev()
+            .zip(od.iter().rev())
+            .any(|(a, b)| *a == Dim::Known(1) && *b != Dim::Known(1))
+}
+
+/// Whether node `id` computes a transcendental function per element.
+fn is_expensive(em: &Emitter, id: NodeId) -> bool {
+    use UnaryOp::*;
+    match &em.g.node(id).op {
+        Op::Unary(k) => matches!(k, Exp | Sigmoid | Tanh | Erf | Softplus | Log | Sin | Cos),
+        Op::Gelu(_) => true,
+        _ => false,
+    }
+}
+
+/// Input `i` of node `id`, copied into its own tensor (`linalg.copy`) when it is the
+/// broadcast operand of an element-wise op and its producer is transcendental: element-wise
+/// fusion would otherwise pull the producer into this op and compute it once per element
+/// of the larger output (an SE-style gate: a sigmoid per channel instead of per pixel).
+/// The copy is a named op, which fusion leaves alone, of the small tensor.
+fn operand_unfused(
+    em: &mut Emitter,
+    id: NodeId,
+    i: usize,
+    out: &TensorType,
+) -> Result<Val, EmitError> {
+    let v = em.input(id, i)?;
+    let producer = em.g.node(id).input(i).map(|r| r.node);
+    // CPU only (the GPU backend is validated without the copy).
+    let cpu = !em.options().gpu_kernels;
+    if !(cpu && broadcasts(&v, out) && producer.is_some_and(|p| is_expensive(em, p))) {
+        return Ok(v);
+    }
+    let dst = em.empty(&v.ty)?;
+    let t = v.mlir_type();
+    let ssa = em.op(format!(
+        "linalg.copy ins({} : {t}) outs({} : {t}) -> {t}",
+        v.ssa, dst.ssa
+    ));
+    Ok(Val { ssa, ty: v.ty })
+}
+
 pub fn binary(em: &mut Emitter, id: NodeId, k: BinaryOp) -> Result<Val, EmitError> {
-    let x = em.input(id, 0)?;
-    let y = em.input(id, 1)?;
     let out = em.out_type(id)?;
+    let x = operand_unfused(em, id, 0, &out)?;
+    let y = operand_unfused(em, id, 1, &out)?;
     if x.ty.dtype != y.ty.dtype {
         return Err(em.err("operands of different element types"));
     }

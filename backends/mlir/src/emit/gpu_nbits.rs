@@ -36,9 +36,9 @@
 //! in L1/L2 across them.
 
 use super::builder::{Emitter, Val};
-use super::layout::{collapse_leading, expand_to};
+use super::kernel_call;
 use super::EmitError;
-use compc_ir::{DType, Dim, Shape, TensorType};
+use compc_ir::TensorType;
 
 /// Warps per block; they split K.
 const WARPS: u64 = 4;
@@ -119,17 +119,8 @@ pub fn emit(
     block_size: u64,
     out: &TensorType,
 ) -> Result<Val, EmitError> {
-    let lead = a.rank() - 1;
-    let a2 = collapse_leading(em, a, lead)?;
-    let a2 = if lead == 0 {
-        // A vector: one row.
-        let mut dims = vec![Dim::Known(1)];
-        dims.extend_from_slice(a.dims());
-        expand_to(em, &a2, &TensorType::new(DType::F32, Shape::Ranked(dims)))?
-    } else {
-        a2
-    };
-    let m_dim = a2.dims()[0].clone();
+    let a2 = kernel_call::rows(em, a)?;
+    let (m_ty, suffix) = kernel_call::m_text(&a2);
     let nb = k / block_size;
     let grid_wait = em.options().grid_wait;
     let prefix = if grid_wait {
@@ -137,54 +128,11 @@ pub fn emit(
     } else {
         "compc_"
     };
-    let name = format!("{prefix}nbits{bits}_n{n}_k{k}_bs{block_size}");
-    let m_ty = match m_dim.known() {
-        Some(m) => m.to_string(),
-        None => "?".into(),
-    };
-    let a_ty = format!("tensor<{m_ty}x{k}xf32>");
-    let o_ty = format!("tensor<{m_ty}x{n}xf32>");
-    let call_name = format!("{name}_{}", if m_ty == "?" { "dyn" } else { &m_ty });
-    em.add_helper(call_name.clone(), || {
-        helper(&call_name, &m_ty, n, k, nb, bits, block_size, grid_wait)
+    let name = format!("{prefix}nbits{bits}_n{n}_k{k}_bs{block_size}_{suffix}");
+    em.add_helper(name.clone(), || {
+        helper(&name, &m_ty, n, k, nb, bits, block_size, grid_wait)
     });
-    // Destination-passing: @main allocates the result and views its tensors as buffers,
-    // so bufferization adds no copy around the kernel.
-    let mut views = Vec::new();
-    for v in [&a2, bq, scales, zero, bias] {
-        let t = v.mlir_type();
-        let m = t.replacen("tensor<", "memref<", 1);
-        let ssa = em.op(format!(
-            "bufferization.to_buffer {} read_only : {t} to {m}",
-            v.ssa
-        ));
-        views.push((ssa, m));
-    }
-    let o_mem = o_ty.replacen("tensor<", "memref<", 1);
-    let alloc = if m_ty == "?" {
-        let c0 = em.cidx(0);
-        let m = em.op(format!("tensor.dim {}, {c0} : {a_ty}", a2.ssa));
-        em.op(format!("memref.alloc({m}) : {o_mem}"))
-    } else {
-        em.op(format!("memref.alloc() : {o_mem}"))
-    };
-    let args: Vec<&str> = views.iter().map(|(s, _)| s.as_str()).collect();
-    let tys: Vec<&str> = views.iter().map(|(_, t)| t.as_str()).collect();
-    em.op_void(format!(
-        "func.call @{call_name}({}, {alloc}) : ({}, {o_mem}) -> ()",
-        args.join(", "),
-        tys.join(", ")
-    ));
-    let ssa = em.op(format!(
-        "bufferization.to_tensor {alloc} restrict writable : {o_mem} to {o_ty}"
-    ));
-    let mut od = vec![m_dim];
-    od.push(Dim::Known(n));
-    let r = Val {
-        ssa,
-        ty: TensorType::new(DType::F32, Shape::Ranked(od)),
-    };
-    expand_to(em, &r, out)
+    kernel_call::call(em, &name, &a2, &[bq, scales, zero, bias], n, out)
 }
 
 /// The helper function: one `gpu.launch` over buffers, the result written into `%om`.

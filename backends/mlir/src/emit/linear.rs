@@ -55,10 +55,14 @@ pub fn matmul(em: &mut Emitter, id: NodeId) -> Result<Val, EmitError> {
     }
     let od = out.shape.dims().unwrap().to_vec();
     let dt = out.dtype;
-    // Collapsing two dynamic dims into one is avoided: expanding them back trips an
-    // MLIR 22 bug (see layout::expand), so such shapes take the generic contraction.
     let dynamic = |d: &[Dim]| d.iter().filter(|x| x.known().is_none()).count();
-    if rb == 2 && dynamic(&a.dims()[..ra - 1]) <= 1 {
+    // On the CPU several dynamic dims are collapsed too, so the register tiles of the
+    // matmul run over all rows at once (batch × sequence), not per batch element;
+    // expanding them back goes through `tensor.reshape` (see layout::expand). The GPU
+    // pipeline folds that reshape into the `memref.expand_shape` MLIR 22 crashes on, so
+    // there such shapes take the batch_matmul below.
+    let collapse_ok = dynamic(&a.dims()[..ra - 1]) <= 1 || !em.options().gpu_kernels;
+    if rb == 2 && collapse_ok {
         // [..., M, K] x [K, N]: collapse the leading dims into M.
         let a2 = collapse_leading(em, &a, ra - 1)?;
         let m = a2.dims()[0].clone();
@@ -260,6 +264,9 @@ pub fn matmul_nbits(em: &mut Emitter, id: NodeId, q: &MatMulNBits) -> Result<Val
     if em.options().gpu_kernels && super::gpu_nbits::supported(k, bits, bs) {
         return matmul_nbits_gpu(em, id, &a, &out, (k, n, bits, bs), &wbytes, sc);
     }
+    if !em.options().gpu_kernels && super::cpu_nbits::supported(n, bits, bs) {
+        return matmul_nbits_cpu(em, id, &a, &out, (k, n, bits, bs), &wbytes, &scales);
+    }
     let bq = em.prepared(&wname, DType::U8, &[n, nb, per_block], wbytes);
     // Zero points unpacked at compile time to f32 [N, nb] (default 2^(bits-1)).
     let zp: Vec<f32> = zero_points(em, id, n, nb, bits, node.input(3).is_some())?
@@ -353,6 +360,53 @@ pub fn matmul_nbits(em: &mut Emitter, id: NodeId, q: &MatMulNBits) -> Result<Val
     expand_to(em, &r, &out)
 }
 
+/// MatMulNBits through the CPU kernel: codes, scales and zero points re-laid out for it
+/// at compile time, the bias as a vector (zeros when absent).
+fn matmul_nbits_cpu(
+    em: &mut Emitter,
+    id: NodeId,
+    a: &Val,
+    out: &TensorType,
+    (k, n, bits, bs): (u64, u64, u64, u64),
+    packed: &[u8],
+    scales: &[f32],
+) -> Result<Val, EmitError> {
+    let nb = k.div_ceil(bs);
+    let node = em.g.node(id);
+    let wname =
+        em.g.const_weight(node.input(1).ok_or_else(|| em.err("B is missing"))?)
+            .map(|w| w.name.clone())
+            .unwrap_or_default();
+    let zp: Vec<f32> = zero_points(em, id, n, nb, bits, node.input(3).is_some())?
+        .into_iter()
+        .map(f32::from)
+        .collect();
+    let (codes, s, zs) = super::cpu_nbits::layout(packed, scales, &zp, n as usize, nb as usize);
+    let per_block = bs * bits / 8;
+    let codes = em.prepared(
+        &format!("{wname}.codes_kn"),
+        DType::U8,
+        &[nb, per_block, n],
+        codes,
+    );
+    let s = em.prepared(
+        &format!("{wname}.scales_kn"),
+        DType::F32,
+        &[nb, n],
+        bytemuck::cast_slice(&s).to_vec(),
+    );
+    let zs = em.prepared(
+        &format!("{wname}.neg_zero_scale_kn"),
+        DType::F32,
+        &[nb, n],
+        bytemuck::cast_slice(&zs).to_vec(),
+    );
+    let bias = nbits_bias(em, id, &wname, n)?;
+    // The last block is zero-padded in B; A is padded to match (zeros add nothing).
+    let a = pad_last(em, a, nb * bs - k)?;
+    super::cpu_nbits::emit(em, &a, &codes, &s, &zs, &bias, n, bits, bs, out)
+}
+
 /// MatMulNBits through the fused GPU kernel: zero points as one byte per block, the
 /// bias as a vector (zeros when absent).
 fn matmul_nbits_gpu(
@@ -371,19 +425,9 @@ fn matmul_nbits_gpu(
             .map(|w| w.name.clone())
             .unwrap_or_default();
     let has_zp = node.input(3).is_some();
-    let has_bias = node.input(5).is_some();
     let zp = zero_points(em, id, n, nb, bits, has_zp)?;
     let zpv = em.prepared(&format!("{wname}.zero_points"), DType::U8, &[n, nb], zp);
-    let bias = if has_bias {
-        em.input(id, 5)?
-    } else {
-        em.prepared(
-            &format!("{wname}.bias"),
-            DType::F32,
-            &[n],
-            vec![0u8; 4 * n as usize],
-        )
-    };
+    let bias = nbits_bias(em, id, &wname, n)?;
     // The codes as little-endian 32-bit words, in the order the kernel's lanes load them.
     let words = em.prepared(
         &format!("{wname}.words"),
@@ -392,6 +436,19 @@ fn matmul_nbits_gpu(
         super::gpu_nbits::repack_words(packed, n, k, bits),
     );
     super::gpu_nbits::emit(em, a, &words, &sc, &zpv, &bias, n, k, bits, bs, out)
+}
+
+/// MatMulNBits' bias as a vector for the fused kernels: input 5, or zeros when absent.
+fn nbits_bias(em: &mut Emitter, id: NodeId, wname: &str, n: u64) -> Result<Val, EmitError> {
+    if em.g.node(id).input(5).is_some() {
+        return em.input(id, 5);
+    }
+    Ok(em.prepared(
+        &format!("{wname}.bias"),
+        DType::F32,
+        &[n],
+        vec![0u8; 4 * n as usize],
+    ))
 }
 
 /// Zero points unpacked to one code per block, row-major `[N, nb]` (default 2^(bits−1)).

@@ -14,8 +14,10 @@
 
 mod builder;
 mod conv;
+mod cpu_nbits;
 mod elementwise;
 mod gpu_nbits;
+mod kernel_call;
 mod layout;
 mod linear;
 mod reduce;
@@ -41,6 +43,9 @@ pub struct EmitOptions {
     /// Let the fused GPU kernels overlap the kernel before them (programmatic dependent
     /// launch, `griddepcontrol`): sm_90 and newer.
     pub grid_wait: bool,
+    /// Write f32 `exp` as polynomial arithmetic, which vectorizes on the CPU (`math.exp`
+    /// is a libm call there); the GPU backend maps `math.exp` to its own intrinsics.
+    pub polynomial_exp: bool,
 }
 
 impl EmitOptions {
@@ -49,6 +54,7 @@ impl EmitOptions {
         inline_limit: INLINE_LIMIT,
         gpu_kernels: false,
         grid_wait: false,
+        polynomial_exp: true,
     };
     /// For the GPU every constant is an argument: an inline constant becomes a host
     /// global, which a kernel cannot read.
@@ -56,6 +62,7 @@ impl EmitOptions {
         inline_limit: 0,
         gpu_kernels: true,
         grid_wait: false,
+        polynomial_exp: false,
     };
 
     /// For an NVIDIA GPU of architecture `chip` (`sm_90`, `sm_80`, …): [`Self::GPU`], with

@@ -98,8 +98,10 @@ fn kept_map(rank: usize, axes: &[usize]) -> String {
     affine_map(rank, &e)
 }
 
+/// The accumulation of sums, marked reassociable so LLVM's loop vectorizer may split it
+/// into vector partial sums (an in-order float reduction stays scalar).
 fn add(b: &mut Body, acc: &str, v: &str, t: &str) -> String {
-    b.op(format!("arith.addf {acc}, {v} : {t}"))
+    b.op(format!("arith.addf {acc}, {v} fastmath<reassoc> : {t}"))
 }
 
 fn id(_: &mut Body, v: &str, _: &str) -> String {
@@ -208,9 +210,10 @@ pub fn softmax(em: &mut Emitter, id_: NodeId, axis: i64) -> Result<Val, EmitErro
         b.op(format!("arith.maximumf {a}, {v} : {t}"))
     })?;
     let t = elt(out.dtype);
+    let poly = em.options().polynomial_exp;
     let e = em.elementwise(&[&x, &m], &out, |b, a| {
         let d = b.op(format!("arith.subf {}, {} : {t}", a[0], a[1]));
-        Ok(b.op(format!("math.exp {d} : {t}")))
+        Ok(super::elementwise::exp_body(b, &d, t, poly))
     })?;
     let s = reduce_keep(em, &e, &[ax], "0.0", id, add)?;
     em.elementwise(&[&e, &s], &out, |b, a| {
@@ -264,7 +267,7 @@ pub fn layer_norm(
                 let mu = b.op(format!("arith.mulf {}, {k} : {t}", a[1]));
                 let c = b.op(format!("arith.subf {}, {mu} : {t}", a[0]));
                 let c2 = b.op(format!("arith.mulf {c}, {c} : {t}"));
-                Ok(b.op(format!("arith.addf {}, {c2} : {t}", a[2])))
+                Ok(add(b, &a[2], &c2, t))
             },
         )?;
         let var = super::layout::expand_to(em, &var, &s.ty)?;

@@ -1,0 +1,263 @@
+//! The CPU loop schedule: a transform-dialect script the transform interpreter applies to
+//! the emitted module before bufferization (see [`crate::pipeline::SCHEDULE_PIPELINE`]).
+//!
+//! Two entry points run at two moments:
+//! - `__contractions`, first, on the module as emitted: matmuls are register-tiled and
+//!   vectorized while they are still named ops (element-wise fusion would otherwise turn a
+//!   matmul next to a reshape into a higher-rank `linalg.generic` no recipe matches).
+//! - `__transform_main`, after element-wise fusion: convolutions are register-tiled and
+//!   vectorized, element-wise ops vectorized along their innermost dim, pooling is put in
+//!   a loop order LLVM's loop vectorizer handles, and all vector ops are lowered to 1-D
+//!   FMAs, loads and stores.
+
+/// The transform script: [`SEQUENCES`], the element-wise recipes for each rank, then
+/// [`MAIN`].
+pub fn cpu_schedule() -> String {
+    let ranks = 1..=MAX_ELEMENTWISE_RANK;
+    let sequences: String = ranks.clone().map(elementwise_sequences).collect();
+    let pairs: Vec<String> = ranks
+        .map(|r| format!("        @match_elementwise{r} -> @vectorize_elementwise{r}"))
+        .collect();
+    let contractions = [
+        contraction_sequence("tile_batch_matmul", 1),
+        contraction_sequence("tile_matmul", 0),
+    ]
+    .join("\n");
+    format!(
+        "{}{sequences}{}",
+        SEQUENCES.replace("{contraction_sequences}", &contractions),
+        MAIN.replace("{elementwise_pairs}", &pairs.join(",\n"))
+    )
+}
+
+/// The named sequences of the matmul and convolution recipes and `__contractions`.
+///
+/// Register tile of a matmul: 8 rows × 16 columns of the output stay in vector registers
+/// while k runs (8 AVX-512 or 16 AVX2 registers); every k step is one outer product: a row
+/// of B (one vector load) times 8 broadcast elements of A (LLVM folds the broadcasts into
+/// the FMAs' memory operands).
+///
+/// Tiling: `tile_using_for` cuts m × n into 8 × 16 tiles (batch dims by 1); the m and n
+/// loops are peeled, so the full tiles have static shapes and vectorize without masks,
+/// while the last partial row or column of tiles (dynamic batch·sequence, N not a multiple
+/// of 16) is vectorized with masks. Each tile's k loop is then tiled by 1 and vectorized;
+/// LICM and `hoist_loop_invariant_subsets` move the accumulator's read and write out of
+/// the k loop, so it is carried in registers.
+///
+/// Peeling fails (silenceably) when the tile already divides the dim; `@peel` is included
+/// with failures suppressed so that case just keeps the loop.
+const SEQUENCES: &str = r#"
+  transform.named_sequence @peel(%l: !transform.op<"scf.for"> {transform.consumed}) {
+    %main, %rest = transform.loop.peel %l : (!transform.op<"scf.for">) -> (!transform.any_op, !transform.any_op)
+    transform.yield
+  }
+
+{contraction_sequences}
+  // The accumulator's transfer_read/transfer_write pair becomes a loop-carried vector
+  // (masks are hoisted first, else the masked pair is not recognized as loop-invariant).
+  transform.named_sequence @hoist_accumulator(%f: !transform.any_op {transform.readonly}, %k: !transform.any_op {transform.readonly}) {
+    transform.apply_patterns to %f {
+      transform.apply_patterns.vector.lower_masked_transfers
+      transform.apply_patterns.canonicalization
+    } : !transform.any_op
+    transform.apply_licm to %k : !transform.any_op
+    transform.loop.hoist_loop_invariant_subsets %k : !transform.any_op
+    transform.yield
+  }
+
+  transform.named_sequence @__contractions(%root: !transform.any_op {transform.readonly}) {
+    %bm = transform.structured.match ops{["linalg.batch_matmul"]} in %root : (!transform.any_op) -> !transform.any_op
+    transform.foreach %bm : !transform.any_op {
+    ^bb0(%op: !transform.any_op):
+      transform.include @tile_batch_matmul failures(propagate) (%op) : (!transform.any_op) -> ()
+    }
+    %mm = transform.structured.match ops{["linalg.matmul"]} in %root : (!transform.any_op) -> !transform.any_op
+    transform.foreach %mm : !transform.any_op {
+    ^bb0(%op: !transform.any_op):
+      transform.include @tile_matmul failures(propagate) (%op) : (!transform.any_op) -> ()
+    }
+    transform.yield
+  }
+
+
+  // Depthwise convolution: 4 output rows × 8 output columns of one channel stay in
+  // registers while the kh × kw taps run; each tap is one multiply-add of contiguous input
+  // rows by a broadcast weight. Tiling every other dim by 1 and folding the unit dims turns
+  // the tile into an element-wise op the vectorizer handles. Tiles that are partial (the
+  // output is not a multiple of 4 × 8) stay scalar loops.
+  transform.named_sequence @tile_depthwise(%op: !transform.any_op {transform.consumed}) {
+    %g = transform.structured.generalize %op : (!transform.any_op) -> !transform.any_op
+    // (n, oh, ow, c, kh, kw) -> (n, c, oh, ow, kh, kw)
+    %i = transform.structured.interchange %g iterator_interchange = [0, 3, 1, 2, 4, 5] : (!transform.any_op) -> !transform.any_op
+    %t, %ln, %lc, %lh, %lw, %lkh, %lkw = transform.structured.tile_using_for %i tile_sizes [1, 1, 4, 8, 1, 1] : (!transform.any_op) -> (!transform.any_op, !transform.any_op, !transform.any_op, !transform.any_op, !transform.any_op, !transform.any_op, !transform.any_op)
+    transform.include @vectorize_taps failures(suppress) (%lkw) : (!transform.any_op) -> ()
+    transform.loop.hoist_loop_invariant_subsets %lkw : !transform.any_op
+    transform.apply_licm to %lkh : !transform.any_op
+    transform.loop.hoist_loop_invariant_subsets %lkh : !transform.any_op
+    transform.yield
+  }
+
+  // Convolution (1×1 ones are matmuls already): 4 filters × 2 output rows × 8 columns in
+  // registers while the c × kh × kw taps run, each tap 4 broadcast weights times 2
+  // contiguous input rows.
+  transform.named_sequence @tile_conv(%op: !transform.any_op {transform.consumed}) {
+    %g = transform.structured.generalize %op : (!transform.any_op) -> !transform.any_op
+    // (n, f, oh, ow, c, kh, kw)
+    %t, %ln, %lf, %lh, %lw, %lc, %lkh, %lkw = transform.structured.tile_using_for %g tile_sizes [1, 4, 2, 8, 1, 1, 1] : (!transform.any_op) -> (!transform.any_op, !transform.any_op, !transform.any_op, !transform.any_op, !transform.any_op, !transform.any_op, !transform.any_op, !transform.any_op)
+    transform.include @vectorize_taps failures(suppress) (%lkw) : (!transform.any_op) -> ()
+    transform.loop.hoist_loop_invariant_subsets %lkw : !transform.any_op
+    transform.apply_licm to %lkh : !transform.any_op
+    transform.loop.hoist_loop_invariant_subsets %lkh : !transform.any_op
+    transform.apply_licm to %lc : !transform.any_op
+    transform.loop.hoist_loop_invariant_subsets %lc : !transform.any_op
+    transform.yield
+  }
+
+  // The tile in the innermost tap loop: unit dims folded away, vectorized, the
+  // accumulator's read and write made loop-invariant.
+  transform.named_sequence @vectorize_taps(%l: !transform.any_op {transform.readonly}) {
+    transform.apply_patterns to %l {
+      transform.apply_patterns.linalg.fold_unit_extent_dims_via_slices
+      transform.apply_patterns.canonicalization
+    } : !transform.any_op
+    %t = transform.structured.match interface{LinalgOp} in %l : (!transform.any_op) -> !transform.any_op
+    transform.structured.vectorize %t : !transform.any_op
+    transform.apply_patterns to %l {
+      transform.apply_patterns.canonicalization
+    } : !transform.any_op
+    transform.apply_licm to %l : !transform.any_op
+    transform.yield
+  }
+"#;
+
+/// `__transform_main`; `{elementwise_pairs}` is the matcher → action list of
+/// [`elementwise_sequences`].
+const MAIN: &str = r#"
+  // Convolutions are register-tiled as above, element-wise ops vectorized by
+  // `elementwise_sequences` (consuming the root: the matched ops are rewritten). Pooling
+  // is generalized and interchanged so its innermost loop runs along the output width:
+  // loops that are parallel and unit-stride innermost are what LLVM's loop vectorizer
+  // turns into SIMD code; the named op's own order (window innermost) is not. Then all
+  // vector ops are lowered to 1-D vectors: contractions to outer products to FMAs,
+  // transfers to 1-D loads and stores.
+  transform.named_sequence @__transform_main(%root0: !transform.any_op {transform.consumed}) {
+    %cv = transform.structured.match ops{["linalg.conv_2d_nchw_fchw"]} in %root0 : (!transform.any_op) -> !transform.any_op
+    transform.foreach %cv : !transform.any_op {
+    ^bb0(%op: !transform.any_op):
+      transform.include @tile_conv failures(propagate) (%op) : (!transform.any_op) -> ()
+    }
+    %dw = transform.structured.match ops{["linalg.depthwise_conv_2d_nchw_chw"]} in %root0 : (!transform.any_op) -> !transform.any_op
+    transform.foreach %dw : !transform.any_op {
+    ^bb0(%op: !transform.any_op):
+      transform.include @tile_depthwise failures(propagate) (%op) : (!transform.any_op) -> ()
+    }
+    %root = transform.foreach_match in %root0
+{elementwise_pairs}
+      : (!transform.any_op) -> !transform.any_op
+    %pl = transform.structured.match ops{["linalg.pooling_nchw_max", "linalg.pooling_nchw_sum"]} in %root : (!transform.any_op) -> !transform.any_op
+    %plg = transform.structured.generalize %pl : (!transform.any_op) -> !transform.any_op
+    %pli = transform.structured.interchange %plg iterator_interchange = [0, 1, 4, 5, 2, 3] : (!transform.any_op) -> !transform.any_op
+    %f = transform.structured.match ops{["func.func"]} in %root : (!transform.any_op) -> !transform.any_op
+    transform.apply_patterns to %f {
+      transform.apply_patterns.vector.lower_masked_transfers
+      transform.apply_patterns.vector.lower_contraction lowering_strategy = "outerproduct"
+      transform.apply_patterns.vector.lower_outerproduct
+      transform.apply_patterns.vector.transfer_permutation_patterns
+      transform.apply_patterns.vector.lower_transfer max_transfer_rank = 1
+      transform.apply_patterns.vector.cast_away_vector_leading_one_dim
+      transform.apply_patterns.canonicalization
+    } : !transform.any_op
+    transform.yield
+  }
+"#;
+
+/// Element-wise ops of every rank up to this one are vectorized by the schedule.
+/// `@name`: the register-tiling recipe of [`SEQUENCES`] for a matmul with `batch` leading
+/// batch dims (tiled by 1): m × n cut into 8 × 16 tiles, m and n peeled, then each tile's
+/// k loop tiled by 1 and vectorized as a contraction with the accumulator hoisted.
+fn contraction_sequence(name: &str, batch: usize) -> String {
+    let ones = |v: &str| vec![v; batch].join(", ") + if batch > 0 { ", " } else { "" };
+    let loops: Vec<String> = (0..batch)
+        .map(|b| {
+            if batch == 1 {
+                "%lb".into()
+            } else {
+                format!("%lb{b}")
+            }
+        })
+        .chain(["%lm".into(), "%ln".into()])
+        .collect();
+    let any = |count: usize| vec!["!transform.any_op"; count].join(", ");
+    format!(
+        r#"  transform.named_sequence @{name}(%op: !transform.any_op {{transform.consumed}}) {{
+    %t, {loops} = transform.structured.tile_using_for %op tile_sizes [{b1}8, 16, 0] : (!transform.any_op) -> ({results})
+    %f = transform.get_parent_op {outer} {{op_name = "func.func"}} : (!transform.any_op) -> !transform.any_op
+    transform.annotate %t "compc.tile" : !transform.any_op
+    %n = transform.cast %ln : !transform.any_op to !transform.op<"scf.for">
+    transform.include @peel failures(suppress) (%n) : (!transform.op<"scf.for">) -> ()
+    %m = transform.cast %lm : !transform.any_op to !transform.op<"scf.for">
+    transform.include @peel failures(suppress) (%m) : (!transform.op<"scf.for">) -> ()
+    transform.apply_patterns to %f {{
+      transform.apply_patterns.canonicalization
+    }} : !transform.any_op
+    %tiles = transform.structured.match attributes{{compc.tile}} in %f : (!transform.any_op) -> !transform.any_op
+    transform.foreach %tiles : !transform.any_op {{
+    ^bb0(%o: !transform.any_op):
+      %v, %k = transform.structured.tile_using_for %o tile_sizes [{b0}0, 0, 1] : (!transform.any_op) -> (!transform.any_op, !transform.any_op)
+      transform.structured.vectorize %v vector_sizes [{b1}8, 16, 1] {{create_named_contraction}} : !transform.any_op
+      transform.include @hoist_accumulator failures(propagate) (%f, %k) : (!transform.any_op, !transform.any_op) -> ()
+    }}
+    transform.yield
+  }}
+"#,
+        outer = loops[0],
+        loops = loops.join(", "),
+        b1 = ones("1"),
+        b0 = ones("0"),
+        results = any(loops.len() + 1),
+    )
+}
+
+const MAX_ELEMENTWISE_RANK: usize = 6;
+
+/// The matcher and action for all-parallel `linalg.generic`s of rank `r` (the tile sizes
+/// depend on the rank, which a transform script cannot compute): tiles of 1 × … × 1 × 16
+/// along the innermost (contiguous) dim, vectorized with masks where the dim is shorter
+/// or dynamic; broadcast operands become broadcast loads. Ops the vectorizer rejects
+/// (say, with a data-dependent `tensor.extract`) stay loops: the action's failures are
+/// suppressed. Without this LLVM fully unrolls a short static inner loop (a 16-wide image
+/// row) before its loop vectorizer runs, then vectorizes the next loop out with gathers.
+fn elementwise_sequences(r: usize) -> String {
+    let sizes: Vec<&str> = (0..r)
+        .map(|i| if i + 1 == r { "16" } else { "1" })
+        .collect();
+    let sizes = sizes.join(", ");
+    let loops: Vec<String> = (0..r).map(|i| format!("%l{i}")).collect();
+    let handles = vec!["!transform.any_op"; r + 1].join(", ");
+    format!(
+        r#"
+  transform.named_sequence @match_elementwise{r}(%op: !transform.any_op {{transform.readonly}}) -> !transform.any_op {{
+    transform.match.operation_name %op ["linalg.generic"] : !transform.any_op
+    transform.match.structured %op : !transform.any_op {{
+    ^bb0(%s: !transform.any_op):
+      transform.match.structured.dim %s[all] {{parallel}} : !transform.any_op
+      %rank = transform.match.structured.rank %s : (!transform.any_op) -> !transform.param<i64>
+      %want = transform.param.constant {r} : i64 -> !transform.param<i64>
+      transform.match.param.cmpi eq %rank, %want : !transform.param<i64>
+      transform.match.structured.yield
+    }}
+    transform.yield %op : !transform.any_op
+  }}
+  transform.named_sequence @vectorize_elementwise{r}(%op: !transform.any_op {{transform.consumed}}) {{
+    transform.include @tile_elementwise{r} failures(suppress) (%op) : (!transform.any_op) -> ()
+    transform.yield
+  }}
+  transform.named_sequence @tile_elementwise{r}(%op: !transform.any_op {{transform.consumed}}) {{
+    %t, {loops} = transform.structured.tile_using_for %op tile_sizes [{sizes}] : (!transform.any_op) -> ({handles})
+    transform.structured.vectorize %t vector_sizes [{sizes}] : !transform.any_op
+    transform.yield
+  }}
+"#,
+        loops = loops.join(", ")
+    )
+}
