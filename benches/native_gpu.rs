@@ -146,7 +146,8 @@ fn compile_all(dir: &Path) {
         let d = dir.join(&c.name);
         std::fs::create_dir_all(&d).unwrap();
         let t = Instant::now();
-        compc::native::compile_gpu(&c.graph, &d, "sm_90").unwrap();
+        let chip = arg("--chip").unwrap_or_else(|| "sm_90".into());
+        compc::native::compile_gpu(&c.graph, &d, &chip).unwrap();
         std::fs::remove_file(d.join("weights.bin")).unwrap();
         eprintln!("compiled {} in {:.1} s", c.name, t.elapsed().as_secs_f64());
     }

@@ -186,7 +186,7 @@ pub fn compile_module_cpu(g: &Graph, m: &MlirModule, dir: &Path) -> Result<Manif
 /// `model.so` (host code that launches the kernels), `kernels.ptx`, `weights.bin`,
 /// `manifest.json` (target `gpu`), `model.mlir`. Needs no GPU; running does.
 pub fn compile_gpu(g: &Graph, dir: &Path, chip: &str) -> Result<Manifest, BackendError> {
-    let m = emit::emit_module_with(g, emit::EmitOptions::GPU)?;
+    let m = emit::emit_module_with(g, emit::EmitOptions::gpu(chip))?;
     #[cfg(feature = "mlir")]
     {
         gpu::compile::write_gpu_library(&m, dir, chip)?;

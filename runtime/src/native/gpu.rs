@@ -21,7 +21,7 @@ use crate::{RuntimeError, Tensor};
 use compc_ir::DType;
 use cudarc::driver::{result, sys, CudaContext};
 use std::cell::Cell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{c_char, c_void, CStr};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -76,6 +76,9 @@ struct RunState {
     /// PTX pointer (the module handle the library passes) → loaded module.
     modules: HashMap<usize, sys::CUmodule>,
     functions: HashMap<(usize, usize), sys::CUfunction>,
+    /// Kernels that wait on the kernel before them (`griddepcontrol.wait`): they are
+    /// launched with programmatic stream serialization, so they may start early.
+    grid_wait: HashSet<usize>,
     /// The first failure; later callbacks do nothing, and the run reports it.
     error: Option<String>,
     launches: u64,
@@ -118,6 +121,9 @@ unsafe extern "C" fn api_get_function(module: *mut c_void, name: *const c_char) 
         match unsafe { result::module::get_function(m, cname.clone()) } {
             Ok(f) => {
                 s.functions.insert(key, f);
+                if cname.to_bytes().starts_with(GRID_WAIT_PREFIX.as_bytes()) {
+                    s.grid_wait.insert(f as usize);
+                }
                 f as *mut c_void
             }
             Err(e) => {
@@ -156,21 +162,22 @@ unsafe extern "C" fn api_launch(
             s.error = Some(format!("launch sizes out of range: {dims:?}"));
             return;
         }
+        let f = function as sys::CUfunction;
+        let (grid, block) = (
+            [gx as u32, gy as u32, gz as u32],
+            [bx as u32, by as u32, bz as u32],
+        );
+        let smem = smem.max(0) as u32;
         // SAFETY: the parameters are what the compiled host code built for this kernel.
         let r = unsafe {
-            sys::cuLaunchKernel(
-                function as sys::CUfunction,
-                gx as u32,
-                gy as u32,
-                gz as u32,
-                bx as u32,
-                by as u32,
-                bz as u32,
-                smem.max(0) as u32,
-                s.stream,
-                params,
-                extra,
-            )
+            if s.grid_wait.contains(&(f as usize)) {
+                launch_dependent(f, grid, block, smem, s.stream, params, extra)
+            } else {
+                sys::cuLaunchKernel(
+                    f, grid[0], grid[1], grid[2], block[0], block[1], block[2], smem, s.stream,
+                    params, extra,
+                )
+            }
         };
         if r != sys::CUresult::CUDA_SUCCESS {
             s.error = Some(format!(
@@ -179,6 +186,48 @@ unsafe extern "C" fn api_launch(
         }
         s.launches += 1;
     });
+}
+
+/// Name prefix of kernels compiled to wait on the previous kernel (`griddepcontrol.wait`
+/// before they read anything an earlier kernel wrote); the MLIR backend names its fused
+/// low-bit kernels so on sm_90 and newer.
+pub const GRID_WAIT_PREFIX: &str = "compc_gridwait_";
+
+/// Launches `f` with programmatic stream serialization: the driver may start it while
+/// the kernel before it is finishing, once that kernel allows it
+/// (`griddepcontrol.launch_dependents`); `f` itself waits before touching its inputs.
+///
+/// # Safety
+/// As for `cuLaunchKernel`, and `f` must execute `griddepcontrol.wait` before it reads
+/// or writes memory that an earlier kernel uses.
+#[allow(clippy::too_many_arguments)]
+unsafe fn launch_dependent(
+    f: sys::CUfunction,
+    grid: [u32; 3],
+    block: [u32; 3],
+    smem: u32,
+    stream: sys::CUstream,
+    params: *mut *mut c_void,
+    extra: *mut *mut c_void,
+) -> sys::CUresult {
+    // SAFETY: plain-data C structs; zero is a valid value for every field.
+    let mut attr: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
+    attr.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+    attr.value.programmaticStreamSerializationAllowed = 1;
+    let config = sys::CUlaunchConfig {
+        gridDimX: grid[0],
+        gridDimY: grid[1],
+        gridDimZ: grid[2],
+        blockDimX: block[0],
+        blockDimY: block[1],
+        blockDimZ: block[2],
+        sharedMemBytes: smem,
+        hStream: stream,
+        attrs: &mut attr,
+        numAttrs: 1,
+    };
+    // SAFETY: `config` and `attr` outlive the call; the rest is the caller's contract.
+    unsafe { sys::cuLaunchKernelEx(&config, f, params, extra) }
 }
 
 unsafe extern "C" fn api_stream() -> *mut c_void {
@@ -356,6 +405,7 @@ impl GpuModel {
             stream: stream.cu_stream(),
             modules: HashMap::new(),
             functions: HashMap::new(),
+            grid_wait: HashSet::new(),
             error: None,
             launches: 0,
         };

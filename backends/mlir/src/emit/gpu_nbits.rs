@@ -4,54 +4,107 @@
 //! uncoalesced row reads).
 //!
 //! Decode-time matrix–vector products are memory-bound, so the schedule is about reading
-//! the packed weights once, coalesced, with many loads in flight, and about keeping the
-//! activation reads (8 floats per 4-byte word of int4 codes) cheap:
-//! - one warp computes two output features (the activations it loads serve both rows),
-//!   eight warps per block;
-//! - the codes are read as 32-bit words; lane l takes words l, l+32, l+64, … so each
-//!   warp-wide load is 128 contiguous bytes, and the loop is unrolled four times so four
-//!   such loads per row are in flight (out-of-range words are clamped and masked, never
-//!   branched around);
+//! the packed weights once with wide coalesced loads, many bytes in flight, and few
+//! instructions per code (at batch 1 the unpacking costs about as much issue time as the
+//! DRAM stream takes):
+//! - a block of [`WARPS`] warps computes [`ROWS`] output features; the warps split K into
+//!   contiguous ranges of 128-word groups and add their partial sums through shared
+//!   memory at the end (more warps per row keep more loads in flight than one warp per
+//!   row could);
+//! - the codes are repacked at compile time ([`repack_words`]) so that one 16-byte load
+//!   per lane gives it words l, l+32, l+64, l+96 of a group: each warp-wide load is 512
+//!   contiguous bytes, and the activations those words need are read coalesced too;
+//! - each lane loads one scale and one zero point of the group's blocks, coalesced, and
+//!   the lanes that need them get them by `gpu.shuffle idx` (a block's words sit on
+//!   neighbouring lanes);
 //! - a word is unpacked with one vector shift and mask (`vector<8xi32>`) and turned into
-//!   floats without a conversion instruction (which runs at a quarter of the FMA rate):
-//!   OR-ing a code into the mantissa of 2^23 gives the float 2^23 + q exactly, and
-//!   subtracting 2^23 + zero point leaves q − z; that is multiplied with the matching
-//!   activations and summed, and the block scale is applied to the sum;
-//! - a butterfly of `gpu.shuffle xor` sums the warp; lane 0 adds the bias and stores.
+//!   floats without a conversion instruction: OR-ing a code into the mantissa of 2^23
+//!   gives the float 2^23 + q exactly, and subtracting 2^23 + zero point leaves q − z;
+//!   that is multiplied with the matching activations and summed, and the block scale is
+//!   applied to the sum;
+//! - a butterfly of `gpu.shuffle xor` sums each warp, shared memory sums the warps.
 //!
-//! Rows of A (batch × sequence) are a loop inside the warp: the warp's two weight rows
-//! stay in L1/L2 across them, so DRAM sees each weight byte about once for any number of
-//! rows.
+//! On sm_90 and newer the kernel also takes part in programmatic dependent launch: it lets
+//! the next kernel start early (`griddepcontrol.launch_dependents`), and it issues its
+//! own first weight loads before waiting for the kernel before it
+//! (`griddepcontrol.wait`), so the weight stream of one layer overlaps the tail of the
+//! previous one. The weights never depend on an earlier kernel; the activations and the
+//! output are touched only after the wait. The runtime launches kernels whose name starts
+//! with [`GRID_WAIT_PREFIX`] with the matching launch attribute.
+//!
+//! Rows of A (batch × sequence) are a loop inside the block: the weights of its rows stay
+//! in L1/L2 across them.
 
 use super::builder::{Emitter, Val};
 use super::kernel_call;
 use super::EmitError;
 use compc_ir::TensorType;
 
-/// Warps per block.
-const WARPS: u64 = 8;
-/// Output features per warp.
-const ROWS: u64 = 2;
-/// Words each lane loads per row before using them.
-const UNROLL: u64 = 4;
+/// Warps per block; they split K.
+const WARPS: u64 = 4;
+/// Output features per block.
+const ROWS: u64 = 4;
+/// 32-bit words per group: one 16-byte load for each of the 32 lanes.
+const GROUP_WORDS: u64 = 128;
+
+/// Name prefix of kernels that wait on the previous kernel with `griddepcontrol.wait`:
+/// the runtime launches them with programmatic stream serialization.
+use compc_runtime::native::gpu::GRID_WAIT_PREFIX;
+
+/// 32-bit words per quantization block.
+fn block_words(bits: u64, block_size: u64) -> u64 {
+    block_size * bits / 32
+}
 
 /// Whether the fused kernel handles this shape: 4- or 8-bit codes, K made of whole
-/// quantization blocks, blocks made of whole 32-bit words, and rows of A that keep a
-/// word's activations 16-byte aligned.
+/// quantization blocks, and blocks of 4 to 128 whole words that tile a 128-word group (so
+/// a group's blocks fit one per lane for the scale shuffle).
 pub fn supported(k: u64, bits: u64, block_size: u64) -> bool {
-    let per_word = 32u64.checked_div(bits).unwrap_or(0);
+    let bw = block_words(bits, block_size);
     (bits == 4 || bits == 8)
         && block_size > 0
         && k.is_multiple_of(block_size)
-        && block_size.is_multiple_of(per_word)
-        && k.is_multiple_of(4)
+        && (block_size * bits).is_multiple_of(32)
+        && bw >= 4
+        && GROUP_WORDS.is_multiple_of(bw)
+}
+
+/// Packed codes `[N, K·bits/8]` (bytes) → the kernel's layout `[N, G·128]` i32 words, G
+/// = ⌈words/128⌉: within group g, lane l's four words `4l..4l+3` are the row's words
+/// `128g + l + 32j`, j = 0..3; words past the row's end are zero (and masked).
+pub fn repack_words(packed: &[u8], n: u64, k: u64, bits: u64) -> Vec<u8> {
+    let words = (k * bits / 32) as usize;
+    let groups = words.div_ceil(GROUP_WORDS as usize);
+    let stride = groups * GROUP_WORDS as usize;
+    let mut out = vec![0u8; n as usize * stride * 4];
+    for row in 0..n as usize {
+        let src = &packed[row * words * 4..(row + 1) * words * 4];
+        let dst = &mut out[row * stride * 4..(row + 1) * stride * 4];
+        for g in 0..groups {
+            for lane in 0..32 {
+                for j in 0..4 {
+                    let w = g * 128 + lane + 32 * j;
+                    if w < words {
+                        let d = (g * 128 + 4 * lane + j) * 4;
+                        dst[d..d + 4].copy_from_slice(&src[w * 4..w * 4 + 4]);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Words per row in the repacked layout.
+pub fn repacked_row_words(k: u64, bits: u64) -> u64 {
+    (k * bits / 32).div_ceil(GROUP_WORDS) * GROUP_WORDS
 }
 
 /// Emits `out[m, n] = Σ_k a[m, k]·(q[n, k] − z[n, k/bs])·s[n, k/bs] (+ bias[n])`.
 ///
-/// `bq` is the packed weight as 32-bit words `[N, K·bits/32]` (i32, little-endian: code
-/// e of word w is element w·32/bits + e, at bit e·bits), `scales` f32 `[N, nb]`, `zero`
-/// the zero point per block as i8 `[N, nb]`, `bias` f32 `[N]`.
+/// `bq` is the packed weight as 32-bit words in the layout of [`repack_words`] (i32,
+/// little-endian: code e of row word w is element w·32/bits + e, at bit e·bits), `scales`
+/// f32 `[N, nb]`, `zero` the zero point per block as i8 `[N, nb]`, `bias` f32 `[N]`.
 #[allow(clippy::too_many_arguments)]
 pub fn emit(
     em: &mut Emitter,
@@ -69,89 +122,120 @@ pub fn emit(
     let a2 = kernel_call::rows(em, a)?;
     let (m_ty, suffix) = kernel_call::m_text(&a2);
     let nb = k / block_size;
-    let name = format!("compc_nbits{bits}_n{n}_k{k}_bs{block_size}_{suffix}");
+    let grid_wait = em.options().grid_wait;
+    let prefix = if grid_wait {
+        GRID_WAIT_PREFIX
+    } else {
+        "compc_"
+    };
+    let name = format!("{prefix}nbits{bits}_n{n}_k{k}_bs{block_size}_{suffix}");
     em.add_helper(name.clone(), || {
-        helper(&name, &m_ty, n, k, nb, bits, block_size)
+        helper(&name, &m_ty, n, k, nb, bits, block_size, grid_wait)
     });
     kernel_call::call(em, &name, &a2, &[bq, scales, zero, bias], n, out)
 }
 
 /// The helper function: one `gpu.launch` over buffers, the result written into `%om`.
-fn helper(name: &str, m_ty: &str, n: u64, k: u64, nb: u64, bits: u64, bs: u64) -> String {
+/// It is written on buffers already, and it uses ops that bufferization's deallocation
+/// pass rejects (workgroup memory, `gpu.barrier`, `nvvm.griddepcontrol`), so the GPU
+/// lowering sets it aside while it bufferizes the rest (`gpu::hand_kernels`).
+#[allow(clippy::too_many_arguments)]
+fn helper(
+    name: &str,
+    m_ty: &str,
+    n: u64,
+    k: u64,
+    nb: u64,
+    bits: u64,
+    bs: u64,
+    grid_wait: bool,
+) -> String {
     let e = 32 / bits; // codes per word
     let words = k / e;
+    let groups = words.div_ceil(GROUP_WORDS);
+    let per_warp = groups.div_ceil(WARPS);
+    let bw = block_words(bits, bs);
     let a_t = format!("{m_ty}x{k}xf32");
-    let b_t = format!("{n}x{words}xi32");
+    let b_t = format!("{n}x{}xi32", groups * GROUP_WORDS);
     let s_t = format!("{n}x{nb}xf32");
     let z_t = format!("{n}x{nb}xi8");
     let o_t = format!("{m_ty}x{n}xf32");
-    let grid = n.div_ceil(WARPS * ROWS);
+    let red_t = format!(
+        "memref<{}xf32, #gpu.address_space<workgroup>>",
+        WARPS * ROWS
+    );
+    let grid = n.div_ceil(ROWS);
     let shifts: Vec<String> = (0..e).map(|i| (i * bits).to_string()).collect();
     let mask = (1u64 << bits) - 1;
     let vi = format!("vector<{e}xi32>");
     let vf = format!("vector<{e}xf32>");
-    // The unrolled body: every load of the step first (all words of both rows, their
-    // scales, zero points and activations), then the arithmetic, so the loads are in
-    // flight together instead of each waiting behind the previous word's math.
+    let barrier = "gpu.barrier";
+    let (launch_dependents, wait) = if grid_wait {
+        (
+            "    nvvm.griddepcontrol launch_dependents\n".to_string(),
+            "        nvvm.griddepcontrol wait\n".to_string(),
+        )
+    } else {
+        (String::new(), String::new())
+    };
+    // One group per iteration: first every weight load of the group (a 16-byte word load,
+    // a scale and a zero point per row), then the activations and the arithmetic.
     let mut body = String::new();
-    for u in 0..UNROLL {
+    for r in 0..ROWS {
         body += &format!(
-            r#"          %w{u} = arith.addi %wbase, %uoff{u} : index
-          %in{u} = arith.cmpi ult, %w{u}, %cwords : index
-          %wc{u} = arith.select %in{u}, %w{u}, %k0 : index
-          %kb{u} = arith.muli %wc{u}, %ce : index
-          %blk{u} = arith.divui %kb{u}, %cbs : index
+            r#"        %cw{r} = vector.load %bm[%row{r}, %woff] {{alignment = 16}} : memref<{b_t}>, vector<4xi32>
+        %s{r} = memref.load %sm[%row{r}, %blkc] : memref<{s_t}>
+        %zq{r} = memref.load %zm[%row{r}, %blkc] : memref<{z_t}>
+"#
+        );
+    }
+    body += &wait;
+    for r in 0..ROWS {
+        body += &format!(
+            r#"        %zf{r} = arith.uitofp %zq{r} : i8 to f32
+        %zmag{r} = arith.addf %zf{r}, %magicf : f32
+        %sv{r} = arith.select %blkin, %s{r}, %zero : f32
+"#
+        );
+    }
+    for j in 0..4u64 {
+        body += &format!(
+            r#"        %w{j} = arith.addi %gw, %lanej{j} : index
+        %in{j} = arith.cmpi ult, %w{j}, %cwords : index
+        %wc{j} = arith.select %in{j}, %w{j}, %k0 : index
+        %kx{j} = arith.muli %wc{j}, %ce : index
+        %x{j} = vector.load %am[%mi, %kx{j}] {{alignment = 16}} : memref<{a_t}>, {vf}
+        %src{j} = arith.index_cast %srcl{j} : index to i32
 "#
         );
         for r in 0..ROWS {
             body += &format!(
-                r#"          %wd{r}_{u} = memref.load %bm[%row{r}, %wc{u}] : memref<{b_t}>
-"#
-            );
-        }
-    }
-    for u in 0..UNROLL {
-        body += &format!(
-            r#"          %x{u} = vector.load %am[%mi, %kb{u}] {{alignment = 16}} : memref<{a_t}>, {vf}
-"#
-        );
-        for r in 0..ROWS {
-            body += &format!(
-                r#"          %s{r}_{u} = memref.load %sm[%row{r}, %blk{u}] : memref<{s_t}>
-          %zq{r}_{u} = memref.load %zm[%row{r}, %blk{u}] : memref<{z_t}>
-"#
-            );
-        }
-    }
-    for u in 0..UNROLL {
-        for r in 0..ROWS {
-            body += &format!(
-                r#"          %zf{r}_{u} = arith.uitofp %zq{r}_{u} : i8 to f32
-          %zm{r}_{u} = arith.addf %zf{r}_{u}, %magicf : f32
-          %wv{r}_{u} = vector.broadcast %wd{r}_{u} : i32 to {vi}
-          %sh{r}_{u} = arith.shrui %wv{r}_{u}, %shifts : {vi}
-          %q{r}_{u} = arith.andi %sh{r}_{u}, %maskv : {vi}
-          %qm{r}_{u} = arith.ori %q{r}_{u}, %magicv : {vi}
-          %qf{r}_{u} = arith.bitcast %qm{r}_{u} : {vi} to {vf}
-          %zv{r}_{u} = vector.broadcast %zm{r}_{u} : f32 to {vf}
-          %qc{r}_{u} = arith.subf %qf{r}_{u}, %zv{r}_{u} : {vf}
-          %d{r}_{u} = arith.mulf %qc{r}_{u}, %x{u} : {vf}
-          %sum{r}_{u} = vector.reduction <add>, %d{r}_{u} : {vf} into f32
-          %sc{r}_{u} = arith.mulf %sum{r}_{u}, %s{r}_{u} : f32
-          %m{r}_{u} = arith.select %in{u}, %sc{r}_{u}, %zero : f32
+                r#"        %sj{r}_{j}, %oks{r}_{j} = gpu.shuffle idx %sv{r}, %src{j}, %width : f32
+        %zj{r}_{j}, %okz{r}_{j} = gpu.shuffle idx %zmag{r}, %src{j}, %width : f32
+        %wd{r}_{j} = vector.extract %cw{r}[{j}] : i32 from vector<4xi32>
+        %wv{r}_{j} = vector.broadcast %wd{r}_{j} : i32 to {vi}
+        %sh{r}_{j} = arith.shrui %wv{r}_{j}, %shifts : {vi}
+        %q{r}_{j} = arith.andi %sh{r}_{j}, %maskv : {vi}
+        %qm{r}_{j} = arith.ori %q{r}_{j}, %magicv : {vi}
+        %qf{r}_{j} = arith.bitcast %qm{r}_{j} : {vi} to {vf}
+        %zv{r}_{j} = vector.broadcast %zj{r}_{j} : f32 to {vf}
+        %qc{r}_{j} = arith.subf %qf{r}_{j}, %zv{r}_{j} : {vf}
+        %d{r}_{j} = arith.mulf %qc{r}_{j}, %x{j} : {vf}
+        %sum{r}_{j} = vector.reduction <add>, %d{r}_{j} : {vf} into f32
+        %sc{r}_{j} = arith.mulf %sum{r}_{j}, %sj{r}_{j} : f32
+        %m{r}_{j} = arith.select %in{j}, %sc{r}_{j}, %zero : f32
 "#
             );
         }
     }
     for r in 0..ROWS {
-        let terms: Vec<String> = (0..UNROLL).map(|u| format!("%m{r}_{u}")).collect();
         let mut prev = format!("%acc{r}");
-        for (i, t) in terms.iter().enumerate() {
-            body += &format!("          %t{r}_{i} = arith.addf {prev}, {t} : f32\n");
-            prev = format!("%t{r}_{i}");
+        for j in 0..4 {
+            body += &format!("        %t{r}_{j} = arith.addf {prev}, %m{r}_{j} : f32\n");
+            prev = format!("%t{r}_{j}");
         }
     }
-    let yields: Vec<String> = (0..ROWS).map(|r| format!("%t{r}_{}", UNROLL - 1)).collect();
+    let yields: Vec<String> = (0..ROWS).map(|r| format!("%t{r}_3")).collect();
     let inits: Vec<String> = (0..ROWS).map(|r| format!("%acc{r} = %zero")).collect();
     let f32s = vec!["f32"; ROWS as usize].join(", ");
     let mut rows = String::new();
@@ -163,22 +247,22 @@ fn helper(name: &str, m_ty: &str, n: u64, k: u64, nb: u64, bits: u64, bs: u64) -
 "#
         );
     }
+    // Each warp's partial sums: butterfly within the warp, lane 0 writes them to shared
+    // memory; after a barrier, thread r adds the warps' sums for row r and the bias.
     let mut tail = String::new();
     for r in 0..ROWS {
         let mut prev = format!("%parts#{r}");
         for i in 0..5 {
             tail += &format!(
-                "        %xs{r}_{i}, %ok{r}_{i} = gpu.shuffle xor {prev}, %off{i}, %width : f32\n        %red{r}_{i} = arith.addf {prev}, %xs{r}_{i} : f32\n"
+                "      %xs{r}_{i}, %ok{r}_{i} = gpu.shuffle xor {prev}, %off{i}, %width : f32\n      %red{r}_{i} = arith.addf {prev}, %xs{r}_{i} : f32\n"
             );
             prev = format!("%red{r}_{i}");
         }
         tail += &format!(
-            r#"        %store{r} = arith.andi %first, %rin{r} : i1
-        scf.if %store{r} {{
-          %bv{r} = memref.load %biasm[%row{r}] : memref<{n}xf32>
-          %res{r} = arith.addf {prev}, %bv{r} : f32
-          memref.store %res{r}, %om[%mi, %row{r}] : memref<{o_t}>
-        }}
+            r#"      scf.if %first {{
+        %slot{r} = arith.addi %warpslot, %roff{r} : index
+        memref.store {prev}, %red[%slot{r}] : {red_t}
+      }}
 "#
         );
     }
@@ -189,17 +273,22 @@ fn helper(name: &str, m_ty: &str, n: u64, k: u64, nb: u64, bits: u64, bs: u64) -
   %m = memref.dim %am, %c0 : memref<{a_t}>
   %grid = arith.constant {grid} : index
   %threads = arith.constant {threads} : index
-  gpu.launch blocks(%bx, %by, %bz) in (%gx = %grid, %gy = %c1, %gz = %c1) threads(%tx, %ty, %tz) in (%sx = %threads, %sy = %c1, %sz = %c1) {{
-    %k0 = arith.constant 0 : index
+  gpu.launch blocks(%bx, %by, %bz) in (%gx = %grid, %gy = %c1, %gz = %c1) threads(%tx, %ty, %tz) in (%sx = %threads, %sy = %c1, %sz = %c1) workgroup(%red : {red_t}) {{
+{launch_dependents}    %k0 = arith.constant 0 : index
     %k1 = arith.constant 1 : index
     %c32 = arith.constant 32 : index
-    %cstep = arith.constant {step} : index
+    %c4 = arith.constant 4 : index
+    %cgw = arith.constant {GROUP_WORDS} : index
+    %cgroups = arith.constant {groups} : index
+    %cperwarp = arith.constant {per_warp} : index
     %cwords = arith.constant {words} : index
     %ce = arith.constant {e} : index
-    %cbs = arith.constant {bs} : index
+    %cbw = arith.constant {bw} : index
+    %cbpg = arith.constant {bpg} : index
+    %cnb = arith.constant {nb} : index
     %cn = arith.constant {n} : index
-    %crows = arith.constant {rows_per_block} : index
-    %cwr = arith.constant {ROWS} : index
+    %crows = arith.constant {ROWS} : index
+    %cwarps = arith.constant {WARPS} : index
 {consts}    %zero = arith.constant 0.0 : f32
     %shifts = arith.constant dense<[{shifts}]> : {vi}
     %maskv = arith.constant dense<{mask}> : {vi}
@@ -208,29 +297,63 @@ fn helper(name: &str, m_ty: &str, n: u64, k: u64, nb: u64, bits: u64, bs: u64) -
     %width = arith.constant 32 : i32
 {offs}    %warp = arith.divui %tx, %c32 : index
     %lane = arith.remui %tx, %c32 : index
-    %blockbase = arith.muli %bx, %crows : index
-    %warpbase = arith.muli %warp, %cwr : index
-    %rowbase = arith.addi %blockbase, %warpbase : index
+    %rowbase = arith.muli %bx, %crows : index
 {rows}    %first = arith.cmpi eq, %lane, %k0 : index
+    %warpslot = arith.muli %warp, %crows : index
+    %gbeg = arith.muli %warp, %cperwarp : index
+    %gendraw = arith.addi %gbeg, %cperwarp : index
+    %gend = arith.minui %gendraw, %cgroups : index
+    %lane4 = arith.muli %lane, %c4 : index
+    %lanebin = arith.cmpi ult, %lane, %cbpg : index
+{srcl}    %isout = arith.cmpi ult, %tx, %crows : index
     scf.for %mi = %k0 to %m step %k1 {{
-      %parts:{ROWS} = scf.for %wbase = %lane to %cwords step %cstep iter_args({inits}) -> ({f32s}) {{
-{body}          scf.yield {yields} : {f32s}
+      %parts:{ROWS} = scf.for %g = %gbeg to %gend step %k1 iter_args({inits}) -> ({f32s}) {{
+        %gw = arith.muli %g, %cgw : index
+        %woff = arith.addi %gw, %lane4 : index
+        %gblk = arith.muli %g, %cbpg : index
+        %blk = arith.addi %gblk, %lane : index
+        %blkok = arith.cmpi ult, %blk, %cnb : index
+        %blkin = arith.andi %lanebin, %blkok : i1
+        %blkc = arith.select %blkin, %blk, %k0 : index
+{body}        scf.yield {yields} : {f32s}
       }}
-{tail}    }}
+{tail}      {barrier}
+      scf.if %isout {{
+        %orow = arith.addi %rowbase, %tx : index
+        %orowok = arith.cmpi ult, %orow, %cn : index
+        scf.if %orowok {{
+          %bv = memref.load %biasm[%orow] : memref<{n}xf32>
+          %tot = scf.for %wi = %k0 to %cwarps step %k1 iter_args(%tacc = %bv) -> (f32) {{
+            %wslot = arith.muli %wi, %crows : index
+            %slot = arith.addi %wslot, %tx : index
+            %pv = memref.load %red[%slot] : {red_t}
+            %tn = arith.addf %tacc, %pv : f32
+            scf.yield %tn : f32
+          }}
+          memref.store %tot, %om[%mi, %orow] : memref<{o_t}>
+        }}
+      }}
+      {barrier}
+    }}
     gpu.terminator
   }}
   return
 }}
 "#,
         threads = WARPS * 32,
-        step = 32 * UNROLL,
-        rows_per_block = WARPS * ROWS,
+        bpg = GROUP_WORDS / bw,
         shifts = shifts.join(", "),
         yields = yields.join(", "),
         inits = inits.join(", "),
-        consts = (0..UNROLL)
-            .map(|u| format!("    %uoff{u} = arith.constant {} : index\n", 32 * u))
+        consts = (0..4)
+            .map(|j| format!("    %joff{j} = arith.constant {} : index\n", 32 * j))
             .chain((0..ROWS).map(|r| format!("    %roff{r} = arith.constant {r} : index\n")))
+            .collect::<String>(),
+        // The lane that holds the scale of word slot j: (lane + 32j) / words per block.
+        srcl = (0..4)
+            .map(|j| format!(
+                "    %lanej{j} = arith.addi %lane, %joff{j} : index\n    %srcl{j} = arith.divui %lanej{j}, %cbw : index\n"
+            ))
             .collect::<String>(),
         offs = [16, 8, 4, 2, 1]
             .iter()
@@ -238,4 +361,61 @@ fn helper(name: &str, m_ty: &str, n: u64, k: u64, nb: u64, bits: u64, bs: u64) -
             .map(|(i, o)| format!("    %off{i} = arith.constant {o} : i32\n"))
             .collect::<String>(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repacked_lanes_hold_words_l_plus_32j_of_their_group() {
+        // K = 1280 int4 codes: 160 words per row, so the second group is partly padding.
+        let (n, k, bits) = (3u64, 1280u64, 4u64);
+        let words = (k * bits / 32) as usize;
+        let packed: Vec<u8> = (0..n as usize * words * 4)
+            .map(|i| (i * 7 + 3) as u8)
+            .collect();
+        let out = repack_words(&packed, n, k, bits);
+        let stride = repacked_row_words(k, bits) as usize;
+        assert_eq!(stride, 256);
+        assert_eq!(out.len(), n as usize * stride * 4);
+        let word = |b: &[u8], i: usize| u32::from_le_bytes(b[i * 4..i * 4 + 4].try_into().unwrap());
+        for row in 0..n as usize {
+            for g in 0..2 {
+                for lane in 0..32 {
+                    for j in 0..4 {
+                        let got = word(&out, row * stride + g * 128 + 4 * lane + j);
+                        let w = g * 128 + lane + 32 * j;
+                        let want = if w < words {
+                            word(&packed, row * words + w)
+                        } else {
+                            0
+                        };
+                        assert_eq!(got, want, "row {row} group {g} lane {lane} slot {j}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_scale_of_every_word_slot_is_on_a_lane_of_the_group() {
+        // Lane m loads the scale of the group's block m; the word of slot j on lane l is
+        // in block (l + 32j) / block_words, which must be a lane.
+        for (bits, bs) in [(4, 32), (4, 64), (4, 128), (8, 16), (8, 32), (8, 128)] {
+            assert!(supported(4096, bits, bs), "{bits}-bit, block {bs}");
+            let bw = block_words(bits, bs);
+            for lane in 0..32 {
+                for j in 0..4 {
+                    let w = lane + 32 * j;
+                    assert!(w / bw < 32 && w / bw < GROUP_WORDS / bw);
+                }
+            }
+        }
+        assert!(
+            !supported(4096, 4, 16),
+            "2-word blocks do not fit one per lane"
+        );
+        assert!(!supported(4096, 3, 32));
+    }
 }

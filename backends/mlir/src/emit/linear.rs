@@ -428,12 +428,12 @@ fn matmul_nbits_gpu(
     let zp = zero_points(em, id, n, nb, bits, has_zp)?;
     let zpv = em.prepared(&format!("{wname}.zero_points"), DType::U8, &[n, nb], zp);
     let bias = nbits_bias(em, id, &wname, n)?;
-    // The codes as little-endian 32-bit words (same bytes, read four at a time).
+    // The codes as little-endian 32-bit words, in the order the kernel's lanes load them.
     let words = em.prepared(
         &format!("{wname}.words"),
         DType::I32,
-        &[n, k * bits / 32],
-        packed.to_vec(),
+        &[n, super::gpu_nbits::repacked_row_words(k, bits)],
+        super::gpu_nbits::repack_words(packed, n, k, bits),
     );
     super::gpu_nbits::emit(em, a, &words, &sc, &zpv, &bias, n, k, bits, bs, out)
 }

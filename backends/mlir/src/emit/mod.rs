@@ -40,6 +40,9 @@ pub struct EmitOptions {
     pub inline_limit: u64,
     /// Lower MatMulNBits to the fused GPU kernel (`gpu.launch`) where its shape allows.
     pub gpu_kernels: bool,
+    /// Let the fused GPU kernels overlap the kernel before them (programmatic dependent
+    /// launch, `griddepcontrol`): sm_90 and newer.
+    pub grid_wait: bool,
     /// Write f32 `exp` as polynomial arithmetic, which vectorizes on the CPU (`math.exp`
     /// is a libm call there); the GPU backend maps `math.exp` to its own intrinsics.
     pub polynomial_exp: bool,
@@ -50,6 +53,7 @@ impl EmitOptions {
     pub const CPU: EmitOptions = EmitOptions {
         inline_limit: INLINE_LIMIT,
         gpu_kernels: false,
+        grid_wait: false,
         polynomial_exp: true,
     };
     /// For the GPU every constant is an argument: an inline constant becomes a host
@@ -57,8 +61,22 @@ impl EmitOptions {
     pub const GPU: EmitOptions = EmitOptions {
         inline_limit: 0,
         gpu_kernels: true,
+        grid_wait: false,
         polynomial_exp: false,
     };
+
+    /// For an NVIDIA GPU of architecture `chip` (`sm_90`, `sm_80`, …): [`Self::GPU`], with
+    /// programmatic dependent launch from sm_90 on. The weights are the same for every chip.
+    pub fn gpu(chip: &str) -> EmitOptions {
+        let sm: u32 = chip
+            .strip_prefix("sm_")
+            .and_then(|v| v.trim_end_matches(char::is_alphabetic).parse().ok())
+            .unwrap_or(0);
+        EmitOptions {
+            grid_wait: sm >= 90,
+            ..Self::GPU
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

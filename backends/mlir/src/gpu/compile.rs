@@ -13,6 +13,7 @@
 //! 5. the host function → LLVM, calling MLIR's GPU runtime API (provided by
 //!    [`super::shim`]) and allocating through the generic allocation functions.
 
+use super::hand_kernels;
 use super::mapping;
 use super::pipeline;
 use super::rewrite;
@@ -40,10 +41,12 @@ pub fn lower<'c>(
     m: &MlirModule,
     chip: &str,
 ) -> Result<GpuLowered<'c>, BackendError> {
-    let mut module = parse(ctx, &m.text, diags)?;
+    let aside = hand_kernels::set_aside(&m.text);
+    let mut module = parse(ctx, &aside.text, diags)?;
     run_passes(ctx, &mut module, pipeline::BUFFERIZE, "bufferizing", diags)?;
     let text = rewrite::for_gpu(&module.as_operation().to_string())
         .map_err(|e| BackendError::Mlir(e.to_string()))?;
+    let text = hand_kernels::restore(&text, &aside.definitions);
     let mut module = parse(ctx, &text, diags)?;
     run_passes(
         ctx,

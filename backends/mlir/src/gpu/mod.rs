@@ -6,6 +6,7 @@
 
 #[cfg(feature = "mlir")]
 pub mod compile;
+pub mod hand_kernels;
 pub mod mapping;
 pub mod pipeline;
 pub mod rewrite;
