@@ -208,6 +208,9 @@ fn helper(
         %src{j} = arith.index_cast %srcl{j} : index to i32
 "#
         );
+        for i in 0..e {
+            body += &format!("        %xe{j}_{i} = vector.extract %x{j}[{i}] : f32 from {vf}\n");
+        }
         for r in 0..ROWS {
             body += &format!(
                 r#"        %sj{r}_{j}, %oks{r}_{j} = gpu.shuffle idx %sv{r}, %src{j}, %width : f32
@@ -220,18 +223,37 @@ fn helper(
         %qf{r}_{j} = arith.bitcast %qm{r}_{j} : {vi} to {vf}
         %zv{r}_{j} = vector.broadcast %zj{r}_{j} : f32 to {vf}
         %qc{r}_{j} = arith.subf %qf{r}_{j}, %zv{r}_{j} : {vf}
-        %d{r}_{j} = arith.mulf %qc{r}_{j}, %x{j} : {vf}
-        %sum{r}_{j} = vector.reduction <add>, %d{r}_{j} : {vf} into f32
-        %sc{r}_{j} = arith.mulf %sum{r}_{j}, %sj{r}_{j} : f32
-        %m{r}_{j} = arith.select %in{j}, %sc{r}_{j}, %zero : f32
 "#
+            );
+            // Σ_e (q_e − z)·x_e as a chain of multiply-adds, then the block scale: with the
+            // `contract` flags LLVM fuses each multiply and add into one `fma.rn.f32`
+            // (without them NVPTX emits `mul.rn` and `add.rn`, which ptxas keeps apart).
+            for i in 0..e {
+                body += &format!(
+                    "        %qe{r}_{j}_{i} = vector.extract %qc{r}_{j}[{i}] : f32 from {vf}\n"
+                );
+            }
+            body += &format!(
+                "        %p{r}_{j}_0 = arith.mulf %qe{r}_{j}_0, %xe{j}_0 fastmath<contract> : f32\n"
+            );
+            for i in 1..e {
+                body += &format!(
+                    "        %pm{r}_{j}_{i} = arith.mulf %qe{r}_{j}_{i}, %xe{j}_{i} fastmath<contract> : f32\n        %p{r}_{j}_{i} = arith.addf %p{r}_{j}_{im}, %pm{r}_{j}_{i} fastmath<contract> : f32\n",
+                    im = i - 1
+                );
+            }
+            body += &format!(
+                "        %sz{r}_{j} = arith.select %in{j}, %sj{r}_{j}, %zero : f32\n        %m{r}_{j} = arith.mulf %p{r}_{j}_{last}, %sz{r}_{j} fastmath<contract> : f32\n",
+                last = e - 1
             );
         }
     }
     for r in 0..ROWS {
         let mut prev = format!("%acc{r}");
         for j in 0..4 {
-            body += &format!("        %t{r}_{j} = arith.addf {prev}, %m{r}_{j} : f32\n");
+            body += &format!(
+                "        %t{r}_{j} = arith.addf {prev}, %m{r}_{j} fastmath<contract> : f32\n"
+            );
             prev = format!("%t{r}_{j}");
         }
     }
