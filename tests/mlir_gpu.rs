@@ -54,6 +54,12 @@ fn target_gpu_writes_ptx_a_launcher_and_a_manifest() {
             "{model}: not {chip}"
         );
         assert!(!ptx.contains("__nv_"), "{model}: a libdevice call is left");
+        // The f32 matmuls (the decoder's projections, the CNN's classifier) go through
+        // the shared-memory tiled kernel.
+        assert!(
+            ptx.contains(".entry compc_matmul_") && ptx.contains(".shared"),
+            "{model}: no shared-memory matmul kernel"
+        );
         assert!(
             stderr.contains(&format!("({kernels} PTX kernels)")),
             "{stderr}"

@@ -31,7 +31,8 @@ pub fn m_text(a2: &Val) -> (String, String) {
 }
 
 /// Calls `@name(a2, inputs…, out)` with every tensor viewed as a buffer, where `out` is a
-/// fresh `[M, n]` f32 buffer, and returns `out` as a tensor reshaped to `out_ty`.
+/// fresh f32 buffer of A's leading dims and `n` (`[M, n]` for a matrix A), and returns
+/// `out` as a tensor reshaped to `out_ty`.
 pub fn call(
     em: &mut Emitter,
     name: &str,
@@ -40,7 +41,7 @@ pub fn call(
     n: u64,
     out_ty: &TensorType,
 ) -> Result<Val, EmitError> {
-    let (m_ty, _) = m_text(a2);
+    let lead = &a2.dims()[..a2.rank() - 1];
     let mut views = Vec::new();
     for v in std::iter::once(a2).chain(inputs.iter().copied()) {
         let t = v.mlir_type();
@@ -51,15 +52,19 @@ pub fn call(
         ));
         views.push((ssa, m));
     }
-    let o_ty = format!("tensor<{m_ty}x{n}xf32>");
+    let mut o_dims = lead.to_vec();
+    o_dims.push(Dim::Known(n));
+    let o = TensorType::new(DType::F32, Shape::Ranked(o_dims));
+    let o_ty = super::builder::tensor_type(&o);
     let o_mem = o_ty.replacen("tensor<", "memref<", 1);
-    let alloc = if m_ty == "?" {
-        let c0 = em.cidx(0);
-        let m = em.op(format!("tensor.dim {}, {c0} : {}", a2.ssa, a2.mlir_type()));
-        em.op(format!("memref.alloc({m}) : {o_mem}"))
-    } else {
-        em.op(format!("memref.alloc() : {o_mem}"))
-    };
+    let mut sizes = Vec::new();
+    for (i, d) in lead.iter().enumerate() {
+        if d.known().is_none() {
+            let ci = em.cidx(i as i64);
+            sizes.push(em.op(format!("tensor.dim {}, {ci} : {}", a2.ssa, a2.mlir_type())));
+        }
+    }
+    let alloc = em.op(format!("memref.alloc({}) : {o_mem}", sizes.join(", ")));
     let args: Vec<&str> = views.iter().map(|(s, _)| s.as_str()).collect();
     let tys: Vec<&str> = views.iter().map(|(_, t)| t.as_str()).collect();
     em.op_void(format!(
@@ -70,12 +75,5 @@ pub fn call(
     let ssa = em.op(format!(
         "bufferization.to_tensor {alloc} restrict writable : {o_mem} to {o_ty}"
     ));
-    let r = Val {
-        ssa,
-        ty: TensorType::new(
-            DType::F32,
-            Shape::Ranked(vec![a2.dims()[0].clone(), Dim::Known(n)]),
-        ),
-    };
-    expand_to(em, &r, out_ty)
+    expand_to(em, &Val { ssa, ty: o }, out_ty)
 }

@@ -19,6 +19,20 @@ fn named_matmul(
     out: &TensorType,
     acc: Option<&Val>,
 ) -> Result<Val, EmitError> {
+    if name == "matmul"
+        && em.options().gpu_kernels
+        && out.dtype == DType::F32
+        && super::gpu_matmul::supported(a, b, out)
+    {
+        // The GPU's shared-memory tiled kernel; Gemm's C is added after it.
+        let r = super::gpu_matmul::emit(em, a, b, out)?;
+        return match acc {
+            Some(c) => em.elementwise(&[&r, c], out, |bd, x| {
+                Ok(bd.op(format!("arith.addf {}, {} : f32", x[0], x[1])))
+            }),
+            None => Ok(r),
+        };
+    }
     let init = match acc {
         Some(v) => v.clone(),
         None => em.filled(out, "0.0")?,
@@ -69,6 +83,16 @@ pub fn matmul(em: &mut Emitter, id: NodeId) -> Result<Val, EmitError> {
         let o2 = ty(dt, vec![m, od[od.len() - 1].clone()]);
         let r = named_matmul(em, "matmul", &a2, &b, &o2, None)?;
         return expand_to(em, &r, &out);
+    }
+    if rb == 2
+        && ra == 3
+        && em.options().gpu_kernels
+        && dt == DType::F32
+        && super::gpu_matmul::supported(&a, &b, &out)
+    {
+        // [B, S, K] x [K, N] with dynamic B and S: the GPU's tiled kernel indexes the
+        // rows itself.
+        return super::gpu_matmul::emit(em, &a, &b, &out);
     }
     if rb == 2 && ra == 3 {
         // [B, S, K] x [K, N] with dynamic B and S: a batch_matmul broadcasting B.

@@ -16,6 +16,7 @@ mod builder;
 mod conv;
 mod cpu_nbits;
 mod elementwise;
+mod gpu_matmul;
 mod gpu_nbits;
 mod kernel_call;
 mod layout;
