@@ -16,6 +16,7 @@
 use super::hand_kernels;
 use super::mapping;
 use super::pipeline;
+use super::result_copies;
 use super::rewrite;
 use super::shim;
 use crate::compile::{
@@ -44,8 +45,8 @@ pub fn lower<'c>(
     let aside = hand_kernels::set_aside(&m.text);
     let mut module = parse(ctx, &aside.text, diags)?;
     run_passes(ctx, &mut module, pipeline::BUFFERIZE, "bufferizing", diags)?;
-    let text = rewrite::for_gpu(&module.as_operation().to_string())
-        .map_err(|e| BackendError::Mlir(e.to_string()))?;
+    let bufferized = result_copies::elide(&module.as_operation().to_string());
+    let text = rewrite::for_gpu(&bufferized).map_err(|e| BackendError::Mlir(e.to_string()))?;
     let text = hand_kernels::restore(&text, &aside.definitions);
     let mut module = parse(ctx, &text, diags)?;
     run_passes(
