@@ -13,8 +13,7 @@
 /// The printed, bufferized module with such copies elided.
 pub fn elide(text: &str) -> String {
     let mut lines: Vec<String> = text.lines().map(String::from).collect();
-    loop {
-        let Some(e) = find(&lines) else { break };
+    while let Some(e) = find(&lines) {
         let mut out = Vec::with_capacity(lines.len());
         for (i, line) in lines.into_iter().enumerate() {
             if i == e.alloc_line || i == e.copy_line {
