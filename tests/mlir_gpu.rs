@@ -67,6 +67,22 @@ fn target_gpu_writes_ptx_a_launcher_and_a_manifest() {
         let manifest = compc::runtime::native::read_manifest(&out).unwrap();
         assert_eq!(manifest.target, "gpu");
         assert_eq!(manifest.chip.as_deref(), Some(chip));
+        // The manifest lists every kernel of the PTX, with its launch arguments.
+        assert_eq!(manifest.kernels.len(), kernels, "{model}: manifest kernels");
+        for k in &manifest.kernels {
+            assert!(
+                ptx.contains(&format!(".entry {}(", k.name)),
+                "{model}: {} not in the PTX",
+                k.name
+            );
+            assert!(k.params > 0, "{model}: {} has no parameters", k.name);
+        }
+        let tiled = manifest
+            .kernels
+            .iter()
+            .find(|k| k.name.starts_with("compc_matmul_"))
+            .expect("a tiled matmul kernel");
+        assert_eq!(tiled.shared_bytes, 4 * (16 * 65 + 16 * 64), "{model}");
         if !available() {
             assert!(stderr.contains("cannot run here"), "{stderr}");
         }

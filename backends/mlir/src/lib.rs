@@ -109,6 +109,7 @@ pub fn manifest_for(
         outputs,
         inputs,
         chip: None,
+        kernels: Vec::new(),
     })
 }
 
@@ -189,9 +190,13 @@ pub fn compile_gpu(g: &Graph, dir: &Path, chip: &str) -> Result<Manifest, Backen
     let m = emit::emit_module_with(g, emit::EmitOptions::gpu(chip))?;
     #[cfg(feature = "mlir")]
     {
-        gpu::compile::write_gpu_library(&m, dir, chip)?;
+        let ptx = gpu::compile::write_gpu_library(&m, dir, chip)?;
         let mut manifest = manifest_for(&m, "gpu", "model.so", compile::PACKED_ENTRY)?;
         manifest.chip = Some(chip.to_string());
+        manifest.kernels = ptx
+            .iter()
+            .flat_map(|(module, text)| gpu::ptx_summary::kernels(module, text))
+            .collect();
         write_model_files(g, &m, &manifest, dir)?;
         Ok(manifest)
     }

@@ -77,4 +77,26 @@ pub struct Manifest {
     /// GPU models: the architecture the PTX was generated for (`sm_90`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chip: Option<String>,
+    /// GPU models: every kernel in `kernels.ptx`, in launch-independent terms (the grid
+    /// depends on the input shapes and is computed by the host code in the library).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kernels: Vec<KernelSpec>,
+}
+
+/// One GPU kernel as the PTX declares it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelSpec {
+    /// Entry name in the PTX.
+    pub name: String,
+    /// The PTX module (one `gpu.module`) that holds it; the host code loads each module
+    /// and looks the kernel up by name.
+    pub module: String,
+    /// Number of launch arguments (pointers and sizes of the buffers it reads and
+    /// writes, then scalars).
+    pub params: usize,
+    /// Threads per block (x, y, z) when the PTX fixes it (`.maxntid`/`.reqntid`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block: Option<[u32; 3]>,
+    /// Static shared memory per block, in bytes.
+    pub shared_bytes: u64,
 }

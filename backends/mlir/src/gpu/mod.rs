@@ -9,6 +9,7 @@ pub mod compile;
 pub mod hand_kernels;
 pub mod mapping;
 pub mod pipeline;
+pub mod ptx_summary;
 pub mod result_copies;
 pub mod rewrite;
 pub mod shim;
