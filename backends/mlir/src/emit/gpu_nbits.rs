@@ -32,8 +32,11 @@
 //! output are touched only after the wait. The runtime launches kernels whose name starts
 //! with [`GRID_WAIT_PREFIX`] with the matching launch attribute.
 //!
-//! Rows of A (batch × sequence) are a loop inside the block: the weights of its rows stay
-//! in L1/L2 across them.
+//! Rows of A (batch × sequence) are a loop inside the block, [`BATCH`] rows per pass: a
+//! pass streams the block's weights once, unpacks each word once and multiplies it with
+//! every row of the pass. Whole batches and the remaining rows (one per pass) are two
+//! kernels, launched only when they have rows, so the batch-1 kernel keeps its small
+//! register footprint.
 
 use super::builder::{Emitter, Val};
 use super::kernel_call;
@@ -44,6 +47,9 @@ use compc_ir::TensorType;
 const WARPS: u64 = 4;
 /// Output features per block.
 const ROWS: u64 = 4;
+/// Rows of A that share one pass over the weights (a decode batch); the rows beyond a
+/// multiple of it take one pass each.
+const BATCH: u64 = 8;
 /// 32-bit words per group: one 16-byte load for each of the 32 lanes.
 const GROUP_WORDS: u64 = 128;
 
@@ -162,14 +168,12 @@ fn helper(
     let o_t = format!("{m_ty}x{n}xf32");
     let red_t = format!(
         "memref<{}xf32, #gpu.address_space<workgroup>>",
-        WARPS * ROWS
+        WARPS * ROWS * BATCH
     );
     let grid = n.div_ceil(ROWS);
     let shifts: Vec<String> = (0..e).map(|i| (i * bits).to_string()).collect();
     let mask = (1u64 << bits) - 1;
     let vi = format!("vector<{e}xi32>");
-    let vf = format!("vector<{e}xf32>");
-    let barrier = "gpu.barrier";
     let (launch_dependents, wait) = if grid_wait {
         (
             "    nvvm.griddepcontrol launch_dependents\n".to_string(),
@@ -178,88 +182,20 @@ fn helper(
     } else {
         (String::new(), String::new())
     };
-    // One group per iteration: first every weight load of the group (a 16-byte word load,
-    // a scale and a zero point per row), then the activations and the arithmetic.
-    let mut body = String::new();
-    for r in 0..ROWS {
-        body += &format!(
-            r#"        %cw{r} = vector.load %bm[%row{r}, %woff] {{alignment = 16}} : memref<{b_t}>, vector<4xi32>
-        %s{r} = memref.load %sm[%row{r}, %blkc] : memref<{s_t}>
-        %zq{r} = memref.load %zm[%row{r}, %blkc] : memref<{z_t}>
-"#
-        );
-    }
-    body += &wait;
-    for r in 0..ROWS {
-        body += &format!(
-            r#"        %zf{r} = arith.uitofp %zq{r} : i8 to f32
-        %zmag{r} = arith.addf %zf{r}, %magicf : f32
-        %sv{r} = arith.select %blkin, %s{r}, %zero : f32
-"#
-        );
-    }
-    for j in 0..4u64 {
-        body += &format!(
-            r#"        %w{j} = arith.addi %gw, %lanej{j} : index
-        %in{j} = arith.cmpi ult, %w{j}, %cwords : index
-        %wc{j} = arith.select %in{j}, %w{j}, %k0 : index
-        %kx{j} = arith.muli %wc{j}, %ce : index
-        %x{j} = vector.load %am[%mi, %kx{j}] {{alignment = 16}} : memref<{a_t}>, {vf}
-        %src{j} = arith.index_cast %srcl{j} : index to i32
-"#
-        );
-        for i in 0..e {
-            body += &format!("        %xe{j}_{i} = vector.extract %x{j}[{i}] : f32 from {vf}\n");
-        }
-        for r in 0..ROWS {
-            body += &format!(
-                r#"        %sj{r}_{j}, %oks{r}_{j} = gpu.shuffle idx %sv{r}, %src{j}, %width : f32
-        %zj{r}_{j}, %okz{r}_{j} = gpu.shuffle idx %zmag{r}, %src{j}, %width : f32
-        %wd{r}_{j} = vector.extract %cw{r}[{j}] : i32 from vector<4xi32>
-        %wv{r}_{j} = vector.broadcast %wd{r}_{j} : i32 to {vi}
-        %sh{r}_{j} = arith.shrui %wv{r}_{j}, %shifts : {vi}
-        %q{r}_{j} = arith.andi %sh{r}_{j}, %maskv : {vi}
-        %qm{r}_{j} = arith.ori %q{r}_{j}, %magicv : {vi}
-        %qf{r}_{j} = arith.bitcast %qm{r}_{j} : {vi} to {vf}
-        %zv{r}_{j} = vector.broadcast %zj{r}_{j} : f32 to {vf}
-        %qc{r}_{j} = arith.subf %qf{r}_{j}, %zv{r}_{j} : {vf}
-"#
-            );
-            // Σ_e (q_e − z)·x_e as a chain of multiply-adds, then the block scale: with the
-            // `contract` flags LLVM fuses each multiply and add into one `fma.rn.f32`
-            // (without them NVPTX emits `mul.rn` and `add.rn`, which ptxas keeps apart).
-            for i in 0..e {
-                body += &format!(
-                    "        %qe{r}_{j}_{i} = vector.extract %qc{r}_{j}[{i}] : f32 from {vf}\n"
-                );
-            }
-            body += &format!(
-                "        %p{r}_{j}_0 = arith.mulf %qe{r}_{j}_0, %xe{j}_0 fastmath<contract> : f32\n"
-            );
-            for i in 1..e {
-                body += &format!(
-                    "        %pm{r}_{j}_{i} = arith.mulf %qe{r}_{j}_{i}, %xe{j}_{i} fastmath<contract> : f32\n        %p{r}_{j}_{i} = arith.addf %p{r}_{j}_{im}, %pm{r}_{j}_{i} fastmath<contract> : f32\n",
-                    im = i - 1
-                );
-            }
-            body += &format!(
-                "        %sz{r}_{j} = arith.select %in{j}, %sj{r}_{j}, %zero : f32\n        %m{r}_{j} = arith.mulf %p{r}_{j}_{last}, %sz{r}_{j} fastmath<contract> : f32\n",
-                last = e - 1
-            );
-        }
-    }
-    for r in 0..ROWS {
-        let mut prev = format!("%acc{r}");
-        for j in 0..4 {
-            body += &format!(
-                "        %t{r}_{j} = arith.addf {prev}, %m{r}_{j} fastmath<contract> : f32\n"
-            );
-            prev = format!("%t{r}_{j}");
-        }
-    }
-    let yields: Vec<String> = (0..ROWS).map(|r| format!("%t{r}_3")).collect();
-    let inits: Vec<String> = (0..ROWS).map(|r| format!("%acc{r} = %zero")).collect();
-    let f32s = vec!["f32"; ROWS as usize].join(", ");
+    let chunk = |mb: u64| -> String {
+        chunk_loop(&ChunkText {
+            mb,
+            a_t: &a_t,
+            b_t: &b_t,
+            s_t: &s_t,
+            z_t: &z_t,
+            o_t: &o_t,
+            red_t: &red_t,
+            n,
+            e,
+            wait: &wait,
+        })
+    };
     let mut rows = String::new();
     for r in 0..ROWS {
         rows += &format!(
@@ -269,33 +205,13 @@ fn helper(
 "#
         );
     }
-    // Each warp's partial sums: butterfly within the warp, lane 0 writes them to shared
-    // memory; after a barrier, thread r adds the warps' sums for row r and the bias.
-    let mut tail = String::new();
-    for r in 0..ROWS {
-        let mut prev = format!("%parts#{r}");
-        for i in 0..5 {
-            tail += &format!(
-                "      %xs{r}_{i}, %ok{r}_{i} = gpu.shuffle xor {prev}, %off{i}, %width : f32\n      %red{r}_{i} = arith.addf {prev}, %xs{r}_{i} : f32\n"
-            );
-            prev = format!("%red{r}_{i}");
-        }
-        tail += &format!(
-            r#"      scf.if %first {{
-        %slot{r} = arith.addi %warpslot, %roff{r} : index
-        memref.store {prev}, %red[%slot{r}] : {red_t}
-      }}
-"#
-        );
-    }
-    format!(
-        r#"func.func private @{name}(%am: memref<{a_t}>, %bm: memref<{b_t}>, %sm: memref<{s_t}>, %zm: memref<{z_t}>, %biasm: memref<{n}xf32>, %om: memref<{o_t}>) {{
-  %c0 = arith.constant 0 : index
-  %c1 = arith.constant 1 : index
-  %m = memref.dim %am, %c0 : memref<{a_t}>
-  %grid = arith.constant {grid} : index
-  %threads = arith.constant {threads} : index
-  gpu.launch blocks(%bx, %by, %bz) in (%gx = %grid, %gy = %c1, %gz = %c1) threads(%tx, %ty, %tz) in (%sx = %threads, %sy = %c1, %sz = %c1) workgroup(%red : {red_t}) {{
+    // One launch per kind of pass: whole batches of BATCH rows, then the remaining rows
+    // one at a time. They are separate kernels so that each gets its own register
+    // allocation (the batched one needs many more), and the host skips a launch that
+    // would have no rows.
+    let launch = |mb: u64| -> String {
+        format!(
+            r#"    gpu.launch blocks(%bx, %by, %bz) in (%gx = %grid, %gy = %c1, %gz = %c1) threads(%tx, %ty, %tz) in (%sx = %threads, %sy = %c1, %sz = %c1) workgroup(%red : {red_t}) {{
 {launch_dependents}    %k0 = arith.constant 0 : index
     %k1 = arith.constant 1 : index
     %c32 = arith.constant 32 : index
@@ -311,6 +227,7 @@ fn helper(
     %cn = arith.constant {n} : index
     %crows = arith.constant {ROWS} : index
     %cwarps = arith.constant {WARPS} : index
+    %cmb{mb} = arith.constant {mb} : index
 {consts}    %zero = arith.constant 0.0 : f32
     %shifts = arith.constant dense<[{shifts}]> : {vi}
     %maskv = arith.constant dense<{mask}> : {vi}
@@ -321,15 +238,230 @@ fn helper(
     %lane = arith.remui %tx, %c32 : index
     %rowbase = arith.muli %bx, %crows : index
 {rows}    %first = arith.cmpi eq, %lane, %k0 : index
-    %warpslot = arith.muli %warp, %crows : index
     %gbeg = arith.muli %warp, %cperwarp : index
     %gendraw = arith.addi %gbeg, %cperwarp : index
     %gend = arith.minui %gendraw, %cgroups : index
     %lane4 = arith.muli %lane, %c4 : index
     %lanebin = arith.cmpi ult, %lane, %cbpg : index
-{srcl}    %isout = arith.cmpi ult, %tx, %crows : index
-    scf.for %mi = %k0 to %m step %k1 {{
-      %parts:{ROWS} = scf.for %g = %gbeg to %gend step %k1 iter_args({inits}) -> ({f32s}) {{
+{srcl}{bounds}{chunk}    gpu.terminator
+    }}
+"#,
+            bpg = GROUP_WORDS / bw,
+            shifts = shifts.join(", "),
+            bounds = if mb == 1 {
+                "    %lo1 = arith.addi %mfull, %k0 : index\n    %hi1 = arith.addi %m, %k0 : index\n"
+                    .to_string()
+            } else {
+                format!("    %lo{mb} = arith.constant 0 : index\n    %hi{mb} = arith.addi %mfull, %k0 : index\n")
+            },
+            chunk = chunk(mb),
+            consts = (0..4)
+                .map(|j| format!("    %joff{j} = arith.constant {} : index\n", 32 * j))
+                .chain((0..ROWS).map(|r| format!("    %roff{r} = arith.constant {r} : index\n")))
+                .chain((0..mb).map(|b| format!("    %boff{b} = arith.constant {b} : index\n")))
+                .collect::<String>(),
+            // The lane that holds the scale of word slot j: (lane + 32j) / words per block.
+            srcl = (0..4)
+                .map(|j| format!(
+                    "    %lanej{j} = arith.addi %lane, %joff{j} : index\n    %srcl{j} = arith.divui %lanej{j}, %cbw : index\n"
+                ))
+                .collect::<String>(),
+            offs = [16, 8, 4, 2, 1]
+                .iter()
+                .enumerate()
+                .map(|(i, o)| format!("    %off{i} = arith.constant {o} : i32\n"))
+                .collect::<String>(),
+        )
+    };
+    format!(
+        r#"func.func private @{name}(%am: memref<{a_t}>, %bm: memref<{b_t}>, %sm: memref<{s_t}>, %zm: memref<{z_t}>, %biasm: memref<{n}xf32>, %om: memref<{o_t}>) {{
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  %m = memref.dim %am, %c0 : memref<{a_t}>
+  %grid = arith.constant {grid} : index
+  %threads = arith.constant {threads} : index
+  %cbatch = arith.constant {BATCH} : index
+  %mtail = arith.remui %m, %cbatch : index
+  %mfull = arith.subi %m, %mtail : index
+  %hasfull = arith.cmpi ugt, %mfull, %c0 : index
+  %hastail = arith.cmpi ugt, %mtail, %c0 : index
+  scf.if %hasfull {{
+{launch_full}  }}
+  scf.if %hastail {{
+{launch_one}  }}
+  return
+}}
+"#,
+        threads = WARPS * 32,
+        launch_full = launch(BATCH),
+        launch_one = launch(1),
+    )
+}
+
+/// What [`chunk_loop`] needs of the helper.
+struct ChunkText<'a> {
+    /// Rows of A per pass over the weights.
+    mb: u64,
+    a_t: &'a str,
+    b_t: &'a str,
+    s_t: &'a str,
+    z_t: &'a str,
+    o_t: &'a str,
+    red_t: &'a str,
+    n: u64,
+    /// Codes per 32-bit word.
+    e: u64,
+    /// `griddepcontrol.wait`, or nothing.
+    wait: &'a str,
+}
+
+/// The loop over A's rows `mb` at a time, from `%lo{mb}` to `%hi{mb}`: each pass streams
+/// the block's weights once, dequantizes each word once, and multiplies it with `mb`
+/// rows of activations (so at batch 8 the weights are not read 8 times).
+fn chunk_loop(c: &ChunkText) -> String {
+    let ChunkText {
+        mb,
+        a_t,
+        b_t,
+        s_t,
+        z_t,
+        o_t,
+        red_t,
+        n,
+        e,
+        wait,
+    } = *c;
+    let vi = format!("vector<{e}xi32>");
+    let vf = format!("vector<{e}xf32>");
+    let accs = (ROWS * mb) as usize;
+    // One group per iteration: first every weight load of the group (a 16-byte word load,
+    // a scale and a zero point per row), then the activations and the arithmetic.
+    let mut body = String::new();
+    for r in 0..ROWS {
+        body += &format!(
+            r#"        %cw{r} = vector.load %bm[%row{r}, %woff] {{alignment = 16}} : memref<{b_t}>, vector<4xi32>
+        %s{r} = memref.load %sm[%row{r}, %blkc] : memref<{s_t}>
+        %zq{r} = memref.load %zm[%row{r}, %blkc] : memref<{z_t}>
+"#
+        );
+    }
+    body += wait;
+    for r in 0..ROWS {
+        body += &format!(
+            r#"        %zf{r} = arith.uitofp %zq{r} : i8 to f32
+        %zmag{r} = arith.addf %zf{r}, %magicf : f32
+        %sv{r} = arith.select %blkin, %s{r}, %zero : f32
+"#
+        );
+    }
+    for j in 0..4u64 {
+        body += &format!(
+            r#"        %w{j} = arith.addi %gw, %lanej{j} : index
+        %in{j} = arith.cmpi ult, %w{j}, %cwords : index
+        %wc{j} = arith.select %in{j}, %w{j}, %k0 : index
+        %kx{j} = arith.muli %wc{j}, %ce : index
+        %src{j} = arith.index_cast %srcl{j} : index to i32
+"#
+        );
+        for b in 0..mb {
+            body += &format!(
+                "        %x{j}_{b} = vector.load %am[%mr{b}, %kx{j}] {{alignment = 16}} : memref<{a_t}>, {vf}\n"
+            );
+            for i in 0..e {
+                body += &format!(
+                    "        %xe{j}_{b}_{i} = vector.extract %x{j}_{b}[{i}] : f32 from {vf}\n"
+                );
+            }
+        }
+        for r in 0..ROWS {
+            body += &format!(
+                r#"        %sj{r}_{j}, %oks{r}_{j} = gpu.shuffle idx %sv{r}, %src{j}, %width : f32
+        %zj{r}_{j}, %okz{r}_{j} = gpu.shuffle idx %zmag{r}, %src{j}, %width : f32
+        %wd{r}_{j} = vector.extract %cw{r}[{j}] : i32 from vector<4xi32>
+        %wv{r}_{j} = vector.broadcast %wd{r}_{j} : i32 to {vi}
+        %sh{r}_{j} = arith.shrui %wv{r}_{j}, %shifts : {vi}
+        %q{r}_{j} = arith.andi %sh{r}_{j}, %maskv : {vi}
+        %qm{r}_{j} = arith.ori %q{r}_{j}, %magicv : {vi}
+        %qf{r}_{j} = arith.bitcast %qm{r}_{j} : {vi} to {vf}
+        %zv{r}_{j} = vector.broadcast %zj{r}_{j} : f32 to {vf}
+        %qc{r}_{j} = arith.subf %qf{r}_{j}, %zv{r}_{j} : {vf}
+        %sz{r}_{j} = arith.select %in{j}, %sj{r}_{j}, %zero : f32
+"#
+            );
+            for i in 0..e {
+                body += &format!(
+                    "        %qe{r}_{j}_{i} = vector.extract %qc{r}_{j}[{i}] : f32 from {vf}\n"
+                );
+            }
+            // Σ_e (q_e − z)·x_e as a chain of multiply-adds, then the block scale: with
+            // the `contract` flags LLVM fuses each multiply and add into one
+            // `fma.rn.f32` (without them NVPTX emits `mul.rn` and `add.rn`).
+            for b in 0..mb {
+                body += &format!(
+                    "        %p{r}_{j}_{b}_0 = arith.mulf %qe{r}_{j}_0, %xe{j}_{b}_0 fastmath<contract> : f32\n"
+                );
+                for i in 1..e {
+                    body += &format!(
+                        "        %pm{r}_{j}_{b}_{i} = arith.mulf %qe{r}_{j}_{i}, %xe{j}_{b}_{i} fastmath<contract> : f32\n        %p{r}_{j}_{b}_{i} = arith.addf %p{r}_{j}_{b}_{im}, %pm{r}_{j}_{b}_{i} fastmath<contract> : f32\n",
+                        im = i - 1
+                    );
+                }
+                body += &format!(
+                    "        %m{r}_{j}_{b} = arith.mulf %p{r}_{j}_{b}_{last}, %sz{r}_{j} fastmath<contract> : f32\n",
+                    last = e - 1
+                );
+            }
+        }
+    }
+    let mut yields = Vec::new();
+    let mut inits = Vec::new();
+    for r in 0..ROWS {
+        for b in 0..mb {
+            let mut prev = format!("%acc{r}_{b}");
+            inits.push(format!("%acc{r}_{b} = %zero"));
+            for j in 0..4 {
+                body += &format!(
+                    "        %t{r}_{b}_{j} = arith.addf {prev}, %m{r}_{j}_{b} fastmath<contract> : f32\n"
+                );
+                prev = format!("%t{r}_{b}_{j}");
+            }
+            yields.push(prev);
+        }
+    }
+    let f32s = vec!["f32"; accs].join(", ");
+    // Each warp's partial sums: butterfly within the warp, lane 0 writes them to shared
+    // memory; after a barrier, thread t < ROWS·mb adds the warps' sums for row t / mb of
+    // the weights and row t mod mb of A, and the bias.
+    let mut tail = String::new();
+    for r in 0..ROWS {
+        for b in 0..mb {
+            let a = r * mb + b;
+            let mut prev = format!("%parts#{a}");
+            for i in 0..5 {
+                tail += &format!(
+                    "      %xs{a}_{i}, %ok{a}_{i} = gpu.shuffle xor {prev}, %off{i}, %width : f32\n      %red{a}_{i} = arith.addf {prev}, %xs{a}_{i} : f32\n"
+                );
+                prev = format!("%red{a}_{i}");
+            }
+            tail += &format!(
+                r#"      scf.if %first {{
+        %soff{a} = arith.constant {a} : index
+        %slot{a} = arith.addi %warpslot, %soff{a} : index
+        memref.store {prev}, %red[%slot{a}] : {red_t}
+      }}
+"#
+            );
+        }
+    }
+    let rows_of_a = (0..mb)
+        .map(|b| format!("      %mr{b} = arith.addi %mc, %boff{b} : index\n"))
+        .collect::<String>();
+    format!(
+        r#"    scf.for %mc = %lo{mb} to %hi{mb} step %cmb{mb} {{
+      %cslots = arith.constant {slots} : index
+      %cmbi = arith.constant {mb} : index
+      %warpslot = arith.muli %warp, %cslots : index
+{rows_of_a}      %parts:{accs} = scf.for %g = %gbeg to %gend step %k1 iter_args({inits}) -> ({f32s}) {{
         %gw = arith.muli %g, %cgw : index
         %woff = arith.addi %gw, %lane4 : index
         %gblk = arith.muli %g, %cbpg : index
@@ -339,49 +471,32 @@ fn helper(
         %blkc = arith.select %blkin, %blk, %k0 : index
 {body}        scf.yield {yields} : {f32s}
       }}
-{tail}      {barrier}
+{tail}      gpu.barrier
+      %isout = arith.cmpi ult, %tx, %cslots : index
       scf.if %isout {{
-        %orow = arith.addi %rowbase, %tx : index
+        %ofeat = arith.divui %tx, %cmbi : index
+        %oa = arith.remui %tx, %cmbi : index
+        %orow = arith.addi %rowbase, %ofeat : index
+        %om_row = arith.addi %mc, %oa : index
         %orowok = arith.cmpi ult, %orow, %cn : index
         scf.if %orowok {{
           %bv = memref.load %biasm[%orow] : memref<{n}xf32>
           %tot = scf.for %wi = %k0 to %cwarps step %k1 iter_args(%tacc = %bv) -> (f32) {{
-            %wslot = arith.muli %wi, %crows : index
+            %wslot = arith.muli %wi, %cslots : index
             %slot = arith.addi %wslot, %tx : index
             %pv = memref.load %red[%slot] : {red_t}
             %tn = arith.addf %tacc, %pv : f32
             scf.yield %tn : f32
           }}
-          memref.store %tot, %om[%mi, %orow] : memref<{o_t}>
+          memref.store %tot, %om[%om_row, %orow] : memref<{o_t}>
         }}
       }}
-      {barrier}
+      gpu.barrier
     }}
-    gpu.terminator
-  }}
-  return
-}}
 "#,
-        threads = WARPS * 32,
-        bpg = GROUP_WORDS / bw,
-        shifts = shifts.join(", "),
+        slots = ROWS * mb,
         yields = yields.join(", "),
         inits = inits.join(", "),
-        consts = (0..4)
-            .map(|j| format!("    %joff{j} = arith.constant {} : index\n", 32 * j))
-            .chain((0..ROWS).map(|r| format!("    %roff{r} = arith.constant {r} : index\n")))
-            .collect::<String>(),
-        // The lane that holds the scale of word slot j: (lane + 32j) / words per block.
-        srcl = (0..4)
-            .map(|j| format!(
-                "    %lanej{j} = arith.addi %lane, %joff{j} : index\n    %srcl{j} = arith.divui %lanej{j}, %cbw : index\n"
-            ))
-            .collect::<String>(),
-        offs = [16, 8, 4, 2, 1]
-            .iter()
-            .enumerate()
-            .map(|(i, o)| format!("    %off{i} = arith.constant {o} : i32\n"))
-            .collect::<String>(),
     )
 }
 
