@@ -19,6 +19,7 @@ use super::pipeline;
 use super::result_copies;
 use super::rewrite;
 use super::shim;
+use super::wide_loops;
 use crate::compile::{
     context, link_shared_library, mlir_error, parse, run_passes, Diags, PACKED_ENTRY,
 };
@@ -56,6 +57,8 @@ pub fn lower<'c>(
         "linalg to loops",
         diags,
     )?;
+    let text = wide_loops::split(&module.as_operation().to_string());
+    let mut module = parse(ctx, &text, diags)?;
     // SAFETY: the walk only reads ops and sets attributes on them.
     unsafe { map_parallel_loops(ctx, &module)? };
     run_passes(

@@ -13,6 +13,7 @@ pub mod ptx_summary;
 pub mod result_copies;
 pub mod rewrite;
 pub mod shim;
+pub mod wide_loops;
 
 /// The architecture PTX is generated for unless asked otherwise (H100).
 pub const DEFAULT_CHIP: &str = "sm_90";
