@@ -3,7 +3,7 @@
 //! padding as `tensor.pad` and the bias as the accumulator's initial value; 1×1
 //! convolutions as matmuls.
 
-use super::builder::{affine_map, elt, tensor_type, Emitter, Val};
+use super::builder::{affine_map, elt, identity_map, tensor_type, Emitter, Init, Val};
 use super::elementwise::neg_inf;
 use super::layout::expand_to;
 use super::EmitError;
@@ -40,6 +40,9 @@ fn pad_spatial(
         nd[2 + i] = Dim::Known((n as i64 + lo[i] + hi[i]) as u64);
     }
     let to = TensorType::new(x.ty.dtype, Shape::Ranked(nd));
+    if !em.options().gpu_kernels && x.ty.dtype == DType::F32 && value == "0.0" {
+        return pad_into_interior(em, x, lo, &to);
+    }
     let t = elt(x.ty.dtype);
     let c = em.op(format!("arith.constant {value} : {t}"));
     let i = [em.fresh(), em.fresh(), em.fresh(), em.fresh()];
@@ -58,6 +61,61 @@ fn pad_spatial(
         tensor_type(&to)
     ));
     Ok(Val { ssa, ty: to })
+}
+
+/// CPU: the padded tensor as a filled buffer whose interior is written by an element-wise
+/// copy (`linalg.generic`) into a slice of it. Unlike `tensor.pad`, whose interior
+/// bufferizes to a `memref.copy` (the generic strided `memrefCopy`, row by row), the copy
+/// is vectorized by the element-wise schedule, and element-wise fusion folds the producer
+/// (a BatchNorm, ReLU6, HardSwish) into it, so the producer writes the interior directly.
+fn pad_into_interior(
+    em: &mut Emitter,
+    x: &Val,
+    lo: [i64; 2],
+    to: &TensorType,
+) -> Result<Val, EmitError> {
+    let full = em.filled(to, "0.0")?;
+    let t = elt(x.ty.dtype);
+    let mut sizes = Vec::new();
+    for d in x.dims().to_vec() {
+        sizes.push(em.dim_operand(&d)?);
+    }
+    let at = format!(
+        "[0, 0, {}, {}] [{}] [1, 1, 1, 1]",
+        lo[0],
+        lo[1],
+        sizes.join(", ")
+    );
+    let (xt, tt) = (x.mlir_type(), tensor_type(to));
+    let slice = em.op(format!(
+        "tensor.extract_slice {}{at} : {tt} to {xt}",
+        full.ssa
+    ));
+    let slice = Val {
+        ssa: slice,
+        ty: x.ty.clone(),
+    };
+    let r = x.rank();
+    let copied = em.generic(
+        &[(x, identity_map(r))],
+        &x.ty,
+        identity_map(r),
+        &vec!["parallel"; r],
+        Init::Value(&slice),
+        // `x + 0.0` with the zero read from the filled destination: an identity copy would
+        // be erased before fusion, and a copy that ignores its destination gets a fresh
+        // `tensor.empty` for it, which then bufferizes to a buffer of its own plus a
+        // `memref.copy` into the interior again.
+        |b, a| Ok(b.op(format!("arith.addf {}, {} : {t}", a[0], a[1]))),
+    )?;
+    let ssa = em.op(format!(
+        "tensor.insert_slice {} into {}{at} : {xt} into {tt}",
+        copied.ssa, full.ssa
+    ));
+    Ok(Val {
+        ssa,
+        ty: to.clone(),
+    })
 }
 
 fn attrs(strides: [i64; 2], dilations: [i64; 2]) -> String {
