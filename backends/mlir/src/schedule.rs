@@ -15,16 +15,22 @@
 pub fn cpu_schedule() -> String {
     let ranks = 1..=MAX_ELEMENTWISE_RANK;
     let sequences: String = ranks.clone().map(elementwise_sequences).collect();
-    let pairs: Vec<String> = ranks
+    let mut pairs: Vec<String> = ranks
         .map(|r| format!("        @match_elementwise{r} -> @vectorize_elementwise{r}"))
         .collect();
+    let reductions: String = SPATIAL_REDUCTION_RANKS
+        .map(spatial_reduction_sequences)
+        .collect();
+    pairs.extend(SPATIAL_REDUCTION_RANKS.map(|r| {
+        format!("        @match_spatial_reduction{r} -> @vectorize_spatial_reduction{r}")
+    }));
     let contractions = [
         contraction_sequence("tile_batch_matmul", 1),
         contraction_sequence("tile_matmul", 0),
     ]
     .join("\n");
     format!(
-        "{}{sequences}{}",
+        "{}{sequences}{reductions}{}",
         SEQUENCES.replace("{contraction_sequences}", &contractions),
         MAIN.replace("{elementwise_pairs}", &pairs.join(",\n"))
     )
@@ -165,6 +171,7 @@ const MAIN: &str = r#"
     %f = transform.structured.match ops{["func.func"]} in %root : (!transform.any_op) -> !transform.any_op
     transform.apply_patterns to %f {
       transform.apply_patterns.vector.lower_masked_transfers
+      transform.apply_patterns.vector.lower_multi_reduction lowering_strategy = "innerreduction"
       transform.apply_patterns.vector.lower_contraction lowering_strategy = "outerproduct"
       transform.apply_patterns.vector.lower_outerproduct
       transform.apply_patterns.vector.transfer_permutation_patterns
@@ -260,6 +267,50 @@ fn elementwise_sequences(r: usize) -> String {
   transform.named_sequence @tile_elementwise{r}(%op: !transform.any_op {{transform.consumed}}) {{
     %t, {loops} = transform.structured.tile_using_for %op tile_sizes [{sizes}] : (!transform.any_op) -> ({handles})
     transform.structured.vectorize %t vector_sizes [{sizes}] : !transform.any_op
+    transform.yield
+  }}
+"#,
+        loops = loops.join(", ")
+    )
+}
+
+/// Ranks of the spatial reductions [`spatial_reduction_sequences`] vectorizes.
+const SPATIAL_REDUCTION_RANKS: std::ops::RangeInclusive<usize> = 3..=6;
+
+/// The matcher and action for a `linalg.generic` of rank `r` whose two innermost dims are
+/// reductions and all others parallel: a global average pool, or a spatially weighted sum
+/// (`sum_hw x[n, c, h, w] · s[n, h, w]`). Every parallel dim is tiled by 1 and the whole
+/// (static) `h × w` plane is vectorized: one vector read per row, element-wise multiplies,
+/// and one 1-D `vector.reduction` per plane (a tree of adds: the pipeline lowers FP
+/// reductions with reassociation). Left to LLVM, the loops are vectorized along the
+/// channels with gathers. Dynamic planes fail to vectorize; the failure is suppressed.
+fn spatial_reduction_sequences(r: usize) -> String {
+    let sizes: Vec<&str> = (0..r).map(|i| if i + 2 >= r { "0" } else { "1" }).collect();
+    let sizes = sizes.join(", ");
+    let loops: Vec<String> = (0..r - 2).map(|i| format!("%l{i}")).collect();
+    let handles = vec!["!transform.any_op"; r - 1].join(", ");
+    format!(
+        r#"
+  transform.named_sequence @match_spatial_reduction{r}(%op: !transform.any_op {{transform.readonly}}) -> !transform.any_op {{
+    transform.match.operation_name %op ["linalg.generic"] : !transform.any_op
+    transform.match.structured %op : !transform.any_op {{
+    ^bb0(%s: !transform.any_op):
+      %rank = transform.match.structured.rank %s : (!transform.any_op) -> !transform.param<i64>
+      %want = transform.param.constant {r} : i64 -> !transform.param<i64>
+      transform.match.param.cmpi eq %rank, %want : !transform.param<i64>
+      transform.match.structured.dim %s[-1, -2] {{reduction}} : !transform.any_op
+      transform.match.structured.dim %s[except(-1, -2)] {{parallel}} : !transform.any_op
+      transform.match.structured.yield
+    }}
+    transform.yield %op : !transform.any_op
+  }}
+  transform.named_sequence @vectorize_spatial_reduction{r}(%op: !transform.any_op {{transform.consumed}}) {{
+    transform.include @tile_spatial_reduction{r} failures(suppress) (%op) : (!transform.any_op) -> ()
+    transform.yield
+  }}
+  transform.named_sequence @tile_spatial_reduction{r}(%op: !transform.any_op {{transform.consumed}}) {{
+    %t, {loops} = transform.structured.tile_using_for %op tile_sizes [{sizes}] : (!transform.any_op) -> ({handles})
+    transform.structured.vectorize %t : !transform.any_op
     transform.yield
   }}
 "#,
