@@ -25,8 +25,9 @@ pub fn cpu_schedule() -> String {
         format!("        @match_spatial_reduction{r} -> @vectorize_spatial_reduction{r}")
     }));
     let contractions = [
-        contraction_sequence("tile_batch_matmul", 1),
-        contraction_sequence("tile_matmul", 0),
+        contraction_sequence("tile_batch_matmul", 1, false),
+        contraction_sequence("tile_matmul", 0, false),
+        contraction_sequence("tile_fuse_batch_matmul", 1, true),
     ]
     .join("\n");
     format!(
@@ -71,7 +72,21 @@ const SEQUENCES: &str = r#"
     transform.yield
   }
 
+  // A static-shaped linalg op vectorized as a whole (failures are suppressed by the caller).
+  transform.named_sequence @vectorize_whole(%op: !transform.any_op {transform.consumed}) {
+    transform.structured.vectorize %op : !transform.any_op
+    transform.yield
+  }
+
   transform.named_sequence @__contractions(%root: !transform.any_op {transform.readonly}) {
+    // 1×1 convolutions: the accumulator's producer (the bias broadcast) is fused into the
+    // tiles; tiling by `fuse` takes producers of the inputs too, but here those are a
+    // constant and a reshape, which it does not fuse.
+    %bmf = transform.structured.match ops{["linalg.batch_matmul"]} attributes{compc.fuse_init} in %root : (!transform.any_op) -> !transform.any_op
+    transform.foreach %bmf : !transform.any_op {
+    ^bb0(%op: !transform.any_op):
+      transform.include @tile_fuse_batch_matmul failures(propagate) (%op) : (!transform.any_op) -> ()
+    }
     %bm = transform.structured.match ops{["linalg.batch_matmul"]} in %root : (!transform.any_op) -> !transform.any_op
     transform.foreach %bm : !transform.any_op {
     ^bb0(%op: !transform.any_op):
@@ -187,7 +202,28 @@ const MAIN: &str = r#"
 /// `@name`: the register-tiling recipe of [`SEQUENCES`] for a matmul with `batch` leading
 /// batch dims (tiled by 1): m × n cut into 8 × 16 tiles, m and n peeled, then each tile's
 /// k loop tiled by 1 and vectorized as a contraction with the accumulator hoisted.
-fn contraction_sequence(name: &str, batch: usize) -> String {
+///
+/// With `fuse`, tiling is `transform.structured.fuse`, which also pulls the producer of
+/// the accumulator (a bias broadcast) into the tile loops; that producer's tile is then
+/// vectorized whole, so its vector write folds into the accumulator's first read (the tile
+/// starts from a broadcast of the bias, in registers).
+fn contraction_sequence(name: &str, batch: usize, fuse: bool) -> String {
+    let (tiler, vectorize_fused) = if fuse {
+        (
+            "fuse",
+            format!(
+                r#"    %fused = transform.structured.match ops{{["linalg.generic"]}} in {} : (!transform.any_op) -> !transform.any_op
+    transform.foreach %fused : !transform.any_op {{
+    ^bb0(%g: !transform.any_op):
+      transform.include @vectorize_whole failures(suppress) (%g) : (!transform.any_op) -> ()
+    }}
+"#,
+                if batch > 0 { "%lb" } else { "%lm" }
+            ),
+        )
+    } else {
+        ("tile_using_for", String::new())
+    };
     let ones = |v: &str| vec![v; batch].join(", ") + if batch > 0 { ", " } else { "" };
     let loops: Vec<String> = (0..batch)
         .map(|b| {
@@ -202,7 +238,7 @@ fn contraction_sequence(name: &str, batch: usize) -> String {
     let any = |count: usize| vec!["!transform.any_op"; count].join(", ");
     format!(
         r#"  transform.named_sequence @{name}(%op: !transform.any_op {{transform.consumed}}) {{
-    %t, {loops} = transform.structured.tile_using_for %op tile_sizes [{b1}8, 16, 0] : (!transform.any_op) -> ({results})
+    %t, {loops} = transform.structured.{tiler} %op tile_sizes [{b1}8, 16, 0] : (!transform.any_op) -> ({results})
     %f = transform.get_parent_op {outer} {{op_name = "func.func"}} : (!transform.any_op) -> !transform.any_op
     transform.annotate %t "compc.tile" : !transform.any_op
     %n = transform.cast %ln : !transform.any_op to !transform.op<"scf.for">
@@ -212,7 +248,7 @@ fn contraction_sequence(name: &str, batch: usize) -> String {
     transform.apply_patterns to %f {{
       transform.apply_patterns.canonicalization
     }} : !transform.any_op
-    %tiles = transform.structured.match attributes{{compc.tile}} in %f : (!transform.any_op) -> !transform.any_op
+{vectorize_fused}    %tiles = transform.structured.match attributes{{compc.tile}} in %f : (!transform.any_op) -> !transform.any_op
     transform.foreach %tiles : !transform.any_op {{
     ^bb0(%o: !transform.any_op):
       %v, %k = transform.structured.tile_using_for %o tile_sizes [{b0}0, 0, 1] : (!transform.any_op) -> (!transform.any_op, !transform.any_op)

@@ -143,6 +143,19 @@ fn weight_as(em: &mut Emitter, id: NodeId, dims: &[u64]) -> Result<Val, EmitErro
     Ok(em.prepared(&name, w.dtype, dims, bytes))
 }
 
+/// The accumulator of a convolution with `f` filters, of type `out` (filters in dim 1):
+/// the bias broadcast over every other dim, else zeros.
+fn accumulator(em: &mut Emitter, id: NodeId, f: u64, out: &TensorType) -> Result<Val, EmitError> {
+    if em.g.node(id).input(2).is_none() {
+        return em.filled(out, "0.0");
+    }
+    let b = em.input(id, 2)?;
+    let mut dims = vec![Dim::Known(1); out.shape.dims().map_or(0, |d| d.len())];
+    dims[1] = Dim::Known(f);
+    let bk = expand_to(em, &b, &TensorType::new(DType::F32, Shape::Ranked(dims)))?;
+    em.elementwise(&[&bk], out, |_, a| Ok(a[0].clone()))
+}
+
 pub fn conv(em: &mut Emitter, id: NodeId, c: &Conv) -> Result<Val, EmitError> {
     let x = em.input(id, 0)?;
     let out = em.out_type(id)?;
@@ -172,28 +185,6 @@ pub fn conv(em: &mut Emitter, id: NodeId, c: &Conv) -> Result<Val, EmitError> {
     let xp = pad_spatial(em, &x, [p[0], p[1]], [p[2], p[3]], "0.0")?;
     let g = c.group as u64;
     let cin = known(em, &x.dims()[1], "channels")?;
-    // Accumulator: the bias broadcast over N, H, W, else zeros.
-    let init = match em.g.node(id).input(2) {
-        Some(_) => {
-            let b = em.input(id, 2)?;
-            let b4 = expand_to(
-                em,
-                &b,
-                &TensorType::new(
-                    DType::F32,
-                    Shape::Ranked(vec![
-                        Dim::Known(1),
-                        Dim::Known(f),
-                        Dim::Known(1),
-                        Dim::Known(1),
-                    ]),
-                ),
-            )?;
-            em.elementwise(&[&b4], &out, |_, a| Ok(a[0].clone()))?
-        }
-        None => em.filled(&out, "0.0")?,
-    };
-    let at = attrs(strides, dil);
     let t = tensor_type(&out);
     let const_filter =
         em.g.node(id)
@@ -203,8 +194,10 @@ pub fn conv(em: &mut Emitter, id: NodeId, c: &Conv) -> Result<Val, EmitError> {
     // CPU only: the GPU backend keeps the convolution it was validated with.
     let cpu = !em.options().gpu_kernels;
     if cpu && g == 1 && kh == 1 && kw == 1 && strides == [1, 1] && p == [0; 4] && const_filter {
-        return pointwise_conv(em, id, &x, &init, [f, cin], &out);
+        return pointwise_conv(em, id, &x, [f, cin], &out);
     }
+    let init = accumulator(em, id, f, &out)?;
+    let at = attrs(strides, dil);
     if g == 1 {
         let w = em.input(id, 1)?;
         let ssa = em.op(format!(
@@ -278,7 +271,6 @@ fn pointwise_conv(
     em: &mut Emitter,
     id: NodeId,
     x: &Val,
-    init: &Val,
     [f, c]: [u64; 2],
     out: &TensorType,
 ) -> Result<Val, EmitError> {
@@ -293,8 +285,18 @@ fn pointwise_conv(
     };
     let x3 = flat(em, x, c)?;
     let x3 = expand_to(em, x, &x3)?;
-    let o3 = flat(em, init, f)?;
-    let init3 = expand_to(em, init, &o3)?;
+    let o3 = TensorType::new(
+        DType::F32,
+        Shape::Ranked(vec![
+            x3.dims()[0].clone(),
+            Dim::Known(f),
+            x3.dims()[2].clone(),
+        ]),
+    );
+    // Built in the matmul's own shape (no reshape between them), so the schedule can fuse
+    // it into the register tiles (`compc.fuse_init`): the bias is written to a tile just
+    // before the tile accumulates onto it, not in a pass of its own over the output.
+    let init3 = accumulator(em, id, f, &o3)?;
     let w = weight_as(em, id, &[f, c])?;
     let maps = [
         affine_map(4, &["d1".into(), "d3".into()]),
@@ -303,7 +305,7 @@ fn pointwise_conv(
     ];
     let t = tensor_type(&o3);
     let ssa = em.op(format!(
-        "linalg.batch_matmul indexing_maps = [{}] ins({}, {} : {}, {}) outs({} : {t}) -> {t}",
+        "linalg.batch_matmul indexing_maps = [{}] {{compc.fuse_init}} ins({}, {} : {}, {}) outs({} : {t}) -> {t}",
         maps.join(", "),
         w.ssa,
         x3.ssa,
