@@ -206,7 +206,10 @@ const MAIN: &str = r#"
 /// With `fuse`, tiling is `transform.structured.fuse`, which also pulls the producer of
 /// the accumulator (a bias broadcast) into the tile loops; that producer's tile is then
 /// vectorized whole, so its vector write folds into the accumulator's first read (the tile
-/// starts from a broadcast of the bias, in registers).
+/// starts from a broadcast of the bias, in registers). These are the 1×1 convolutions,
+/// whose k (input channels, 16–96 here) is short: their tile is 8 × 32 (16 accumulators,
+/// two vector loads of B per 16 FMAs instead of one per 8), which measured about 8 %
+/// faster on the CNN than 8 × 16; the transformers' matmuls keep 8 × 16.
 fn contraction_sequence(name: &str, batch: usize, fuse: bool) -> String {
     let (tiler, vectorize_fused) = if fuse {
         (
@@ -238,7 +241,7 @@ fn contraction_sequence(name: &str, batch: usize, fuse: bool) -> String {
     let any = |count: usize| vec!["!transform.any_op"; count].join(", ");
     format!(
         r#"  transform.named_sequence @{name}(%op: !transform.any_op {{transform.consumed}}) {{
-    %t, {loops} = transform.structured.{tiler} %op tile_sizes [{b1}8, 16, 0] : (!transform.any_op) -> ({results})
+    %t, {loops} = transform.structured.{tiler} %op tile_sizes [{b1}8, {tn}, 0] : (!transform.any_op) -> ({results})
     %f = transform.get_parent_op {outer} {{op_name = "func.func"}} : (!transform.any_op) -> !transform.any_op
     transform.annotate %t "compc.tile" : !transform.any_op
     %n = transform.cast %ln : !transform.any_op to !transform.op<"scf.for">
@@ -252,7 +255,7 @@ fn contraction_sequence(name: &str, batch: usize, fuse: bool) -> String {
     transform.foreach %tiles : !transform.any_op {{
     ^bb0(%o: !transform.any_op):
       %v, %k = transform.structured.tile_using_for %o tile_sizes [{b0}0, 0, 1] : (!transform.any_op) -> (!transform.any_op, !transform.any_op)
-      transform.structured.vectorize %v vector_sizes [{b1}8, 16, 1] {{create_named_contraction}} : !transform.any_op
+      transform.structured.vectorize %v vector_sizes [{b1}8, {tn}, 1] {{create_named_contraction}} : !transform.any_op
       transform.include @hoist_accumulator failures(propagate) (%f, %k) : (!transform.any_op, !transform.any_op) -> ()
     }}
     transform.yield
@@ -263,6 +266,7 @@ fn contraction_sequence(name: &str, batch: usize, fuse: bool) -> String {
         b1 = ones("1"),
         b0 = ones("0"),
         results = any(loops.len() + 1),
+        tn = if fuse { 32 } else { 16 },
     )
 }
 
