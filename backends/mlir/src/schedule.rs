@@ -118,6 +118,50 @@ const SEQUENCES: &str = r#"
     transform.yield
   }
 
+  // The same with the accumulator's producer (a bias broadcast) fused into the tile loops
+  // over the output and vectorized whole, so each tile starts from the bias in registers
+  // (see `compc.fuse_init` in the emitter).
+  transform.named_sequence @tile_depthwise_fused(%op: !transform.any_op {transform.consumed}) {
+    %g = transform.structured.generalize %op : (!transform.any_op) -> !transform.any_op
+    %i = transform.structured.interchange %g iterator_interchange = [0, 3, 1, 2, 4, 5] : (!transform.any_op) -> !transform.any_op
+    %o, %ln, %lc, %lh, %lw = transform.structured.fuse %i tile_sizes [1, 1, 4, 8, 0, 0] : (!transform.any_op) -> (!transform.any_op, !transform.any_op, !transform.any_op, !transform.any_op, !transform.any_op)
+    %acc = transform.get_producer_of_operand %o[2] : (!transform.any_op) -> !transform.any_op
+    transform.include @vectorize_whole failures(suppress) (%acc) : (!transform.any_op) -> ()
+    %t, %lkh, %lkw = transform.structured.tile_using_for %o tile_sizes [0, 0, 0, 0, 1, 1] : (!transform.any_op) -> (!transform.any_op, !transform.any_op, !transform.any_op)
+    transform.include @vectorize_taps failures(suppress) (%lkw) : (!transform.any_op) -> ()
+    transform.loop.hoist_loop_invariant_subsets %lkw : !transform.any_op
+    transform.apply_licm to %lkh : !transform.any_op
+    transform.loop.hoist_loop_invariant_subsets %lkh : !transform.any_op
+    // Folds the slices between the bias write and the accumulator's first read, so the
+    // tile starts from the broadcast bias in registers (no store and reload).
+    transform.apply_patterns to %lw {
+      transform.apply_patterns.tensor.fold_tensor_subset_ops
+      transform.apply_patterns.canonicalization
+    } : !transform.any_op
+    transform.yield
+  }
+
+  transform.named_sequence @tile_conv_fused(%op: !transform.any_op {transform.consumed}) {
+    %g = transform.structured.generalize %op : (!transform.any_op) -> !transform.any_op
+    %o, %ln, %lf, %lh, %lw = transform.structured.fuse %g tile_sizes [1, 4, 2, 8, 0, 0, 0] : (!transform.any_op) -> (!transform.any_op, !transform.any_op, !transform.any_op, !transform.any_op, !transform.any_op)
+    %acc = transform.get_producer_of_operand %o[2] : (!transform.any_op) -> !transform.any_op
+    transform.include @vectorize_whole failures(suppress) (%acc) : (!transform.any_op) -> ()
+    %t, %lc, %lkh, %lkw = transform.structured.tile_using_for %o tile_sizes [0, 0, 0, 0, 1, 1, 1] : (!transform.any_op) -> (!transform.any_op, !transform.any_op, !transform.any_op, !transform.any_op)
+    transform.include @vectorize_taps failures(suppress) (%lkw) : (!transform.any_op) -> ()
+    transform.loop.hoist_loop_invariant_subsets %lkw : !transform.any_op
+    transform.apply_licm to %lkh : !transform.any_op
+    transform.loop.hoist_loop_invariant_subsets %lkh : !transform.any_op
+    transform.apply_licm to %lc : !transform.any_op
+    transform.loop.hoist_loop_invariant_subsets %lc : !transform.any_op
+    // Folds the slices between the bias write and the accumulator's first read, so the
+    // tile starts from the broadcast bias in registers (no store and reload).
+    transform.apply_patterns to %lw {
+      transform.apply_patterns.tensor.fold_tensor_subset_ops
+      transform.apply_patterns.canonicalization
+    } : !transform.any_op
+    transform.yield
+  }
+
   // Convolution (1×1 ones are matmuls already): 4 filters × 2 output rows × 8 columns in
   // registers while the c × kh × kw taps run, each tap 4 broadcast weights times 2
   // contiguous input rows.
@@ -167,6 +211,16 @@ const MAIN: &str = r#"
   // vector ops are lowered to 1-D vectors: contractions to outer products to FMAs,
   // transfers to 1-D loads and stores.
   transform.named_sequence @__transform_main(%root0: !transform.any_op {transform.consumed}) {
+    %cvf = transform.structured.match ops{["linalg.conv_2d_nchw_fchw"]} attributes{compc.fuse_init} in %root0 : (!transform.any_op) -> !transform.any_op
+    transform.foreach %cvf : !transform.any_op {
+    ^bb0(%op: !transform.any_op):
+      transform.include @tile_conv_fused failures(propagate) (%op) : (!transform.any_op) -> ()
+    }
+    %dwf = transform.structured.match ops{["linalg.depthwise_conv_2d_nchw_chw"]} attributes{compc.fuse_init} in %root0 : (!transform.any_op) -> !transform.any_op
+    transform.foreach %dwf : !transform.any_op {
+    ^bb0(%op: !transform.any_op):
+      transform.include @tile_depthwise_fused failures(propagate) (%op) : (!transform.any_op) -> ()
+    }
     %cv = transform.structured.match ops{["linalg.conv_2d_nchw_fchw"]} in %root0 : (!transform.any_op) -> !transform.any_op
     transform.foreach %cv : !transform.any_op {
     ^bb0(%op: !transform.any_op):

@@ -197,7 +197,14 @@ pub fn conv(em: &mut Emitter, id: NodeId, c: &Conv) -> Result<Val, EmitError> {
         return pointwise_conv(em, id, &x, [f, cin], &out);
     }
     let init = accumulator(em, id, f, &out)?;
-    let at = attrs(strides, dil);
+    let mut at = attrs(strides, dil);
+    if cpu && p != [0; 4] && const_filter {
+        // The schedule may fuse the accumulator's producer (the bias broadcast) into the
+        // register tiles: the other operands are a constant and the padded buffer, which
+        // it does not fuse (an element-wise producer of the input would be recomputed per
+        // tile).
+        at = at.replacen('{', "{compc.fuse_init, ", 1);
+    }
     if g == 1 {
         let w = em.input(id, 1)?;
         let ssa = em.op(format!(
