@@ -291,6 +291,14 @@ fn pointwise_conv(
         ))
     };
     let x3 = flat(em, x, c)?;
+    let f32_filter =
+        em.g.node(id)
+            .input(1)
+            .and_then(|v| em.g.const_weight(v))
+            .is_some_and(|w| w.dtype == DType::F32);
+    if x3.shape.dims().is_some_and(|d| d[2] == Dim::Known(1)) && f32_filter {
+        return pointwise_conv_1x1_map(em, id, x, [f, c], out);
+    }
     let x3 = expand_to(em, x, &x3)?;
     let o3 = TensorType::new(
         DType::F32,
@@ -321,6 +329,54 @@ fn pointwise_conv(
         init3.ssa
     ));
     expand_to(em, &Val { ssa, ty: o3 }, out)
+}
+
+/// A 1×1 convolution of 1×1 maps (a squeeze-excite projection): `Y = X · Wᵀ` with X
+/// `[N, C]` and the filter transposed at compile time to `[C, F]`, so the matmul's vector
+/// lanes run over the filters. As a per-image `[F, C] × [C, 1]` product every tile would
+/// be one masked lane wide.
+fn pointwise_conv_1x1_map(
+    em: &mut Emitter,
+    id: NodeId,
+    x: &Val,
+    [f, c]: [u64; 2],
+    out: &TensorType,
+) -> Result<Val, EmitError> {
+    let n = x.dims()[0].clone();
+    let x2 = TensorType::new(DType::F32, Shape::Ranked(vec![n.clone(), Dim::Known(c)]));
+    let x2 = expand_to(em, x, &x2)?;
+    let o2 = TensorType::new(DType::F32, Shape::Ranked(vec![n, Dim::Known(f)]));
+    let init = accumulator(em, id, f, &o2)?;
+    let v =
+        em.g.node(id)
+            .input(1)
+            .ok_or_else(|| em.err("the filter is missing"))?;
+    let w =
+        em.g.const_weight(v)
+            .ok_or_else(|| em.err("the filter must be constant"))?;
+    let bytes = w
+        .bytes()
+        .map_err(|e| em.err(format!("weight {}: {e}", w.name)))?;
+    let (fu, cu) = (f as usize, c as usize);
+    let mut t = vec![0u8; bytes.len()];
+    for i in 0..fu {
+        for j in 0..cu {
+            let (src, dst) = (4 * (i * cu + j), 4 * (j * fu + i));
+            t[dst..dst + 4].copy_from_slice(&bytes[src..src + 4]);
+        }
+    }
+    let name = format!("{}.transposed", w.name);
+    let wt = em.prepared(&name, DType::F32, &[c, f], t);
+    let ty = tensor_type(&o2);
+    let ssa = em.op(format!(
+        "linalg.matmul ins({}, {} : {}, {}) outs({} : {ty}) -> {ty}",
+        x2.ssa,
+        wt.ssa,
+        x2.mlir_type(),
+        wt.mlir_type(),
+        init.ssa
+    ));
+    expand_to(em, &Val { ssa, ty: o2 }, out)
 }
 
 /// MaxPool / AveragePool over H, W. Ceil mode is handled by padding the high side up to
