@@ -162,6 +162,29 @@ const SEQUENCES: &str = r#"
     transform.yield
   }
 
+  // Output rows that are a multiple of 16 wide (`compc.wide`): 16 columns per tile, so
+  // each tap is a full AVX-512 vector (4 filters × 2 rows × 16 columns).
+  transform.named_sequence @tile_conv_fused_wide(%op: !transform.any_op {transform.consumed}) {
+    %g = transform.structured.generalize %op : (!transform.any_op) -> !transform.any_op
+    %o, %ln, %lf, %lh, %lw = transform.structured.fuse %g tile_sizes [1, 4, 2, 16, 0, 0, 0] : (!transform.any_op) -> (!transform.any_op, !transform.any_op, !transform.any_op, !transform.any_op, !transform.any_op)
+    %acc = transform.get_producer_of_operand %o[2] : (!transform.any_op) -> !transform.any_op
+    transform.include @vectorize_whole failures(suppress) (%acc) : (!transform.any_op) -> ()
+    %t, %lc, %lkh, %lkw = transform.structured.tile_using_for %o tile_sizes [0, 0, 0, 0, 1, 1, 1] : (!transform.any_op) -> (!transform.any_op, !transform.any_op, !transform.any_op, !transform.any_op)
+    transform.include @vectorize_taps failures(suppress) (%lkw) : (!transform.any_op) -> ()
+    transform.loop.hoist_loop_invariant_subsets %lkw : !transform.any_op
+    transform.apply_licm to %lkh : !transform.any_op
+    transform.loop.hoist_loop_invariant_subsets %lkh : !transform.any_op
+    transform.apply_licm to %lc : !transform.any_op
+    transform.loop.hoist_loop_invariant_subsets %lc : !transform.any_op
+    // Folds the slices between the bias write and the accumulator's first read, so the
+    // tile starts from the broadcast bias in registers (no store and reload).
+    transform.apply_patterns to %lw {
+      transform.apply_patterns.tensor.fold_tensor_subset_ops
+      transform.apply_patterns.canonicalization
+    } : !transform.any_op
+    transform.yield
+  }
+
   // Convolution (1×1 ones are matmuls already): 4 filters × 2 output rows × 8 columns in
   // registers while the c × kh × kw taps run, each tap 4 broadcast weights times 2
   // contiguous input rows.
@@ -211,6 +234,11 @@ const MAIN: &str = r#"
   // vector ops are lowered to 1-D vectors: contractions to outer products to FMAs,
   // transfers to 1-D loads and stores.
   transform.named_sequence @__transform_main(%root0: !transform.any_op {transform.consumed}) {
+    %cvw = transform.structured.match ops{["linalg.conv_2d_nchw_fchw"]} attributes{compc.fuse_init, compc.wide} in %root0 : (!transform.any_op) -> !transform.any_op
+    transform.foreach %cvw : !transform.any_op {
+    ^bb0(%op: !transform.any_op):
+      transform.include @tile_conv_fused_wide failures(propagate) (%op) : (!transform.any_op) -> ()
+    }
     %cvf = transform.structured.match ops{["linalg.conv_2d_nchw_fchw"]} attributes{compc.fuse_init} in %root0 : (!transform.any_op) -> !transform.any_op
     transform.foreach %cvf : !transform.any_op {
     ^bb0(%op: !transform.any_op):

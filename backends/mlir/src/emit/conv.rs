@@ -204,6 +204,15 @@ pub fn conv(em: &mut Emitter, id: NodeId, c: &Conv) -> Result<Val, EmitError> {
         // it does not fuse (an element-wise producer of the input would be recomputed per
         // tile).
         at = at.replacen('{', "{compc.fuse_init, ", 1);
+        if g == 1
+            && out
+                .shape
+                .dims()
+                .is_some_and(|d| d[3].known().is_some_and(|w| w % 16 == 0))
+        {
+            // Rows a multiple of 16 wide: the schedule's 16-column tile fits exactly.
+            at = at.replacen('{', "{compc.wide, ", 1);
+        }
     }
     if g == 1 {
         let w = em.input(id, 1)?;
