@@ -77,4 +77,9 @@ pub struct Manifest {
     /// GPU models: the architecture the PTX was generated for (`sm_90`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chip: Option<String>,
+    /// CPU models whose samples are computed independently of each other along dim 0,
+    /// which is this symbolic dim in every input and output: the runtime may run them one
+    /// sample at a time (a batch of one keeps its intermediate tensors in the caches).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split_batch: Option<String>,
 }
