@@ -90,7 +90,11 @@ fn main() {
         }
         // `--aot`: through the shared library `--target cpu` writes (profilers see its
         // symbols); default: the in-process JIT.
-        let aot_dir = tmp.path().join(format!("aot{i}"));
+        // `COMPC_AOT_DIR=DIR` keeps the library there, so a profile can be read afterwards.
+        let aot_base = std::env::var_os("COMPC_AOT_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| tmp.path().to_path_buf());
+        let aot_dir = aot_base.join(format!("aot{i}"));
         let native = if std::env::args().any(|a| a == "--aot") {
             std::fs::create_dir_all(&aot_dir).unwrap();
             compc::native::compile_cpu(g, &aot_dir).unwrap();

@@ -21,6 +21,13 @@ fn jit_matches_reference_runtime_on_all_fixtures() {
             let g = compc::driver::load_model(&model_path(model, exporter)).unwrap();
             let native =
                 compc::native::jit(&g).unwrap_or_else(|e| panic!("{model}.{exporter}: {e:#}"));
+            // The CNN works per image, so batch 3 runs one image at a time; the
+            // transformers (batch and sequence dims) run whole.
+            assert_eq!(
+                native.manifest().split_batch.is_some(),
+                model == "cnn",
+                "{model}.{exporter}: split_batch"
+            );
             for case in CASES {
                 let inputs = read_npz(&inputs_path(model, case));
                 let want = compc::runtime::run(&g, &inputs).unwrap();

@@ -176,7 +176,8 @@ pub fn jit(g: &Graph, m: &MlirModule, opt_level: usize) -> Result<NativeModel, B
     }
     // SAFETY: the symbol is the packed wrapper of `@main`, compiled for this manifest.
     let entry: PackedEntry = unsafe { std::mem::transmute(ptr) };
-    let manifest = manifest_for(m, "cpu", "", PACKED_ENTRY)?;
+    let mut manifest = manifest_for(m, "cpu", "", PACKED_ENTRY)?;
+    manifest.split_batch = crate::split::split_batch_symbol(g);
     let weights = weight_bytes(g, m)?;
     let owner = JitOwner {
         _engine: engine,

@@ -11,6 +11,7 @@ pub mod emit;
 pub mod gpu;
 pub mod pipeline;
 pub mod schedule;
+pub mod split;
 pub mod support;
 
 use compc_ir::Graph;
@@ -110,6 +111,7 @@ pub fn manifest_for(
         inputs,
         chip: None,
         kernels: Vec::new(),
+        split_batch: None,
     })
 }
 
@@ -172,7 +174,8 @@ pub fn compile_module_cpu(g: &Graph, m: &MlirModule, dir: &Path) -> Result<Manif
     #[cfg(feature = "mlir")]
     {
         compile::write_shared_library(m, dir, 3)?;
-        let manifest = manifest_for(m, "cpu", "model.so", compile::PACKED_ENTRY)?;
+        let mut manifest = manifest_for(m, "cpu", "model.so", compile::PACKED_ENTRY)?;
+        manifest.split_batch = split::split_batch_symbol(g);
         write_model_files(g, m, &manifest, dir)?;
         Ok(manifest)
     }

@@ -16,7 +16,7 @@ pub fn cpu_pipeline() -> String {
         "func.func(convert-linalg-to-loops),",
         "convert-vector-to-scf{full-unroll=1},",
         "convert-scf-to-cf, expand-strided-metadata, lower-affine,",
-        "convert-vector-to-llvm,",
+        "convert-vector-to-llvm{reassociate-fp-reductions=1},",
         "finalize-memref-to-llvm{use-generic-functions=1}, convert-math-to-llvm, convert-math-to-libm,",
         "convert-arith-to-llvm, convert-ub-to-llvm, convert-index-to-llvm, convert-cf-to-llvm,",
         "convert-func-to-llvm,",

@@ -81,6 +81,11 @@ pub struct Manifest {
     /// depends on the input shapes and is computed by the host code in the library).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kernels: Vec<KernelSpec>,
+    /// CPU models whose samples are computed independently of each other along dim 0,
+    /// which is this symbolic dim in every input and output: the runtime may run them one
+    /// sample at a time (a batch of one keeps its intermediate tensors in the caches).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split_batch: Option<String>,
 }
 
 /// One GPU kernel as the PTX declares it.

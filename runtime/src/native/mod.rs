@@ -195,9 +195,18 @@ impl NativeModel {
         for (buf, layout) in &outs {
             descs.push(descriptor(buf.as_ptr() as *const u8, &layout.shape));
         }
-        // SAFETY: every descriptor points at a live buffer of the size its dims say, in
-        // the order and with the types of the manifest the code was compiled for.
-        unsafe { call_packed(self.entry, &mut descs) };
+        match self.split(&syms, &descs) {
+            // SAFETY: as below; every per-sample descriptor points at one sample's block
+            // (dim 0 of size 1) of the same buffers.
+            Some(per_sample) => {
+                for mut d in per_sample {
+                    unsafe { call_packed(self.entry, &mut d) };
+                }
+            }
+            // SAFETY: every descriptor points at a live buffer of the size its dims say,
+            // in the order and with the types of the manifest the code was compiled for.
+            None => unsafe { call_packed(self.entry, &mut descs) },
+        }
         drop(input_bytes);
         let mut result = Vec::new();
         for ((buf, layout), spec) in outs.into_iter().zip(&self.manifest.outputs) {
@@ -205,6 +214,55 @@ impl NativeModel {
             result.push(output_tensor(spec, layout, bytes)?);
         }
         Ok(result)
+    }
+}
+
+impl NativeModel {
+    /// For a model the manifest marks as `split_batch`, run on a batch of more than one:
+    /// the descriptors of each sample in turn (inputs and outputs narrowed to their
+    /// sample's block, weights unchanged). `None`: one call on the whole batch.
+    fn split(&self, syms: &HashMap<String, u64>, descs: &[Vec<i64>]) -> Option<Vec<Vec<Vec<i64>>>> {
+        let s = self.manifest.split_batch.as_ref()?;
+        let n = *syms.get(s)?;
+        if n <= 1 {
+            return None;
+        }
+        // (argument index, bytes per sample) of every input and output.
+        let mut batched = Vec::new();
+        let specs = self
+            .manifest
+            .params
+            .iter()
+            .map(|p| (&p.tensor, matches!(p.binding, Binding::Input { .. })))
+            .chain(self.manifest.outputs.iter().map(|o| (o, true)));
+        for (i, (spec, is_batched)) in specs.enumerate() {
+            if !is_batched {
+                continue;
+            }
+            if spec.dims.first() != Some(&DimSpec::Sym(s.clone())) {
+                return None;
+            }
+            let rest: u64 = resolve(spec, syms).ok()?[1..].iter().product();
+            let dt = spec.dtype().ok()?;
+            let per = dt.storage_bytes(rest)?;
+            if dt.storage_bytes(rest * n)? != per * n {
+                return None;
+            }
+            batched.push((i, per as i64));
+        }
+        Some(
+            (0..n as i64)
+                .map(|k| {
+                    let mut d = descs.to_vec();
+                    for &(i, per) in &batched {
+                        d[i][0] += k * per;
+                        d[i][1] += k * per;
+                        d[i][3] = 1;
+                    }
+                    d
+                })
+                .collect(),
+        )
     }
 }
 

@@ -3,7 +3,7 @@
 //! padding as `tensor.pad` and the bias as the accumulator's initial value; 1×1
 //! convolutions as matmuls.
 
-use super::builder::{affine_map, elt, tensor_type, Emitter, Val};
+use super::builder::{affine_map, elt, identity_map, tensor_type, Emitter, Init, Val};
 use super::elementwise::neg_inf;
 use super::layout::expand_to;
 use super::EmitError;
@@ -40,6 +40,9 @@ fn pad_spatial(
         nd[2 + i] = Dim::Known((n as i64 + lo[i] + hi[i]) as u64);
     }
     let to = TensorType::new(x.ty.dtype, Shape::Ranked(nd));
+    if !em.options().gpu_kernels && x.ty.dtype == DType::F32 && value == "0.0" {
+        return pad_into_interior(em, x, lo, &to);
+    }
     let t = elt(x.ty.dtype);
     let c = em.op(format!("arith.constant {value} : {t}"));
     let i = [em.fresh(), em.fresh(), em.fresh(), em.fresh()];
@@ -58,6 +61,61 @@ fn pad_spatial(
         tensor_type(&to)
     ));
     Ok(Val { ssa, ty: to })
+}
+
+/// CPU: the padded tensor as a filled buffer whose interior is written by an element-wise
+/// copy (`linalg.generic`) into a slice of it. Unlike `tensor.pad`, whose interior
+/// bufferizes to a `memref.copy` (the generic strided `memrefCopy`, row by row), the copy
+/// is vectorized by the element-wise schedule, and element-wise fusion folds the producer
+/// (a BatchNorm, ReLU6, HardSwish) into it, so the producer writes the interior directly.
+fn pad_into_interior(
+    em: &mut Emitter,
+    x: &Val,
+    lo: [i64; 2],
+    to: &TensorType,
+) -> Result<Val, EmitError> {
+    let full = em.filled(to, "0.0")?;
+    let t = elt(x.ty.dtype);
+    let mut sizes = Vec::new();
+    for d in x.dims().to_vec() {
+        sizes.push(em.dim_operand(&d)?);
+    }
+    let at = format!(
+        "[0, 0, {}, {}] [{}] [1, 1, 1, 1]",
+        lo[0],
+        lo[1],
+        sizes.join(", ")
+    );
+    let (xt, tt) = (x.mlir_type(), tensor_type(to));
+    let slice = em.op(format!(
+        "tensor.extract_slice {}{at} : {tt} to {xt}",
+        full.ssa
+    ));
+    let slice = Val {
+        ssa: slice,
+        ty: x.ty.clone(),
+    };
+    let r = x.rank();
+    let copied = em.generic(
+        &[(x, identity_map(r))],
+        &x.ty,
+        identity_map(r),
+        &vec!["parallel"; r],
+        Init::Value(&slice),
+        // `x + 0.0` with the zero read from the filled destination: an identity copy would
+        // be erased before fusion, and a copy that ignores its destination gets a fresh
+        // `tensor.empty` for it, which then bufferizes to a buffer of its own plus a
+        // `memref.copy` into the interior again.
+        |b, a| Ok(b.op(format!("arith.addf {}, {} : {t}", a[0], a[1]))),
+    )?;
+    let ssa = em.op(format!(
+        "tensor.insert_slice {} into {}{at} : {xt} into {tt}",
+        copied.ssa, full.ssa
+    ));
+    Ok(Val {
+        ssa,
+        ty: to.clone(),
+    })
 }
 
 fn attrs(strides: [i64; 2], dilations: [i64; 2]) -> String {
@@ -83,6 +141,19 @@ fn weight_as(em: &mut Emitter, id: NodeId, dims: &[u64]) -> Result<Val, EmitErro
         .to_vec();
     let name = w.name.clone();
     Ok(em.prepared(&name, w.dtype, dims, bytes))
+}
+
+/// The accumulator of a convolution with `f` filters, of type `out` (filters in dim 1):
+/// the bias broadcast over every other dim, else zeros.
+fn accumulator(em: &mut Emitter, id: NodeId, f: u64, out: &TensorType) -> Result<Val, EmitError> {
+    if em.g.node(id).input(2).is_none() {
+        return em.filled(out, "0.0");
+    }
+    let b = em.input(id, 2)?;
+    let mut dims = vec![Dim::Known(1); out.shape.dims().map_or(0, |d| d.len())];
+    dims[1] = Dim::Known(f);
+    let bk = expand_to(em, &b, &TensorType::new(DType::F32, Shape::Ranked(dims)))?;
+    em.elementwise(&[&bk], out, |_, a| Ok(a[0].clone()))
 }
 
 pub fn conv(em: &mut Emitter, id: NodeId, c: &Conv) -> Result<Val, EmitError> {
@@ -114,28 +185,6 @@ pub fn conv(em: &mut Emitter, id: NodeId, c: &Conv) -> Result<Val, EmitError> {
     let xp = pad_spatial(em, &x, [p[0], p[1]], [p[2], p[3]], "0.0")?;
     let g = c.group as u64;
     let cin = known(em, &x.dims()[1], "channels")?;
-    // Accumulator: the bias broadcast over N, H, W, else zeros.
-    let init = match em.g.node(id).input(2) {
-        Some(_) => {
-            let b = em.input(id, 2)?;
-            let b4 = expand_to(
-                em,
-                &b,
-                &TensorType::new(
-                    DType::F32,
-                    Shape::Ranked(vec![
-                        Dim::Known(1),
-                        Dim::Known(f),
-                        Dim::Known(1),
-                        Dim::Known(1),
-                    ]),
-                ),
-            )?;
-            em.elementwise(&[&b4], &out, |_, a| Ok(a[0].clone()))?
-        }
-        None => em.filled(&out, "0.0")?,
-    };
-    let at = attrs(strides, dil);
     let t = tensor_type(&out);
     let const_filter =
         em.g.node(id)
@@ -145,7 +194,25 @@ pub fn conv(em: &mut Emitter, id: NodeId, c: &Conv) -> Result<Val, EmitError> {
     // CPU only: the GPU backend keeps the convolution it was validated with.
     let cpu = !em.options().gpu_kernels;
     if cpu && g == 1 && kh == 1 && kw == 1 && strides == [1, 1] && p == [0; 4] && const_filter {
-        return pointwise_conv(em, id, &x, &init, [f, cin], &out);
+        return pointwise_conv(em, id, &x, [f, cin], &out);
+    }
+    let init = accumulator(em, id, f, &out)?;
+    let mut at = attrs(strides, dil);
+    if cpu && p != [0; 4] && const_filter {
+        // The schedule may fuse the accumulator's producer (the bias broadcast) into the
+        // register tiles: the other operands are a constant and the padded buffer, which
+        // it does not fuse (an element-wise producer of the input would be recomputed per
+        // tile).
+        at = at.replacen('{', "{compc.fuse_init, ", 1);
+        if g == 1
+            && out
+                .shape
+                .dims()
+                .is_some_and(|d| d[3].known().is_some_and(|w| w % 16 == 0))
+        {
+            // Rows a multiple of 16 wide: the schedule's 16-column tile fits exactly.
+            at = at.replacen('{', "{compc.wide, ", 1);
+        }
     }
     if g == 1 {
         let w = em.input(id, 1)?;
@@ -220,7 +287,6 @@ fn pointwise_conv(
     em: &mut Emitter,
     id: NodeId,
     x: &Val,
-    init: &Val,
     [f, c]: [u64; 2],
     out: &TensorType,
 ) -> Result<Val, EmitError> {
@@ -234,9 +300,27 @@ fn pointwise_conv(
         ))
     };
     let x3 = flat(em, x, c)?;
+    let f32_filter =
+        em.g.node(id)
+            .input(1)
+            .and_then(|v| em.g.const_weight(v))
+            .is_some_and(|w| w.dtype == DType::F32);
+    if x3.shape.dims().is_some_and(|d| d[2] == Dim::Known(1)) && f32_filter {
+        return pointwise_conv_1x1_map(em, id, x, [f, c], out);
+    }
     let x3 = expand_to(em, x, &x3)?;
-    let o3 = flat(em, init, f)?;
-    let init3 = expand_to(em, init, &o3)?;
+    let o3 = TensorType::new(
+        DType::F32,
+        Shape::Ranked(vec![
+            x3.dims()[0].clone(),
+            Dim::Known(f),
+            x3.dims()[2].clone(),
+        ]),
+    );
+    // Built in the matmul's own shape (no reshape between them), so the schedule can fuse
+    // it into the register tiles (`compc.fuse_init`): the bias is written to a tile just
+    // before the tile accumulates onto it, not in a pass of its own over the output.
+    let init3 = accumulator(em, id, f, &o3)?;
     let w = weight_as(em, id, &[f, c])?;
     let maps = [
         affine_map(4, &["d1".into(), "d3".into()]),
@@ -245,7 +329,7 @@ fn pointwise_conv(
     ];
     let t = tensor_type(&o3);
     let ssa = em.op(format!(
-        "linalg.batch_matmul indexing_maps = [{}] ins({}, {} : {}, {}) outs({} : {t}) -> {t}",
+        "linalg.batch_matmul indexing_maps = [{}] {{compc.fuse_init}} ins({}, {} : {}, {}) outs({} : {t}) -> {t}",
         maps.join(", "),
         w.ssa,
         x3.ssa,
@@ -254,6 +338,54 @@ fn pointwise_conv(
         init3.ssa
     ));
     expand_to(em, &Val { ssa, ty: o3 }, out)
+}
+
+/// A 1×1 convolution of 1×1 maps (a squeeze-excite projection): `Y = X · Wᵀ` with X
+/// `[N, C]` and the filter transposed at compile time to `[C, F]`, so the matmul's vector
+/// lanes run over the filters. As a per-image `[F, C] × [C, 1]` product every tile would
+/// be one masked lane wide.
+fn pointwise_conv_1x1_map(
+    em: &mut Emitter,
+    id: NodeId,
+    x: &Val,
+    [f, c]: [u64; 2],
+    out: &TensorType,
+) -> Result<Val, EmitError> {
+    let n = x.dims()[0].clone();
+    let x2 = TensorType::new(DType::F32, Shape::Ranked(vec![n.clone(), Dim::Known(c)]));
+    let x2 = expand_to(em, x, &x2)?;
+    let o2 = TensorType::new(DType::F32, Shape::Ranked(vec![n, Dim::Known(f)]));
+    let init = accumulator(em, id, f, &o2)?;
+    let v =
+        em.g.node(id)
+            .input(1)
+            .ok_or_else(|| em.err("the filter is missing"))?;
+    let w =
+        em.g.const_weight(v)
+            .ok_or_else(|| em.err("the filter must be constant"))?;
+    let bytes = w
+        .bytes()
+        .map_err(|e| em.err(format!("weight {}: {e}", w.name)))?;
+    let (fu, cu) = (f as usize, c as usize);
+    let mut t = vec![0u8; bytes.len()];
+    for i in 0..fu {
+        for j in 0..cu {
+            let (src, dst) = (4 * (i * cu + j), 4 * (j * fu + i));
+            t[dst..dst + 4].copy_from_slice(&bytes[src..src + 4]);
+        }
+    }
+    let name = format!("{}.transposed", w.name);
+    let wt = em.prepared(&name, DType::F32, &[c, f], t);
+    let ty = tensor_type(&o2);
+    let ssa = em.op(format!(
+        "linalg.matmul ins({}, {} : {}, {}) outs({} : {ty}) -> {ty}",
+        x2.ssa,
+        wt.ssa,
+        x2.mlir_type(),
+        wt.mlir_type(),
+        init.ssa
+    ));
+    expand_to(em, &Val { ssa, ty: o2 }, out)
 }
 
 /// MaxPool / AveragePool over H, W. Ceil mode is handled by padding the high side up to
