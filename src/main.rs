@@ -81,6 +81,11 @@ enum Command {
         /// Where a compiled folder runs: as compiled (auto), or insist on cpu or gpu
         #[arg(long, value_enum, default_value = "auto")]
         device: Device,
+        /// CPU threads for a compiled CPU model whose samples are independent (its
+        /// manifest has `split_batch`): the samples of a batch run side by side. Other
+        /// models run on one thread. Default: every core.
+        #[arg(long)]
+        threads: Option<usize>,
     },
     /// Compare a transformed model with the original: fidelity, perplexity, size, FLOPs
     Eval {
@@ -156,7 +161,8 @@ fn dispatch(cli: Cli) -> Result<()> {
             inputs,
             output,
             device,
-        }) => run_model(&model, &inputs, &output, device),
+            threads,
+        }) => run_model(&model, &inputs, &output, device, threads),
         Some(Command::Eval {
             original,
             transformed,
@@ -289,6 +295,7 @@ fn run_model(
     inputs: &std::path::Path,
     output: &std::path::Path,
     device: Device,
+    threads: Option<usize>,
 ) -> Result<()> {
     use compc::runtime::native;
     let ins = compc::runtime::npz::read_npz(inputs)
@@ -298,7 +305,13 @@ fn run_model(
         let target = native::read_manifest(model)?.target;
         match (device, target.as_str()) {
             (Device::Auto | Device::Gpu, "gpu") => native::gpu::GpuModel::load(model)?.run(&ins)?,
-            (Device::Auto | Device::Cpu, "cpu") => native::NativeModel::load(model)?.run(&ins)?,
+            (Device::Auto | Device::Cpu, "cpu") => {
+                let threads = threads
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+                native::NativeModel::load(model)?
+                    .with_threads(threads)?
+                    .run(&ins)?
+            }
             (want, have) => anyhow::bail!(
                 "{} is compiled for `{have}`, not `{}`: recompile it with `--target {}`",
                 model.display(),

@@ -38,6 +38,32 @@ fn jit_matches_reference_runtime_on_all_fixtures() {
     }
 }
 
+/// A batch-separable model's samples run side by side on several threads, with exactly
+/// the outputs of one thread (each sample is the same call of the same code).
+#[test]
+fn cnn_samples_on_threads_match_one_thread_exactly() {
+    let g = compc::driver::load_model(&model_path("cnn", "torchscript")).unwrap();
+    let inputs = read_npz(&inputs_path("cnn", "b3"));
+    let one = compc::native::jit(&g).unwrap().run(&inputs).unwrap();
+    let three = compc::native::jit(&g)
+        .unwrap()
+        .with_threads(3)
+        .unwrap()
+        .run(&inputs)
+        .unwrap();
+    assert_eq!(one.len(), three.len());
+    for ((n1, t1), (n3, t3)) in one.iter().zip(&three) {
+        assert_eq!(n1, n3);
+        assert_eq!(
+            t1.to_bytes(),
+            t3.to_bytes(),
+            "{n1}: threads changed the output"
+        );
+    }
+    let want = compc::runtime::run(&g, &inputs).unwrap();
+    check("cnn", "torchscript", &three, &want);
+}
+
 /// Weight-only int4 and int8 (`MatMulNBits`, dequantized in the matmul's inner loop).
 #[test]
 fn quantized_matmul_nbits_matches_reference_runtime() {

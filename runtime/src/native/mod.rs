@@ -58,6 +58,9 @@ pub struct NativeModel {
     weights: Vec<WeightBytes>,
     /// Keeps the code alive: the shared library, or the JIT engine of the backend.
     _owner: Box<dyn std::any::Any>,
+    /// Threads that run the samples of a `split_batch` model side by side (`None`: the
+    /// calling thread runs them in turn).
+    pool: Option<rayon::ThreadPool>,
 }
 
 // The entry point is reentrant (no global state) and the weights are read-only.
@@ -84,7 +87,24 @@ impl NativeModel {
             manifest,
             weights,
             _owner: owner,
+            pool: None,
         }
+    }
+
+    /// Runs the samples of a batch-separable model (`split_batch` in the manifest) on
+    /// `threads` threads side by side; other models, and `threads` ≤ 1, run on the calling
+    /// thread. Outputs are the same either way (each sample is one call of the same code).
+    pub fn with_threads(mut self, threads: usize) -> Result<NativeModel> {
+        self.pool = if threads > 1 && self.manifest.split_batch.is_some() {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .map_err(|e| err(format!("cannot start {threads} threads: {e}")))?;
+            Some(pool)
+        } else {
+            None
+        };
+        Ok(self)
     }
 
     /// Opens a compiled CPU model folder.
@@ -139,6 +159,7 @@ impl NativeModel {
                 })?
         };
         Ok(NativeModel {
+            pool: None,
             entry,
             manifest,
             weights,
@@ -195,17 +216,28 @@ impl NativeModel {
         for (buf, layout) in &outs {
             descs.push(descriptor(buf.as_ptr() as *const u8, &layout.shape));
         }
-        match self.split(&syms, &descs) {
+        match (self.split(&syms, &descs), &self.pool) {
             // SAFETY: as below; every per-sample descriptor points at one sample's block
-            // (dim 0 of size 1) of the same buffers.
-            Some(per_sample) => {
+            // (dim 0 of size 1) of the same buffers, so the calls write disjoint outputs,
+            // and the entry point is reentrant (no global state; intermediate buffers come
+            // from each thread's own cache).
+            (Some(per_sample), Some(pool)) => {
+                use rayon::prelude::*;
+                let entry = self.entry;
+                pool.install(|| {
+                    per_sample
+                        .into_par_iter()
+                        .for_each(|mut d| unsafe { call_packed(entry, &mut d) })
+                });
+            }
+            (Some(per_sample), None) => {
                 for mut d in per_sample {
                     unsafe { call_packed(self.entry, &mut d) };
                 }
             }
             // SAFETY: every descriptor points at a live buffer of the size its dims say,
             // in the order and with the types of the manifest the code was compiled for.
-            None => unsafe { call_packed(self.entry, &mut descs) },
+            (None, _) => unsafe { call_packed(self.entry, &mut descs) },
         }
         drop(input_bytes);
         let mut result = Vec::new();
