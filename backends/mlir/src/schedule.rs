@@ -30,9 +30,16 @@ pub fn cpu_schedule() -> String {
         contraction_sequence("tile_fuse_batch_matmul", 1, true),
     ]
     .join("\n");
+    let conv_fused = [
+        conv_fused_sequence("tile_conv_fused", 8),
+        conv_fused_sequence("tile_conv_fused_wide", 16),
+    ]
+    .join("\n");
     format!(
         "{}{sequences}{reductions}{}",
-        SEQUENCES.replace("{contraction_sequences}", &contractions),
+        SEQUENCES
+            .replace("{contraction_sequences}", &contractions)
+            .replace("{conv_fused_sequences}", &conv_fused),
         MAIN.replace("{elementwise_pairs}", &pairs.join(",\n"))
     )
 }
@@ -141,50 +148,7 @@ const SEQUENCES: &str = r#"
     transform.yield
   }
 
-  transform.named_sequence @tile_conv_fused(%op: !transform.any_op {transform.consumed}) {
-    %g = transform.structured.generalize %op : (!transform.any_op) -> !transform.any_op
-    %o, %ln, %lf, %lh, %lw = transform.structured.fuse %g tile_sizes [1, 4, 2, 8, 0, 0, 0] : (!transform.any_op) -> (!transform.any_op, !transform.any_op, !transform.any_op, !transform.any_op, !transform.any_op)
-    %acc = transform.get_producer_of_operand %o[2] : (!transform.any_op) -> !transform.any_op
-    transform.include @vectorize_whole failures(suppress) (%acc) : (!transform.any_op) -> ()
-    %t, %lc, %lkh, %lkw = transform.structured.tile_using_for %o tile_sizes [0, 0, 0, 0, 1, 1, 1] : (!transform.any_op) -> (!transform.any_op, !transform.any_op, !transform.any_op, !transform.any_op)
-    transform.include @vectorize_taps failures(suppress) (%lkw) : (!transform.any_op) -> ()
-    transform.loop.hoist_loop_invariant_subsets %lkw : !transform.any_op
-    transform.apply_licm to %lkh : !transform.any_op
-    transform.loop.hoist_loop_invariant_subsets %lkh : !transform.any_op
-    transform.apply_licm to %lc : !transform.any_op
-    transform.loop.hoist_loop_invariant_subsets %lc : !transform.any_op
-    // Folds the slices between the bias write and the accumulator's first read, so the
-    // tile starts from the broadcast bias in registers (no store and reload).
-    transform.apply_patterns to %lw {
-      transform.apply_patterns.tensor.fold_tensor_subset_ops
-      transform.apply_patterns.canonicalization
-    } : !transform.any_op
-    transform.yield
-  }
-
-  // Output rows that are a multiple of 16 wide (`compc.wide`): 16 columns per tile, so
-  // each tap is a full AVX-512 vector (4 filters × 2 rows × 16 columns).
-  transform.named_sequence @tile_conv_fused_wide(%op: !transform.any_op {transform.consumed}) {
-    %g = transform.structured.generalize %op : (!transform.any_op) -> !transform.any_op
-    %o, %ln, %lf, %lh, %lw = transform.structured.fuse %g tile_sizes [1, 4, 2, 16, 0, 0, 0] : (!transform.any_op) -> (!transform.any_op, !transform.any_op, !transform.any_op, !transform.any_op, !transform.any_op)
-    %acc = transform.get_producer_of_operand %o[2] : (!transform.any_op) -> !transform.any_op
-    transform.include @vectorize_whole failures(suppress) (%acc) : (!transform.any_op) -> ()
-    %t, %lc, %lkh, %lkw = transform.structured.tile_using_for %o tile_sizes [0, 0, 0, 0, 1, 1, 1] : (!transform.any_op) -> (!transform.any_op, !transform.any_op, !transform.any_op, !transform.any_op)
-    transform.include @vectorize_taps failures(suppress) (%lkw) : (!transform.any_op) -> ()
-    transform.loop.hoist_loop_invariant_subsets %lkw : !transform.any_op
-    transform.apply_licm to %lkh : !transform.any_op
-    transform.loop.hoist_loop_invariant_subsets %lkh : !transform.any_op
-    transform.apply_licm to %lc : !transform.any_op
-    transform.loop.hoist_loop_invariant_subsets %lc : !transform.any_op
-    // Folds the slices between the bias write and the accumulator's first read, so the
-    // tile starts from the broadcast bias in registers (no store and reload).
-    transform.apply_patterns to %lw {
-      transform.apply_patterns.tensor.fold_tensor_subset_ops
-      transform.apply_patterns.canonicalization
-    } : !transform.any_op
-    transform.yield
-  }
-
+{conv_fused_sequences}
   // Convolution (1×1 ones are matmuls already): 4 filters × 2 output rows × 8 columns in
   // registers while the c × kh × kw taps run, each tap 4 broadcast weights times 2
   // contiguous input rows.
@@ -437,5 +401,35 @@ fn spatial_reduction_sequences(r: usize) -> String {
   }}
 "#,
         loops = loops.join(", ")
+    )
+}
+/// A convolution tiled 4 filters × 2 output rows × `width` columns with its accumulator's
+/// producer (a bias broadcast) fused into the tile loops and vectorized whole, so each
+/// tile starts from the bias in registers (see `compc.fuse_init` in the emitter); then
+/// the c × kh × kw taps as in `@tile_conv`. `width` 16 is for output rows that are a
+/// multiple of 16 wide (`compc.wide`), where each tap is a full AVX-512 vector.
+fn conv_fused_sequence(name: &str, width: usize) -> String {
+    format!(
+        r#"  transform.named_sequence @{name}(%op: !transform.any_op {{transform.consumed}}) {{
+    %g = transform.structured.generalize %op : (!transform.any_op) -> !transform.any_op
+    %o, %ln, %lf, %lh, %lw = transform.structured.fuse %g tile_sizes [1, 4, 2, {width}, 0, 0, 0] : (!transform.any_op) -> (!transform.any_op, !transform.any_op, !transform.any_op, !transform.any_op, !transform.any_op)
+    %acc = transform.get_producer_of_operand %o[2] : (!transform.any_op) -> !transform.any_op
+    transform.include @vectorize_whole failures(suppress) (%acc) : (!transform.any_op) -> ()
+    %t, %lc, %lkh, %lkw = transform.structured.tile_using_for %o tile_sizes [0, 0, 0, 0, 1, 1, 1] : (!transform.any_op) -> (!transform.any_op, !transform.any_op, !transform.any_op, !transform.any_op)
+    transform.include @vectorize_taps failures(suppress) (%lkw) : (!transform.any_op) -> ()
+    transform.loop.hoist_loop_invariant_subsets %lkw : !transform.any_op
+    transform.apply_licm to %lkh : !transform.any_op
+    transform.loop.hoist_loop_invariant_subsets %lkh : !transform.any_op
+    transform.apply_licm to %lc : !transform.any_op
+    transform.loop.hoist_loop_invariant_subsets %lc : !transform.any_op
+    // Folds the slices between the bias write and the accumulator's first read, so the
+    // tile starts from the broadcast bias in registers (no store and reload).
+    transform.apply_patterns to %lw {{
+      transform.apply_patterns.tensor.fold_tensor_subset_ops
+      transform.apply_patterns.canonicalization
+    }} : !transform.any_op
+    transform.yield
+  }}
+"#
     )
 }
