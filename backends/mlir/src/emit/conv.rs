@@ -356,26 +356,8 @@ fn pointwise_conv_1x1_map(
     let x2 = expand_to(em, x, &x2)?;
     let o2 = TensorType::new(DType::F32, Shape::Ranked(vec![n, Dim::Known(f)]));
     let init = accumulator(em, id, f, &o2)?;
-    let v =
-        em.g.node(id)
-            .input(1)
-            .ok_or_else(|| em.err("the filter is missing"))?;
-    let w =
-        em.g.const_weight(v)
-            .ok_or_else(|| em.err("the filter must be constant"))?;
-    let bytes = w
-        .bytes()
-        .map_err(|e| em.err(format!("weight {}: {e}", w.name)))?;
-    let (fu, cu) = (f as usize, c as usize);
-    let mut t = vec![0u8; bytes.len()];
-    for i in 0..fu {
-        for j in 0..cu {
-            let (src, dst) = (4 * (i * cu + j), 4 * (j * fu + i));
-            t[dst..dst + 4].copy_from_slice(&bytes[src..src + 4]);
-        }
-    }
-    let name = format!("{}.transposed", w.name);
-    let wt = em.prepared(&name, DType::F32, &[c, f], t);
+    let wt = super::linear::transposed_constant(em, id, 1, [f, c])?
+        .ok_or_else(|| em.err("the filter must be a constant f32 weight"))?;
     let ty = tensor_type(&o2);
     let ssa = em.op(format!(
         "linalg.matmul ins({}, {} : {}, {}) outs({} : {ty}) -> {ty}",

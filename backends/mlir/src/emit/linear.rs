@@ -175,16 +175,30 @@ pub fn matmul(em: &mut Emitter, id: NodeId) -> Result<Val, EmitError> {
 
 /// A constant 2-D weight transposed at compile time (Gemm's `transB`).
 fn transposed_weight(em: &mut Emitter, id: NodeId, i: usize) -> Result<Option<Val>, EmitError> {
-    let Some(v) = em.g.node(id).input(i) else {
+    let dims = match em.g.node(id).input(i).and_then(|v| em.g.const_weight(v)) {
+        Some(w) if w.dims.len() == 2 => [w.dims[0], w.dims[1]],
+        _ => return Ok(None),
+    };
+    transposed_constant(em, id, i, dims)
+}
+
+/// Input `i` of `id`, a constant f32 weight, read as a `[rows, cols]` matrix (its own dims
+/// may differ, the bytes are the same: a `[F, C, 1, 1]` filter as `[F, C]`) and transposed
+/// at compile time to `[cols, rows]`. `None` when the input is not a constant f32 weight
+/// of `rows·cols` elements.
+pub(super) fn transposed_constant(
+    em: &mut Emitter,
+    id: NodeId,
+    i: usize,
+    [rows, cols]: [u64; 2],
+) -> Result<Option<Val>, EmitError> {
+    let Some(w) = em.g.node(id).input(i).and_then(|v| em.g.const_weight(v)) else {
         return Ok(None);
     };
-    let Some(w) = em.g.const_weight(v) else {
-        return Ok(None);
-    };
-    if w.dims.len() != 2 || w.dtype != DType::F32 {
+    if w.dtype != DType::F32 || w.dims.iter().product::<u64>() != rows * cols {
         return Ok(None);
     }
-    let (r, c) = (w.dims[0] as usize, w.dims[1] as usize);
+    let (r, c) = (rows as usize, cols as usize);
     let src = w
         .to_f32_vec()
         .map_err(|e| em.err(format!("weight {}: {e}", w.name)))?;
@@ -198,7 +212,7 @@ fn transposed_weight(em: &mut Emitter, id: NodeId, i: usize) -> Result<Option<Va
     Ok(Some(em.prepared(
         &name,
         DType::F32,
-        &[c as u64, r as u64],
+        &[cols, rows],
         bytemuck::cast_slice(&t).to_vec(),
     )))
 }
