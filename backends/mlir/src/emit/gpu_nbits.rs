@@ -7,9 +7,9 @@
 //! the packed weights once with wide coalesced loads, many bytes in flight, and few
 //! instructions per code (at batch 1 the unpacking costs about as much issue time as the
 //! DRAM stream takes):
-//! - a block of [`WARPS`] warps computes [`ROWS`] output features; the warps split K into
-//!   contiguous ranges of 128-word groups and add their partial sums through shared
-//!   memory at the end (more warps per row keep more loads in flight than one warp per
+//! - a block of [`WARPS`] (or [`FEW_WARPS`]) warps computes [`ROWS`] output features; the
+//!   warps split K into contiguous ranges of 128-word groups and add their partial sums
+//!   through shared memory at the end (more warps per row keep more loads in flight than one warp per
 //!   row could);
 //! - the codes are repacked at compile time ([`repack_words`]) so that one 16-byte load
 //!   per lane gives it words l, l+32, l+64, l+96 of a group: each warp-wide load is 512
@@ -45,6 +45,14 @@ use compc_ir::TensorType;
 
 /// Warps per block; they split K.
 const WARPS: u64 = 4;
+/// Warps per block of the one-row kernel when K is at most [`WARPS`] groups and N at most
+/// [`FEW_ROWS`]: each warp then takes two groups. Measured on an H100, 8 chained
+/// 4096×4096 int4 layers went from 45% to 56% of copy bandwidth with it, while the
+/// 4096→11008 layers of the other chain were slower with it (64% against 66%); the
+/// reason is not established (see the issue notes), so it is kept to the shapes measured.
+const FEW_WARPS: u64 = 2;
+/// Largest N that gets [`FEW_WARPS`].
+const FEW_ROWS: u64 = 4096;
 /// Output features per block.
 const ROWS: u64 = 4;
 /// Rows of A that share one pass over the weights (a decode batch); the rows beyond a
@@ -106,6 +114,38 @@ pub fn repacked_row_words(k: u64, bits: u64) -> u64 {
     (k * bits / 32).div_ceil(GROUP_WORDS) * GROUP_WORDS
 }
 
+/// 2^23: OR-ing a code q (below 2^23) into its mantissa gives the float 2^23 + q exactly.
+const MAGIC: f32 = 8_388_608.0;
+
+/// How a 32-bit word of codes becomes floats without a conversion instruction: code i is
+/// `(word >> shifts[i]) & mask`, OR-ed into the bits of [`MAGIC`]; subtracting 2^23 + z
+/// from that float leaves q − z exactly.
+///
+/// (A variant that ORs each code into a float 2^(23 − bit offset) in place, one shift per
+/// word instead of one per code, has fewer instructions but measured slower on the
+/// 11008-wide layers and faster on 4096×4096 ones; see the issue notes.)
+struct Unpack {
+    shifts: Vec<u32>,
+    mask: u32,
+}
+
+impl Unpack {
+    fn new(bits: u64) -> Unpack {
+        let bits = bits as u32;
+        Unpack {
+            shifts: (0..32 / bits).map(|i| i * bits).collect(),
+            mask: (1u32 << bits) - 1,
+        }
+    }
+
+    /// Code `i` of `word` minus the zero point `z`, the way the kernel computes it.
+    #[cfg(test)]
+    fn centered(&self, word: u32, i: usize, z: f32) -> f32 {
+        let q = (word >> self.shifts[i]) & self.mask;
+        f32::from_bits(q | MAGIC.to_bits()) - (z + MAGIC)
+    }
+}
+
 /// Emits `out[m, n] = Σ_k a[m, k]·(q[n, k] − z[n, k/bs])·s[n, k/bs] (+ bias[n])`.
 ///
 /// `bq` is the packed weight as 32-bit words in the layout of [`repack_words`] (i32,
@@ -159,20 +199,27 @@ fn helper(
     let e = 32 / bits; // codes per word
     let words = k / e;
     let groups = words.div_ceil(GROUP_WORDS);
-    let per_warp = groups.div_ceil(WARPS);
+    let warps = |mb: u64| {
+        if mb == 1 && groups <= WARPS && n <= FEW_ROWS {
+            groups.min(FEW_WARPS)
+        } else {
+            groups.min(WARPS)
+        }
+    };
     let bw = block_words(bits, bs);
     let a_t = format!("{m_ty}x{k}xf32");
     let b_t = format!("{n}x{}xi32", groups * GROUP_WORDS);
     let s_t = format!("{n}x{nb}xf32");
     let z_t = format!("{n}x{nb}xi8");
     let o_t = format!("{m_ty}x{n}xf32");
-    let red_t = format!(
-        "memref<{}xf32, #gpu.address_space<workgroup>>",
-        WARPS * ROWS * BATCH
-    );
+    let red_t = |mb: u64| {
+        format!(
+            "memref<{}xf32, #gpu.address_space<workgroup>>",
+            warps(mb) * ROWS * mb
+        )
+    };
     let grid = n.div_ceil(ROWS);
-    let shifts: Vec<String> = (0..e).map(|i| (i * bits).to_string()).collect();
-    let mask = (1u64 << bits) - 1;
+    let unpack = Unpack::new(bits);
     let vi = format!("vector<{e}xi32>");
     let (launch_dependents, wait) = if grid_wait {
         (
@@ -190,7 +237,7 @@ fn helper(
             s_t: &s_t,
             z_t: &z_t,
             o_t: &o_t,
-            red_t: &red_t,
+            red_t: &red_t(mb),
             n,
             e,
             wait: &wait,
@@ -211,7 +258,8 @@ fn helper(
     // would have no rows.
     let launch = |mb: u64| -> String {
         format!(
-            r#"    gpu.launch blocks(%bx, %by, %bz) in (%gx = %grid, %gy = %c1, %gz = %c1) threads(%tx, %ty, %tz) in (%sx = %threads, %sy = %c1, %sz = %c1) workgroup(%red : {red_t}) {{
+            r#"    %threads{mb} = arith.constant {threads} : index
+    gpu.launch blocks(%bx, %by, %bz) in (%gx = %grid, %gy = %c1, %gz = %c1) threads(%tx, %ty, %tz) in (%sx = %threads{mb}, %sy = %c1, %sz = %c1) workgroup(%red : {red_t}) {{
 {launch_dependents}    %k0 = arith.constant 0 : index
     %k1 = arith.constant 1 : index
     %c32 = arith.constant 32 : index
@@ -226,13 +274,13 @@ fn helper(
     %cnb = arith.constant {nb} : index
     %cn = arith.constant {n} : index
     %crows = arith.constant {ROWS} : index
-    %cwarps = arith.constant {WARPS} : index
+    %cwarps = arith.constant {warps} : index
     %cmb{mb} = arith.constant {mb} : index
 {consts}    %zero = arith.constant 0.0 : f32
     %shifts = arith.constant dense<[{shifts}]> : {vi}
     %maskv = arith.constant dense<{mask}> : {vi}
-    %magicv = arith.constant dense<1258291200> : {vi}
-    %magicf = arith.constant 8388608.0 : f32
+    %magicv = arith.constant dense<{magic_bits}> : {vi}
+    %magicf = arith.constant {magic:?} : f32
     %width = arith.constant 32 : i32
 {offs}    %warp = arith.divui %tx, %c32 : index
     %lane = arith.remui %tx, %c32 : index
@@ -247,7 +295,19 @@ fn helper(
     }}
 "#,
             bpg = GROUP_WORDS / bw,
-            shifts = shifts.join(", "),
+            red_t = red_t(mb),
+            warps = warps(mb),
+            per_warp = groups.div_ceil(warps(mb)),
+            threads = warps(mb) * 32,
+            shifts = unpack
+                .shifts
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            mask = unpack.mask,
+            magic_bits = MAGIC.to_bits(),
+            magic = MAGIC,
             bounds = if mb == 1 {
                 "    %lo1 = arith.addi %mfull, %k0 : index\n    %hi1 = arith.addi %m, %k0 : index\n"
                     .to_string()
@@ -279,7 +339,6 @@ fn helper(
   %c1 = arith.constant 1 : index
   %m = memref.dim %am, %c0 : memref<{a_t}>
   %grid = arith.constant {grid} : index
-  %threads = arith.constant {threads} : index
   %cbatch = arith.constant {BATCH} : index
   %mtail = arith.remui %m, %cbatch : index
   %mfull = arith.subi %m, %mtail : index
@@ -292,7 +351,6 @@ fn helper(
   return
 }}
 "#,
-        threads = WARPS * 32,
         launch_full = launch(BATCH),
         launch_one = launch(1),
     )
@@ -529,6 +587,33 @@ mod tests {
                             0
                         };
                         assert_eq!(got, want, "row {row} group {g} lane {lane} slot {j}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_code_of_a_word_unpacks_to_its_value_minus_the_zero_point() {
+        for bits in [4u32, 8] {
+            let unpack = Unpack::new(bits as u64);
+            let mask = (1u32 << bits) - 1;
+            for word in [
+                0u32,
+                u32::MAX,
+                0x89ab_cdef,
+                0x1234_5678,
+                0xf0f0_0f0f,
+                0x8000_0001,
+            ] {
+                for i in 0..(32 / bits) as usize {
+                    let q = (word >> (bits as usize * i)) & mask;
+                    for z in [0u32, 1, 8, mask] {
+                        assert_eq!(
+                            unpack.centered(word, i, z as f32),
+                            q as f32 - z as f32,
+                            "{bits}-bit word {word:#x} code {i} zero point {z}"
+                        );
                     }
                 }
             }
