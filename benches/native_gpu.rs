@@ -216,6 +216,7 @@ fn run_all(dir: &Path, reps: usize) {
     let mut bandwidth = Vec::new();
     let tmp = tempfile::tempdir().unwrap();
     let only = arg("--only");
+    let quick = std::env::args().any(|a| a == "--quick");
     for c in cases() {
         if only.as_deref().is_some_and(|o| !c.name.starts_with(o)) {
             continue;
@@ -230,17 +231,24 @@ fn run_all(dir: &Path, reps: usize) {
             .unwrap();
         compc::mlir::write_weights(&prepared, &m, &d.join("weights.bin")).unwrap();
         let model = GpuModel::load(&d).unwrap();
-        let peer_onnx = c.peer_onnx.clone().unwrap_or_else(|| {
-            let p = tmp.path().join(format!("{}.onnx", c.name));
-            compc::onnx::export::export_file(&c.graph, &p, &Default::default()).unwrap();
-            p
+        let peer_onnx = (!quick).then(|| {
+            c.peer_onnx.clone().unwrap_or_else(|| {
+                let p = tmp.path().join(format!("{}.onnx", c.name));
+                compc::onnx::export::export_file(&c.graph, &p, &Default::default()).unwrap();
+                p
+            })
         });
         for batch in [1usize, 8] {
             let ins = inputs(&c, batch);
             let dev = model.upload(&ins).unwrap();
             let got = model.download(&model.run_resident(&dev).unwrap()).unwrap();
-            let want = compc::runtime::run(&c.graph, &ins).unwrap();
-            let err = rel_err(&got, &want);
+            // `--quick` (kernel timings only, for comparing kernel variants) skips the
+            // reference interpreter and the peer.
+            let err = if quick {
+                f32::NAN
+            } else {
+                rel_err(&got, &compc::runtime::run(&c.graph, &ins).unwrap())
+            };
             let before = model.launches();
             model.run_resident(&dev).unwrap();
             let kernels = model.launches() - before;
@@ -249,7 +257,7 @@ fn run_all(dir: &Path, reps: usize) {
                 model.run_resident(&dev).unwrap();
                 t.elapsed().as_secs_f64() * 1e3
             });
-            let peer = torch_ms(&peer_onnx, &ins, reps);
+            let peer = peer_onnx.as_ref().and_then(|p| torch_ms(p, &ins, reps));
             let (ps, ratio) = match peer {
                 Some(p) => (format!("{p:.3}"), format!("{:.2}×", ms / p)),
                 None => ("—".into(), "—".into()),
@@ -292,7 +300,9 @@ fn main() {
         return;
     }
     let dir = arg("--run").unwrap_or_else(|| {
-        eprintln!("usage: native_gpu --compile DIR | --run DIR [--reps N]");
+        eprintln!(
+            "usage: native_gpu --compile DIR | --run DIR [--reps N] [--only PREFIX] [--quick]"
+        );
         std::process::exit(2)
     });
     if !compc::runtime::native::gpu::available() {
