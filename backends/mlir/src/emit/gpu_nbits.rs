@@ -517,7 +517,6 @@ fn chunk_loop(c: &ChunkText) -> String {
     format!(
         r#"    scf.for %mc = %lo{mb} to %hi{mb} step %cmb{mb} {{
       %cslots = arith.constant {slots} : index
-      %cmbi = arith.constant {mb} : index
       %warpslot = arith.muli %warp, %cslots : index
 {rows_of_a}      %parts:{accs} = scf.for %g = %gbeg to %gend step %k1 iter_args({inits}) -> ({f32s}) {{
         %gw = arith.muli %g, %cgw : index
@@ -532,8 +531,8 @@ fn chunk_loop(c: &ChunkText) -> String {
 {tail}      gpu.barrier
       %isout = arith.cmpi ult, %tx, %cslots : index
       scf.if %isout {{
-        %ofeat = arith.divui %tx, %cmbi : index
-        %oa = arith.remui %tx, %cmbi : index
+        %ofeat = arith.divui %tx, %cmb{mb} : index
+        %oa = arith.remui %tx, %cmb{mb} : index
         %orow = arith.addi %rowbase, %ofeat : index
         %om_row = arith.addi %mc, %oa : index
         %orowok = arith.cmpi ult, %orow, %cn : index
