@@ -9,8 +9,8 @@
 //! DRAM stream takes):
 //! - a block of [`WARPS`] (or [`FEW_WARPS`]) warps computes [`ROWS`] output features; the
 //!   warps split K into contiguous ranges of 128-word groups and add their partial sums
-//!   through shared memory at the end (more warps per row keep more loads in flight than one warp per
-//!   row could);
+//!   through shared memory at the end (more warps per row keep more loads in flight than
+//!   one warp per row could);
 //! - the codes are repacked at compile time ([`repack_words`]) so that one 16-byte load
 //!   per lane gives it words l, l+32, l+64, l+96 of a group: each warp-wide load is 512
 //!   contiguous bytes, and the activations those words need are read coalesced too;
@@ -47,7 +47,7 @@ use compc_ir::TensorType;
 const WARPS: u64 = 4;
 /// Warps per block of the one-row kernel when K is at most [`WARPS`] groups and N at most
 /// [`FEW_ROWS`]: each warp then takes two groups. Measured on an H100, 8 chained
-/// 4096×4096 int4 layers went from 45% to 56% of copy bandwidth with it, while the
+/// 4096×4096 int4 layers went from 45–46% to 55–56% of copy bandwidth with it, while the
 /// 4096→11008 layers of the other chain were slower with it (64% against 66%); the
 /// reason is not established (see the issue notes), so it is kept to the shapes measured.
 const FEW_WARPS: u64 = 2;
