@@ -3,8 +3,10 @@
 //! are already zero with identical outputs, gives smaller models that onnxruntime runs
 //! with the same outputs as compc's runtime, and composes with `quant`. On the CNN,
 //! convolution channel groups are found across BatchNorm, depthwise convs, residual adds,
-//! squeeze-excite and the channel Concat, zero channels are removed with identical outputs, and onnxruntime
-//! runs the shrunk model.
+//! squeeze-excite and the channel Concat, zero channels are removed with identical
+//! outputs, and onnxruntime runs the shrunk model, whether channels are scored by
+//! magnitude, Wanda or Taylor; on a small conv pair the activation-aware scores keep the
+//! channel that carries the large activations, which magnitude removes.
 
 mod common;
 
@@ -510,4 +512,113 @@ fn lm_hidden_size_pruning_of_zero_channels_keeps_outputs() {
     // Without zeroed channels the function changes, but stays close at a small ratio.
     let lossy = run_pipeline(&lm(), "prune{structured=hidden,ratio=0.0625}", None);
     assert!(GraphStats::of(&lossy).parameters < GraphStats::of(&lm()).parameters);
+}
+
+/// A conv writing 4 channels into a ReLU and a 1x1 conv that sums them. Input channel 0
+/// is 100× larger than channel 1 on the calibration data; the first conv's channel 0
+/// reads only input 0, with the smallest weight (0.5), and channels 1–3 read input 1 with
+/// weights 1.0, 1.1, 1.2; the second conv reads all four with weight 1.
+const WANDA_VS_MAGNITUDE: &str = r#"graph @wanda_vs_magnitude(%x: tensor<4x2x2x2xf32>) -> (y: tensor<4x1x2x2xf32>) {
+  %w1 = "const"() {value = dense<[[[[0.5]], [[0.0]]], [[[0.0]], [[1.0]]], [[[0.0]], [[1.1]]], [[[0.0]], [[1.2]]]]>} : () -> tensor<4x2x1x1xf32>
+  %w2 = "const"() {value = dense<[[[[1.0]], [[1.0]], [[1.0]], [[1.0]]]]>} : () -> tensor<1x4x1x1xf32>
+  %0 = "conv"(%x, %w1) {kernel_shape = [1, 1]} : (tensor<4x2x2x2xf32>, tensor<4x2x1x1xf32>) -> tensor<4x4x2x2xf32>
+  %1 = "relu"(%0) : (tensor<4x4x2x2xf32>) -> tensor<4x4x2x2xf32>
+  %2 = "conv"(%1, %w2) {kernel_shape = [1, 1]} : (tensor<4x4x2x2xf32>, tensor<1x4x1x1xf32>) -> tensor<4x1x2x2xf32>
+  return %2
+}
+"#;
+
+/// The filters of the first conv (4 input-channel pairs, flattened) after pruning.
+fn first_conv_filters(g: &Graph) -> Vec<f32> {
+    let conv = g
+        .node_ids()
+        .find(|&id| {
+            matches!(g.node(id).op, compc::ir::Op::Conv(_))
+                && g.node(id)
+                    .input(1)
+                    .and_then(|w| g.const_weight(w))
+                    .is_some_and(|w| w.dims[1] == 2)
+        })
+        .expect("the first conv");
+    let w = g.node(conv).input(1).unwrap();
+    g.const_weight(w).unwrap().to_f32_vec().unwrap()
+}
+
+#[test]
+fn conv_channel_importance_follows_the_activations_for_wanda_and_taylor() {
+    let g = compc::ir::text::parse(WANDA_VS_MAGNITUDE).unwrap();
+    // Per sample and position: input 0 is ±100, input 1 is ±1 (alternating signs).
+    let x: Vec<f32> = (0..4 * 2 * 4)
+        .map(|i| {
+            let (c, pos) = ((i / 4) % 2, i % 4);
+            let sign = if (i / 8 + pos) % 2 == 0 { 1.0 } else { -1.0 };
+            sign * if c == 0 { 100.0 } else { 1.0 }
+        })
+        .collect();
+    let calib = CalibData {
+        tensors: vec![("x".to_string(), Tensor::from_f32(vec![4, 2, 2, 2], x))],
+    };
+    let pruned = |importance: &str| {
+        let out = run_pipeline(
+            &g,
+            &format!("prune{{structured=channels,ratio=0.25,importance={importance}}}"),
+            Some(&calib),
+        );
+        first_conv_filters(&out)
+    };
+    // Magnitude: the 0.5 filter (and the equal consumer weights) make channel 0 the least
+    // important; it goes.
+    assert_eq!(pruned("magnitude"), [0.0, 1.0, 0.0, 1.1, 0.0, 1.2]);
+    // Wanda: channel 0 multiplies the large input and its ReLU output is large, so it
+    // stays and channel 1 (weight 1.0 on the small input) goes; Taylor (consumer side,
+    // ‖W_{:,c}‖²·E[x_c²]) agrees.
+    assert_eq!(pruned("wanda"), [0.5, 0.0, 0.0, 1.1, 0.0, 1.2]);
+    assert_eq!(pruned("taylor"), [0.5, 0.0, 0.0, 1.1, 0.0, 1.2]);
+    // With calibration data and no importance=, channels are scored by Wanda, as MLP
+    // units and heads are.
+    let default = run_pipeline(&g, "prune{structured=channels,ratio=0.25}", Some(&calib));
+    assert_eq!(first_conv_filters(&default), [0.5, 0.0, 0.0, 1.1, 0.0, 1.2]);
+    // Without calibration the activation-aware scores are refused with a clear error.
+    let err = common::try_pipeline(
+        &g,
+        "prune{structured=channels,ratio=0.25,importance=wanda}",
+        None,
+    )
+    .unwrap_err();
+    assert!(err.contains("calibration"), "{err}");
+}
+
+#[test]
+fn cnn_channel_pruning_by_wanda_and_taylor_runs_in_onnxruntime() {
+    let g = compc::driver::load_model(&model_path("cnn", "torchscript")).unwrap();
+    let inputs = read_npz(&common::inputs_path("cnn", "b3"));
+    let calib = CalibData {
+        tensors: inputs.clone(),
+    };
+    let magnitude = run_pipeline(
+        &g,
+        "prune{structured=channels,ratio=0.5,importance=magnitude}",
+        None,
+    );
+    for imp in ["wanda", "taylor"] {
+        let out = run_pipeline(
+            &g,
+            &format!("prune{{structured=channels,ratio=0.5,importance={imp}}}"),
+            Some(&calib),
+        );
+        // The same channel counts go (the ratio decides them), so the same parameters.
+        assert_eq!(
+            GraphStats::of(&out).parameters,
+            GraphStats::of(&magnitude).parameters,
+            "{imp}"
+        );
+        let ours = outputs(&out, &inputs);
+        assert_eq!(ours[0].len(), 3 * 10);
+        if let Some(ort) = ort_outputs(&out, &inputs) {
+            assert!(
+                close(&ort[0], &ours[0], 1e-4, 1e-4),
+                "{imp}: onnxruntime disagrees"
+            );
+        }
+    }
 }

@@ -82,9 +82,10 @@ pub const OPTIONS: &[OptionSpec] = &[
         name: "importance",
         kind: OptionKind::Choice(&["magnitude", "wanda", "taylor"]),
         default: None,
-        help: "structured: channel importance by weight L2 norm, by Σ|W|·‖X‖ (wanda) or by a \
-               first-order Taylor estimate E|x·∂L/∂x| ≈ E|Σ_c y_c·W_oc| on the removed outputs \
-               (default wanda with calibration data, magnitude without)",
+        help: "structured (mlp, heads, channels): unit importance by weight L2 norm, by \
+               Σ|W|·‖X‖ (wanda) or by the consumers' ‖W_{:,c}‖²·E[x_c²] (taylor: the \
+               second-order OBD estimate); default wanda with calibration data, magnitude \
+               without",
     },
     OptionSpec {
         name: "compensate",
@@ -386,7 +387,12 @@ impl PruneConfig {
                     "unknown importance `{i}` (magnitude, wanda, taylor)"
                 ))
             }
-            None if has_calib && matches!(target, Target::Mlp | Target::Heads | Target::Both) => {
+            None if has_calib
+                && matches!(
+                    target,
+                    Target::Mlp | Target::Heads | Target::Both | Target::Channels
+                ) =>
+            {
                 Importance::Wanda
             }
             None => Importance::Magnitude,

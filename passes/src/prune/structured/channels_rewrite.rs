@@ -2,13 +2,14 @@
 //! prunable convolution group ([`super::channels`]) and shrinks every member, so the
 //! exported model really has fewer parameters and FLOPs.
 //!
-//! Importance is the mean over the group's weight members of the L2 norm of the
-//! channel's slice (producer filters, consumer input slices, depthwise filters, linear
-//! columns): the magnitude criterion of techniques.md §2.6. BatchNorm and other
-//! per-channel constants are sliced but do not score (a zero filter is an unused channel
-//! whatever BatchNorm then adds: the consumers read it with zero weights).
+//! Importance ([`super::channel_importance`]) is the mean over the group's weight members
+//! (producer filters, consumer input slices, depthwise filters, linear columns) of the
+//! channel's magnitude, Wanda or Taylor score. BatchNorm and other per-channel constants
+//! are sliced but do not score (a zero filter is an unused channel whatever BatchNorm
+//! then adds: the consumers read it with zero weights).
 
 use super::apply::{const_tensor, kept, reinfer, set_const};
+use super::channel_importance::{channel_scores, weight_slice, InputNorms};
 use super::channels::{channel_groups, ChannelGroup, ChannelMember};
 use super::importance::lowest;
 use crate::context::PassContext;
@@ -66,49 +67,6 @@ fn slice_input(
     shape[axis] = keep.len();
     let nt = Tensor::from_f32_as(w.dtype, shape, data)?;
     set_const(g, node, slot, &nt, &w.name)
-}
-
-/// `(node, axis, offset)` of the weight slice a scored member holds: channel c is index
-/// `offset + c` along `axis` of the node's weight (input 1).
-fn weight_slice(g: &Graph, m: &ChannelMember) -> Option<(NodeId, usize, usize)> {
-    match *m {
-        ChannelMember::ConvOut(n) | ChannelMember::Depthwise(n) => Some((n, 0, 0)),
-        ChannelMember::ConvIn(n) => Some((n, 1, 0)),
-        ChannelMember::ConvInAt { node, offset } => Some((node, 1, offset)),
-        ChannelMember::LinearIn(n) => match &g.node(n).op {
-            Op::Gemm(a) if a.trans_b => Some((n, 1, 0)),
-            _ => Some((n, 0, 0)),
-        },
-        _ => None,
-    }
-}
-
-/// Per-channel importance: the mean over scored members of the slice's L2 norm.
-pub fn channel_scores(g: &Graph, grp: &ChannelGroup) -> Result<Vec<f64>, PassError> {
-    let mut total = vec![0f64; grp.channels];
-    let mut count = 0usize;
-    for m in grp.members.iter().filter(|m| m.scored()) {
-        let Some((node, axis, offset)) = weight_slice(g, m) else {
-            continue;
-        };
-        let v = g
-            .node(node)
-            .input(1)
-            .ok_or_else(|| invalid(format!("{} has no weight", g.node(node).describe(node))))?;
-        let (_, t) = const_tensor(g, v)?;
-        let shape = t.shape().to_vec();
-        let x = t.f32_cow();
-        for (c, tc) in total.iter_mut().enumerate() {
-            let slice = take_axis(&x, &shape, axis, &[offset + c]);
-            *tc += slice
-                .iter()
-                .map(|&v| (v as f64) * (v as f64))
-                .sum::<f64>()
-                .sqrt();
-        }
-        count += 1;
-    }
-    Ok(total.iter().map(|t| t / count.max(1) as f64).collect())
 }
 
 /// Removes every channel not in `keep` from every member of the group. Convs reading a
@@ -198,7 +156,7 @@ pub fn run(
             "structured=channels: no convolution with a constant kernel and group=1".into(),
         ));
     }
-    let mut plans: Vec<(ChannelGroup, Vec<usize>)> = Vec::new();
+    let mut chosen: Vec<(ChannelGroup, usize)> = Vec::new();
     for (conv, grp) in found {
         let name = conv_name(g, conv);
         let grp = match grp {
@@ -226,7 +184,23 @@ pub fn run(
                 grp.channels
             )));
         }
-        let scores = channel_scores(g, &grp)?;
+        chosen.push((grp, k));
+    }
+    let norms = if s.importance.needs_calibration() {
+        let calib = cx.calib.ok_or_else(|| {
+            invalid(format!(
+                "importance={} needs calibration data (give --calib CALIB.npz)",
+                s.importance.name()
+            ))
+        })?;
+        let groups: Vec<&ChannelGroup> = chosen.iter().map(|(grp, _)| grp).collect();
+        Some(InputNorms::collect(g, calib, &groups)?)
+    } else {
+        None
+    };
+    let mut plans: Vec<(ChannelGroup, Vec<usize>)> = Vec::new();
+    for (grp, k) in chosen {
+        let scores = channel_scores(g, &grp, s.importance, norms.as_ref())?;
         plans.push((grp, lowest(&scores, k)));
     }
     if plans.is_empty() {
@@ -241,7 +215,7 @@ pub fn run(
         let writers: Vec<String> = grp.writers.iter().map(|&w| conv_name(g, w)).collect();
         let shown: Vec<String> = removed.iter().take(16).map(|u| u.to_string()).collect();
         cx.note(format!(
-            "channels of {}: removed {} of {} by magnitude (channels {}{}); {} members",
+            "channels of {}: removed {} of {} by {} importance (channels {}{}); {} members",
             writers
                 .iter()
                 .map(|w| format!("`{w}`"))
@@ -249,6 +223,7 @@ pub fn run(
                 .join(" + "),
             removed.len(),
             grp.channels,
+            s.importance.name(),
             shown.join(", "),
             if removed.len() > 16 { ", …" } else { "" },
             grp.members.len()
@@ -286,15 +261,17 @@ pub fn run(
     Ok(Changed::Yes)
 }
 
-/// Checks the options structured=channels and structured=hidden (`what`) support: both
-/// score by weight magnitude and have no bias compensation.
+/// Checks the options structured=channels and structured=hidden (`what`) support:
+/// hidden-size pruning scores by weight magnitude only, and neither has bias
+/// compensation.
 pub fn check_options(o: &PassOptions, what: &str) -> Result<(), String> {
     match o.text("importance") {
         None | Some("magnitude") => {}
+        Some(_) if what == "channels" => {}
         Some(i) => {
             return Err(format!(
                 "structured={what} scores channels by magnitude only (importance={i} is for \
-                 mlp/heads)"
+                 mlp/heads/channels)"
             ))
         }
     }
