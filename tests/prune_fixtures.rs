@@ -588,8 +588,58 @@ fn conv_channel_importance_follows_the_activations_for_wanda_and_taylor() {
     assert!(err.contains("calibration"), "{err}");
 }
 
+/// Channel 0 of the first conv has a zero filter and bias 2, so after the ReLU it is the
+/// constant 2, which the second conv reads with weight 0.8: the least important channel
+/// by magnitude, and one whose removal compensation undoes exactly (1×1 kernels).
+const CONSTANT_CHANNEL: &str = r#"graph @constant_channel(%x: tensor<4x2x2x2xf32>) -> (y: tensor<4x1x2x2xf32>) {
+  %w1 = "const"() {value = dense<[[[[0.0]], [[0.0]]], [[[1.0]], [[0.5]]], [[[0.7]], [[-1.0]]], [[[1.3]], [[0.2]]]]>} : () -> tensor<4x2x1x1xf32>
+  %b1 = "const"() {value = dense<[2.0, 0.1, -0.2, 0.3]>} : () -> tensor<4xf32>
+  %w2 = "const"() {value = dense<[[[[0.8]], [[1.0]], [[-0.6]], [[0.9]]]]>} : () -> tensor<1x4x1x1xf32>
+  %b2 = "const"() {value = dense<[0.25]>} : () -> tensor<1xf32>
+  %0 = "conv"(%x, %w1, %b1) {kernel_shape = [1, 1]} : (tensor<4x2x2x2xf32>, tensor<4x2x1x1xf32>, tensor<4xf32>) -> tensor<4x4x2x2xf32>
+  %1 = "relu"(%0) : (tensor<4x4x2x2xf32>) -> tensor<4x4x2x2xf32>
+  %2 = "conv"(%1, %w2, %b2) {kernel_shape = [1, 1]} : (tensor<4x4x2x2xf32>, tensor<1x4x1x1xf32>, tensor<1xf32>) -> tensor<4x1x2x2xf32>
+  return %2
+}
+"#;
+
 #[test]
-fn cnn_channel_pruning_by_wanda_and_taylor_runs_in_onnxruntime() {
+fn conv_channel_compensation_restores_a_constant_channel_exactly() {
+    let g = compc::ir::text::parse(CONSTANT_CHANNEL).unwrap();
+    let x: Vec<f32> = (0..32)
+        .map(|i| ((i * 37 % 11) as f32 - 5.0) / 3.0)
+        .collect();
+    let inputs = vec![("x".to_string(), Tensor::from_f32(vec![4, 2, 2, 2], x))];
+    let calib = CalibData {
+        tensors: inputs.clone(),
+    };
+    let before = outputs(&g, &inputs);
+    let pipeline = |compensate: bool| {
+        format!(
+            "prune{{structured=channels,ratio=0.25,importance=magnitude,compensate={compensate}}}"
+        )
+    };
+    let plain = run_pipeline(&g, &pipeline(false), Some(&calib));
+    let compensated = run_pipeline(&g, &pipeline(true), Some(&calib));
+    for out in [&plain, &compensated] {
+        assert_eq!(first_conv_filters(out), [1.0, 0.5, 0.7, -1.0, 1.3, 0.2]);
+    }
+    // Without compensation every output loses 2 · 0.8; with it, nothing changes.
+    let lost = outputs(&plain, &inputs);
+    for (a, b) in before[0].iter().zip(&lost[0]) {
+        assert!((a - b - 1.6).abs() < 1e-5, "{a} vs {b}");
+    }
+    let kept = outputs(&compensated, &inputs);
+    assert!(
+        close(&before[0], &kept[0], 1e-6, 1e-6),
+        "compensation is not exact"
+    );
+    let err = common::try_pipeline(&g, &pipeline(true), None).unwrap_err();
+    assert!(err.contains("calibration"), "{err}");
+}
+
+#[test]
+fn cnn_channel_pruning_by_wanda_and_taylor_with_compensation_runs_in_onnxruntime() {
     let g = compc::driver::load_model(&model_path("cnn", "torchscript")).unwrap();
     let inputs = read_npz(&common::inputs_path("cnn", "b3"));
     let calib = CalibData {
@@ -600,18 +650,23 @@ fn cnn_channel_pruning_by_wanda_and_taylor_runs_in_onnxruntime() {
         "prune{structured=channels,ratio=0.5,importance=magnitude}",
         None,
     );
-    for imp in ["wanda", "taylor"] {
+    for imp in ["wanda", "taylor", "taylor,compensate=true"] {
         let out = run_pipeline(
             &g,
             &format!("prune{{structured=channels,ratio=0.5,importance={imp}}}"),
             Some(&calib),
         );
-        // The same channel counts go (the ratio decides them), so the same parameters.
-        assert_eq!(
+        // The same channel counts go (the ratio decides them), so the same parameters;
+        // compensation adds a bias to consumers that had none (convs before BatchNorm).
+        let (pa, pm) = (
             GraphStats::of(&out).parameters,
             GraphStats::of(&magnitude).parameters,
-            "{imp}"
         );
+        if imp.contains("compensate") {
+            assert!(pa > pm && pa * 100 < pm * 102, "{imp}: {pa} vs {pm}");
+        } else {
+            assert_eq!(pa, pm, "{imp}");
+        }
         let ours = outputs(&out, &inputs);
         assert_eq!(ours[0].len(), 3 * 10);
         if let Some(ort) = ort_outputs(&out, &inputs) {

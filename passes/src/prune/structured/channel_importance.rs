@@ -43,10 +43,17 @@ pub fn weight_slice(g: &Graph, m: &ChannelMember) -> Option<(NodeId, usize, usiz
     }
 }
 
-/// The per-channel sums of squares of the inputs of scored members, over the calibration
-/// data, and the number of positions each channel was seen at.
+/// Per-channel statistics of the inputs of scored members over the calibration data.
 pub struct InputNorms {
-    inputs: Vec<(ValueRef, Vec<f64>, u64)>,
+    inputs: Vec<ChannelStats>,
+}
+
+struct ChannelStats {
+    value: ValueRef,
+    sum: Vec<f64>,
+    sq: Vec<f64>,
+    /// Positions each channel was seen at.
+    seen: u64,
 }
 
 /// The member's node and the axis of its input that holds the features its weight reads.
@@ -78,8 +85,15 @@ impl InputNorms {
                 wanted.push((x, axis));
             }
         }
-        let mut inputs: Vec<(ValueRef, Vec<f64>, u64)> =
-            wanted.iter().map(|(v, _)| (*v, Vec::new(), 0)).collect();
+        let mut inputs: Vec<ChannelStats> = wanted
+            .iter()
+            .map(|(v, _)| ChannelStats {
+                value: *v,
+                sum: Vec::new(),
+                sq: Vec::new(),
+                seen: 0,
+            })
+            .collect();
         let values: Vec<ValueRef> = wanted.iter().map(|(v, _)| *v).collect();
         let mut runner = CalibRunner::new(g, calib, DEFAULT_BATCH)?;
         runner.run(g, &values, None, &mut |_, outs| {
@@ -92,27 +106,36 @@ impl InputNorms {
                     )));
                 };
                 let inner: usize = shape[*axis + 1..].iter().product();
-                let (_, sq, seen) = entry;
-                if sq.is_empty() {
-                    sq.resize(n, 0.0);
+                if entry.sq.is_empty() {
+                    entry.sq.resize(n, 0.0);
+                    entry.sum.resize(n, 0.0);
                 }
                 for (i, v) in t.f32_cow().iter().enumerate() {
-                    sq[(i / inner.max(1)) % n] += (*v as f64) * (*v as f64);
+                    let c = (i / inner.max(1)) % n;
+                    entry.sum[c] += *v as f64;
+                    entry.sq[c] += (*v as f64) * (*v as f64);
                 }
-                *seen += (t.numel() / n.max(1)) as u64;
+                entry.seen += (t.numel() / n.max(1)) as u64;
             }
             Ok(())
         })?;
         Ok(InputNorms { inputs })
     }
 
+    fn stats(&self, g: &Graph, node: NodeId) -> Option<&ChannelStats> {
+        let x = g.node(node).input(0)?;
+        self.inputs.iter().find(|s| s.value == x)
+    }
+
     /// Sums of squares per input channel of `node`, and positions per channel.
     fn of(&self, g: &Graph, node: NodeId) -> Option<(&[f64], u64)> {
-        let x = g.node(node).input(0)?;
-        self.inputs
-            .iter()
-            .find(|(v, _, _)| *v == x)
-            .map(|(_, sq, seen)| (sq.as_slice(), *seen))
+        self.stats(g, node).map(|s| (s.sq.as_slice(), s.seen))
+    }
+
+    /// Mean of every input channel of `node`.
+    pub fn mean(&self, g: &Graph, node: NodeId) -> Option<Vec<f64>> {
+        self.stats(g, node)
+            .map(|s| s.sum.iter().map(|x| x / s.seen.max(1) as f64).collect())
     }
 }
 

@@ -9,6 +9,7 @@
 //! then adds: the consumers read it with zero weights).
 
 use super::apply::{const_tensor, kept, reinfer, set_const};
+use super::channel_compensation::compensate;
 use super::channel_importance::{channel_scores, weight_slice, InputNorms};
 use super::channels::{channel_groups, ChannelGroup, ChannelMember};
 use super::importance::lowest;
@@ -186,11 +187,16 @@ pub fn run(
         }
         chosen.push((grp, k));
     }
-    let norms = if s.importance.needs_calibration() {
+    let norms = if s.importance.needs_calibration() || s.compensate {
         let calib = cx.calib.ok_or_else(|| {
             invalid(format!(
-                "importance={} needs calibration data (give --calib CALIB.npz)",
-                s.importance.name()
+                "importance={}{} needs calibration data (give --calib CALIB.npz)",
+                s.importance.name(),
+                if s.compensate {
+                    " with compensate=true"
+                } else {
+                    ""
+                }
             ))
         })?;
         let groups: Vec<&ChannelGroup> = chosen.iter().map(|(grp, _)| grp).collect();
@@ -208,6 +214,11 @@ pub fn run(
         return Ok(Changed::No);
     }
     let before = GraphStats::of(g);
+    if let (true, Some(norms)) = (s.compensate, &norms) {
+        for note in compensate(g, &plans, norms)? {
+            cx.note(note);
+        }
+    }
     let mut behind_concat: BTreeMap<NodeId, BTreeSet<usize>> = BTreeMap::new();
     for (grp, removed) in &plans {
         let keep = kept(grp.channels, 1, removed);
@@ -262,8 +273,7 @@ pub fn run(
 }
 
 /// Checks the options structured=channels and structured=hidden (`what`) support:
-/// hidden-size pruning scores by weight magnitude only, and neither has bias
-/// compensation.
+/// hidden-size pruning scores by weight magnitude only and has no bias compensation.
 pub fn check_options(o: &PassOptions, what: &str) -> Result<(), String> {
     match o.text("importance") {
         None | Some("magnitude") => {}
@@ -275,8 +285,8 @@ pub fn check_options(o: &PassOptions, what: &str) -> Result<(), String> {
             ))
         }
     }
-    if o.bool("compensate") == Some(true) {
-        return Err("compensate=true applies to structured=mlp|heads|both".into());
+    if o.bool("compensate") == Some(true) && what != "channels" {
+        return Err("compensate=true applies to structured=mlp|heads|both|channels".into());
     }
     Ok(())
 }

@@ -11,6 +11,7 @@
 //! Removing nothing (ratio 0, heads=0) returns before touching the graph.
 
 pub mod apply;
+pub mod channel_compensation;
 pub mod channel_importance;
 pub mod channels;
 pub mod channels_rewrite;
