@@ -30,17 +30,36 @@ fn consumer(m: &ChannelMember) -> Option<(NodeId, usize)> {
     }
 }
 
+/// What a consumer's bias gains per unit of mean on one input channel.
+enum Column {
+    /// One value per output.
+    Gains(Vec<f64>),
+    /// The consumer's bias cannot carry a correction, and why.
+    Unsupported(String),
+}
+
 /// `W[o, i]` summed over the kernel, for every output o, of a conv weight `[O, I, k…]` or
 /// a Gemm weight (`[O, I]` with transB, `[I, O]` without), scaled by Gemm's `alpha/beta`
-/// (the bias of a Gemm is multiplied by beta). `None` for a consumer whose bias cannot
-/// carry the correction, with the reason.
-fn input_column(g: &Graph, node: NodeId, i: usize) -> Result<Result<Vec<f64>, String>, PassError> {
+/// (the bias of a Gemm is multiplied by beta).
+fn input_column(g: &Graph, node: NodeId, i: usize) -> Result<Column, PassError> {
     let n = g.node(node);
     let w = n
         .input(1)
         .ok_or_else(|| invalid(format!("{} has no weight", n.describe(node))))?;
     let (_, t) = const_tensor(g, w)?;
     let shape = t.shape().to_vec();
+    let inputs = match (&n.op, shape.as_slice()) {
+        (Op::Gemm(a), [_, i]) if a.trans_b => *i,
+        (Op::Gemm(_), [i, _]) => *i,
+        (Op::Conv(_), [_, i, ..]) => *i,
+        _ => 0,
+    };
+    if i >= inputs {
+        return Err(invalid(format!(
+            "{}: its weight {shape:?} has no input channel {i}",
+            n.describe(node)
+        )));
+    }
     let x = t.f32_cow();
     let column = match &n.op {
         Op::Conv(_) => {
@@ -55,8 +74,8 @@ fn input_column(g: &Graph, node: NodeId, i: usize) -> Result<Result<Vec<f64>, St
         }
         Op::Gemm(a) => {
             if a.beta == 0.0 {
-                return Ok(Err(
-                    "its Gemm has beta = 0, so a bias cannot carry it".into()
+                return Ok(Column::Unsupported(
+                    "its Gemm has beta = 0, so a bias cannot carry it".into(),
                 ));
             }
             let scale = (a.alpha / a.beta) as f64;
@@ -71,9 +90,14 @@ fn input_column(g: &Graph, node: NodeId, i: usize) -> Result<Result<Vec<f64>, St
                     .collect()
             }
         }
-        other => return Ok(Err(format!("`{}` has no bias input", other.name()))),
+        other => {
+            return Ok(Column::Unsupported(format!(
+                "`{}` has no bias input",
+                other.name()
+            )))
+        }
     };
-    Ok(Ok(column))
+    Ok(Column::Gains(column))
 }
 
 /// Adds each removed channel's mean contribution to its consumers' biases; returns a
@@ -96,8 +120,8 @@ pub fn compensate(
             for &c in removed {
                 let i = offset + c;
                 let column = match input_column(g, node, i)? {
-                    Ok(col) => col,
-                    Err(why) => {
+                    Column::Gains(col) => col,
+                    Column::Unsupported(why) => {
                         notes.push(format!(
                             "did not compensate {}: {why}",
                             g.node(node).describe(node)
@@ -122,7 +146,7 @@ pub fn compensate(
     }
     for (node, delta) in deltas {
         let outputs = delta.len();
-        let bias: Vec<f32> = match g.node(node).input(2) {
+        let (bias, shape): (Vec<f32>, Vec<usize>) = match g.node(node).input(2) {
             Some(b) => {
                 let (_, t) = const_tensor(g, b)?;
                 if t.numel() != outputs {
@@ -133,13 +157,9 @@ pub fn compensate(
                     ));
                     continue;
                 }
-                t.f32_cow().to_vec()
+                (t.f32_cow().to_vec(), t.shape().to_vec())
             }
-            None => vec![0.0; outputs],
-        };
-        let shape = match g.node(node).input(2) {
-            Some(b) => const_tensor(g, b)?.1.shape().to_vec(),
-            None => vec![outputs],
+            None => (vec![0.0; outputs], vec![outputs]),
         };
         let sum: Vec<f32> = bias
             .iter()
