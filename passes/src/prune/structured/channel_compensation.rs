@@ -49,12 +49,13 @@ fn input_column(g: &Graph, node: NodeId, i: usize) -> Result<Column, PassError> 
     let (_, t) = const_tensor(g, w)?;
     let shape = t.shape().to_vec();
     let inputs = match (&n.op, shape.as_slice()) {
-        (Op::Gemm(a), [_, i]) if a.trans_b => *i,
-        (Op::Gemm(_), [i, _]) => *i,
-        (Op::Conv(_), [_, i, ..]) => *i,
-        _ => 0,
+        (Op::Gemm(a), [_, i]) if a.trans_b => Some(*i),
+        (Op::Gemm(_), [i, _]) => Some(*i),
+        (Op::Conv(_), [_, i, ..]) => Some(*i),
+        (Op::Gemm(_) | Op::Conv(_), _) => Some(0),
+        _ => None,
     };
-    if i >= inputs {
+    if inputs.is_some_and(|count| i >= count) {
         return Err(invalid(format!(
             "{}: its weight {shape:?} has no input channel {i}",
             n.describe(node)
