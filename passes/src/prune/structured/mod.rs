@@ -18,10 +18,10 @@ pub mod channels_rewrite;
 pub mod depgraph;
 pub mod hidden;
 pub mod importance;
+pub mod layer_stats;
 
 use super::options::{PruneConfig, StructuredConfig, Target};
-use crate::calib::runner::DEFAULT_BATCH;
-use crate::calib::{CalibRunner, InputStats};
+use crate::calib::InputStats;
 use crate::context::PassContext;
 use crate::idioms::Idioms;
 use crate::ledger::GraphStats;
@@ -29,9 +29,10 @@ use crate::pass::{Changed, PassError};
 use crate::quant::layers::{read_w, select_skipping, Layer};
 use crate::quant::pass::end_to_end_error;
 use apply::{add_to_bias, apply_group, describe_kind, reinfer};
-use compc_ir::{Graph, ValueRef};
+use compc_ir::Graph;
 use depgraph::{head_group, mlp_group, Axis, Group, GroupKind};
 use importance::{group_scores, lowest, MemberData};
+use layer_stats::LayerStats;
 
 /// Units to remove from a group.
 fn amount(group: &Group, s: &StructuredConfig) -> Result<usize, PassError> {
@@ -131,37 +132,22 @@ pub fn run(
     let macs_before = linear_macs(g, &idioms);
     // Input statistics of every member, on the unpruned model.
     let calibrated = s.importance.needs_calibration() || s.compensate;
-    let mut stats: Vec<(ValueRef, InputStats)> = Vec::new();
-    let mut runner = None;
-    if calibrated {
+    let collected = if calibrated {
         let calib = cx.calib.ok_or_else(|| {
             PassError::Invalid("calibration data is needed (give --calib CALIB.npz)".into())
         })?;
-        let mut r = CalibRunner::new(g, calib, DEFAULT_BATCH)?;
-        for grp in &groups {
-            for m in &grp.members {
-                let l = layers[m.linear].as_ref().expect("checked above");
-                if let Some(x) = l.input(g) {
-                    if !stats.iter().any(|(v, _)| *v == x) {
-                        stats.push((x, InputStats::new(l.cols, false)));
-                    }
-                }
-            }
-        }
-        let vs: Vec<ValueRef> = stats.iter().map(|s| s.0).collect();
-        r.run(g, &vs, None, &mut |_, outs| {
-            for ((_, st), t) in stats.iter_mut().zip(&outs) {
-                st.add(t, "structured pruning statistics")?;
-            }
-            Ok(())
-        })?;
-        runner = Some(r);
-    }
-    let stat_of = |g: &Graph, l: &Layer| -> Option<&InputStats> {
-        let x = l.input(g)?;
-        stats.iter().find(|(v, _)| *v == x).map(|(_, s)| s)
+        let members = groups.iter().flat_map(|grp| &grp.members);
+        Some(LayerStats::collect(
+            g,
+            calib,
+            members.map(|m| layers[m.linear].as_ref().expect("checked above")),
+        )?)
+    } else {
+        None
     };
-    let original = runner.as_ref().map(|_| g.clone());
+    let stat_of = |g: &Graph, l: &Layer| -> Option<&InputStats> { collected.as_ref()?.of(g, l) };
+    let runner = collected.as_ref().map(|c| &c.runner);
+    let original = runner.map(|_| g.clone());
     // Decide every group on the unpruned weights, then rewrite.
     let mut plans: Vec<Vec<usize>> = Vec::new();
     for (grp, &k) in groups.iter().zip(&amounts) {
@@ -292,7 +278,7 @@ pub fn run(
         after.parameters as f64 / before.parameters.max(1) as f64,
     );
     cx.touch(groups.len() + removed_dead);
-    if let (Some(orig), Some(r)) = (original, runner.as_ref()) {
+    if let (Some(orig), Some(r)) = (original, runner) {
         end_to_end_error(&orig, g, r, cx)?;
     }
     Ok(Changed::Yes)
