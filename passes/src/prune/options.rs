@@ -82,7 +82,7 @@ pub const OPTIONS: &[OptionSpec] = &[
         name: "importance",
         kind: OptionKind::Choice(&["magnitude", "wanda", "taylor"]),
         default: None,
-        help: "structured (mlp, heads, channels): unit importance by weight L2 norm, by \
+        help: "structured: unit importance by weight L2 norm, by \
                Σ|W|·‖X‖ (wanda) or by the consumers' ‖W_{:,c}‖²·E[x_c²] (taylor: the \
                second-order OBD estimate); default wanda with calibration data, magnitude \
                without",
@@ -390,7 +390,7 @@ impl PruneConfig {
             None if has_calib
                 && matches!(
                     target,
-                    Target::Mlp | Target::Heads | Target::Both | Target::Channels
+                    Target::Mlp | Target::Heads | Target::Both | Target::Channels | Target::Hidden
                 ) =>
             {
                 Importance::Wanda

@@ -273,18 +273,9 @@ pub fn run(
 }
 
 /// Checks the options structured=channels and structured=hidden (`what`) support:
-/// hidden-size pruning scores by weight magnitude only and has no bias compensation.
+/// hidden-size pruning has no bias compensation (its writers add into the stream that
+/// every later block reads).
 pub fn check_options(o: &PassOptions, what: &str) -> Result<(), String> {
-    match o.text("importance") {
-        None | Some("magnitude") => {}
-        Some(_) if what == "channels" => {}
-        Some(i) => {
-            return Err(format!(
-                "structured={what} scores channels by magnitude only (importance={i} is for \
-                 mlp/heads/channels)"
-            ))
-        }
-    }
     if o.bool("compensate") == Some(true) && what != "channels" {
         return Err("compensate=true applies to structured=mlp|heads|both|channels".into());
     }

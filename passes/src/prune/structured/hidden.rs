@@ -11,16 +11,25 @@
 //! would divide by d' instead of d. Writing `eps' = eps·d/d'` and `γ' = γ·√(d/d')` makes
 //! `x/√(Σx²/d' + eps')·γ' = x/√(Σx²/d + eps)·γ` exactly: removing channels that are zero
 //! on the stream keeps the function. LayerNorm (which also subtracts the mean over d) has
-//! no such rewrite and is refused. Importance is the mean over the members of the L2 norm
-//! of each channel's slice (magnitude).
+//! no such rewrite and is refused.
+//!
+//! Importance: by `magnitude`, the mean over the embedding table and every stream linear
+//! of the L2 norm of each channel's slice; by `wanda` or `taylor` (calibration data),
+//! the mean over the stream linears of [`super::importance`]'s scores of the channel —
+//! readers by their input (the normalized stream) channel's norm, writers by their own
+//! inputs' norms — which sees the outlier channels of the stream that magnitude does not.
+//! The embedding table, having no input activations, does not enter those.
 
 use super::apply::{const_tensor, reinfer, set_const, set_shape_element, slice_member};
+use super::depgraph::Member;
 use super::depgraph::{merge_reshape, Axis};
-use super::importance::lowest;
+use super::importance::{lowest, member_scores, MemberData};
+use super::layer_stats::LayerStats;
 use crate::context::PassContext;
 use crate::idioms::{Idioms, NormKind};
 use crate::ledger::GraphStats;
 use crate::pass::{Changed, PassError};
+use crate::prune::options::Importance;
 use crate::prune::options::StructuredConfig;
 use crate::quant::layers::{read_w, select_skipping, Layer};
 use crate::rotate::stream::{find_stream, Stream};
@@ -77,8 +86,58 @@ fn stream_linears(
     Ok(out)
 }
 
-/// Per-channel importance: the mean over the embedding table and every stream linear of
-/// the L2 norm of the channel's slice.
+/// Per-channel importance by Wanda or Taylor: the mean over the stream linears that score
+/// (Taylor: the readers) of their per-channel scores.
+fn activation_scores(
+    g: &Graph,
+    stream: &Stream,
+    linears: &[StreamLinear],
+    importance: Importance,
+    stats: &LayerStats,
+) -> Result<Vec<f64>, PassError> {
+    let d = stream.d;
+    let mut total = vec![0f64; d];
+    let mut count = 0usize;
+    for sl in linears {
+        if importance == Importance::Taylor && sl.axis == Axis::Out {
+            continue;
+        }
+        let l = &sl.layer;
+        let st = stats.of(g, l).ok_or_else(|| {
+            invalid(format!(
+                "`{}`: no calibration statistics of its input",
+                l.name
+            ))
+        })?;
+        let w = read_w(g, l)?;
+        let norms = st.l2_norm();
+        let data = MemberData {
+            w: &w,
+            rows: l.rows,
+            cols: l.cols,
+            norms: Some(&norms),
+            tokens: st.tokens,
+        };
+        // One channel per unit: element c of the member's axis.
+        let member = Member {
+            linear: l.index,
+            axis: sl.axis,
+            width: 1,
+            parts: 1,
+        };
+        for (t, s) in total
+            .iter_mut()
+            .zip(member_scores(&member, &data, d, importance))
+        {
+            *t += s;
+        }
+        count += 1;
+    }
+    Ok(total.iter().map(|t| t / count.max(1) as f64).collect())
+}
+
+/// Per-channel importance by magnitude: the mean over the embedding table and every
+/// stream linear of the L2 norm of the channel's slice.
 fn scores(g: &Graph, stream: &Stream, linears: &[StreamLinear]) -> Result<Vec<f64>, PassError> {
     let d = stream.d;
     let mut total = vec![0f64; d];
@@ -225,7 +284,19 @@ pub fn run(
         )));
     }
     let linears = stream_linears(g, &idioms, &stream, skip)?;
-    let removed = lowest(&scores(g, &stream, &linears)?, k);
+    let channel_scores = if s.importance.needs_calibration() {
+        let calib = cx.calib.ok_or_else(|| {
+            invalid(format!(
+                "importance={} needs calibration data (give --calib CALIB.npz)",
+                s.importance.name()
+            ))
+        })?;
+        let stats = LayerStats::collect(g, calib, linears.iter().map(|sl| &sl.layer))?;
+        activation_scores(g, &stream, &linears, s.importance, &stats)?
+    } else {
+        scores(g, &stream, &linears)?
+    };
+    let removed = lowest(&channel_scores, k);
     let keep: Vec<usize> = (0..d)
         .filter(|c| removed.binary_search(c).is_err())
         .collect();

@@ -24,7 +24,7 @@ pub struct MemberData<'a> {
 }
 
 /// Score of every unit of one member.
-fn member_scores(m: &Member, d: &MemberData, units: usize, imp: Importance) -> Vec<f64> {
+pub fn member_scores(m: &Member, d: &MemberData, units: usize, imp: Importance) -> Vec<f64> {
     let mut s = vec![0f64; units];
     let (rows, cols) = (d.rows, d.cols);
     for (u, su) in s.iter_mut().enumerate() {
