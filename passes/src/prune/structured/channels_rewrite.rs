@@ -187,6 +187,10 @@ pub fn run(
         }
         chosen.push((grp, k));
     }
+    if chosen.is_empty() {
+        cx.note("nothing to remove (ratio 0, or no group can be pruned)");
+        return Ok(Changed::No);
+    }
     let norms = if s.importance.needs_calibration() || s.compensate {
         let calib = cx.calib.ok_or_else(|| {
             invalid(format!(
@@ -208,10 +212,6 @@ pub fn run(
     for (grp, k) in chosen {
         let scores = channel_scores(g, &grp, s.importance, norms.as_ref())?;
         plans.push((grp, lowest(&scores, k)));
-    }
-    if plans.is_empty() {
-        cx.note("nothing to remove (ratio 0, or no group can be pruned)");
-        return Ok(Changed::No);
     }
     let before = GraphStats::of(g);
     if let (true, Some(norms)) = (s.compensate, &norms) {
