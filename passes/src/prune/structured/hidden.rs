@@ -21,16 +21,14 @@
 //! The embedding table, having no input activations, does not enter those.
 
 use super::apply::{const_tensor, reinfer, set_const, set_shape_element, slice_member};
-use super::depgraph::Member;
-use super::depgraph::{merge_reshape, Axis};
-use super::importance::{lowest, member_scores, MemberData};
+use super::depgraph::{merge_reshape, Axis, Member};
+use super::importance::{group_scores, lowest, MemberData};
 use super::layer_stats::LayerStats;
 use crate::context::PassContext;
 use crate::idioms::{Idioms, NormKind};
 use crate::ledger::GraphStats;
 use crate::pass::{Changed, PassError};
-use crate::prune::options::Importance;
-use crate::prune::options::StructuredConfig;
+use crate::prune::options::{Importance, StructuredConfig};
 use crate::quant::layers::{read_w, select_skipping, Layer};
 use crate::rotate::stream::{find_stream, Stream};
 use compc_ir::op::BinaryOp;
@@ -86,8 +84,8 @@ fn stream_linears(
     Ok(out)
 }
 
-/// Per-channel importance by Wanda or Taylor: the mean over the stream linears that score
-/// (Taylor: the readers) of their per-channel scores.
+/// Per-channel importance by Wanda or Taylor: [`group_scores`] over the stream linears,
+/// each a member with one element of its axis per channel.
 fn activation_scores(
     g: &Graph,
     stream: &Stream,
@@ -95,13 +93,9 @@ fn activation_scores(
     importance: Importance,
     stats: &LayerStats,
 ) -> Result<Vec<f64>, PassError> {
-    let d = stream.d;
-    let mut total = vec![0f64; d];
-    let mut count = 0usize;
+    let mut weights = Vec::with_capacity(linears.len());
+    let mut inputs = Vec::with_capacity(linears.len());
     for sl in linears {
-        if importance == Importance::Taylor && sl.axis == Axis::Out {
-            continue;
-        }
         let l = &sl.layer;
         let st = stats.of(g, l).ok_or_else(|| {
             invalid(format!(
@@ -109,31 +103,31 @@ fn activation_scores(
                 l.name
             ))
         })?;
-        let w = read_w(g, l)?;
-        let norms = st.l2_norm();
-        let data = MemberData {
-            w: &w,
-            rows: l.rows,
-            cols: l.cols,
-            norms: Some(&norms),
-            tokens: st.tokens,
-        };
-        // One channel per unit: element c of the member's axis.
-        let member = Member {
-            linear: l.index,
+        weights.push(read_w(g, l)?);
+        inputs.push((st.l2_norm(), st.tokens));
+    }
+    let data: Vec<MemberData> = linears
+        .iter()
+        .zip(&weights)
+        .zip(&inputs)
+        .map(|((sl, w), (norms, tokens))| MemberData {
+            w,
+            rows: sl.layer.rows,
+            cols: sl.layer.cols,
+            norms: Some(norms),
+            tokens: *tokens,
+        })
+        .collect();
+    let members: Vec<Member> = linears
+        .iter()
+        .map(|sl| Member {
+            linear: sl.layer.index,
             axis: sl.axis,
             width: 1,
             parts: 1,
-        };
-        for (t, s) in total
-            .iter_mut()
-            .zip(member_scores(&member, &data, d, importance))
-        {
-            *t += s;
-        }
-        count += 1;
-    }
-    Ok(total.iter().map(|t| t / count.max(1) as f64).collect())
+        })
+        .collect();
+    Ok(group_scores(&members, stream.d, &data, importance))
 }
 
 /// Per-channel importance by magnitude: the mean over the embedding table and every

@@ -10,7 +10,7 @@
 //!   training loss the first-order term of the layer-wise reconstruction loss vanishes,
 //!   so this is the leading term; producers do not enter it.
 
-use super::depgraph::{Axis, Group, Member};
+use super::depgraph::{Axis, Member};
 use crate::prune::options::Importance;
 
 /// A member's weight in W-form and its input's per-feature L2 norms and token count.
@@ -24,7 +24,7 @@ pub struct MemberData<'a> {
 }
 
 /// Score of every unit of one member.
-pub fn member_scores(m: &Member, d: &MemberData, units: usize, imp: Importance) -> Vec<f64> {
+fn member_scores(m: &Member, d: &MemberData, units: usize, imp: Importance) -> Vec<f64> {
     let mut s = vec![0f64; units];
     let (rows, cols) = (d.rows, d.cols);
     for (u, su) in s.iter_mut().enumerate() {
@@ -78,15 +78,21 @@ pub fn member_scores(m: &Member, d: &MemberData, units: usize, imp: Importance) 
     s
 }
 
-/// Mean over the members that score (taylor: the consumers) of their unit scores.
-pub fn group_scores(group: &Group, data: &[MemberData], imp: Importance) -> Vec<f64> {
-    let mut total = vec![0f64; group.units];
+/// Mean over the members that score (taylor: the consumers) of their scores for each of
+/// `units` units.
+pub fn group_scores(
+    members: &[Member],
+    units: usize,
+    data: &[MemberData],
+    imp: Importance,
+) -> Vec<f64> {
+    let mut total = vec![0f64; units];
     let mut count = 0usize;
-    for (m, d) in group.members.iter().zip(data) {
+    for (m, d) in members.iter().zip(data) {
         if imp == Importance::Taylor && m.axis == Axis::Out {
             continue;
         }
-        for (t, s) in total.iter_mut().zip(member_scores(m, d, group.units, imp)) {
+        for (t, s) in total.iter_mut().zip(member_scores(m, d, units, imp)) {
             *t += s;
         }
         count += 1;

@@ -180,7 +180,7 @@ pub fn run(
                 }
             })
             .collect();
-        let scores = group_scores(grp, &data, s.importance);
+        let scores = group_scores(&grp.members, grp.units, &data, s.importance);
         plans.push(lowest(&scores, k));
     }
     // Compensation deltas, from the unpruned consumer weights.
