@@ -5,15 +5,19 @@
 //! channel is constant on the data; for a wider kernel it is the correction of interior
 //! positions (where the kernel overlaps zero padding it adds a little too much).
 //!
+//! A conv without a bias whose output only feeds an inference BatchNormalization (the
+//! usual conv–BN pair) gets no new bias: the correction goes into the BN's running mean
+//! instead, `mean_o −= Δ_o`, which is the same function with no extra parameters.
+//!
 //! The corrections are computed and added on the unpruned graph, before any group
-//! shrinks: a consumer whose own output channels are pruned too then has its new bias
-//! sliced with its filters.
+//! shrinks: a consumer whose own output channels are pruned too then has its new bias (or
+//! the BN its mean) sliced with its filters.
 
 use super::apply::{const_tensor, set_const};
 use super::channel_importance::InputNorms;
 use super::channels::{ChannelGroup, ChannelMember};
 use crate::pass::PassError;
-use compc_ir::{Graph, NodeId, Op};
+use compc_ir::{Graph, NodeId, Op, ValueRef};
 use compc_runtime::Tensor;
 use std::collections::BTreeMap;
 
@@ -101,6 +105,26 @@ fn input_column(g: &Graph, node: NodeId, i: usize) -> Result<Column, PassError> 
     Ok(Column::Gains(column))
 }
 
+/// The inference BatchNormalization that is the only reader of `node`'s output, when
+/// `node` has no bias of its own and the BN's running mean is a constant with one value
+/// per output: the mean can then absorb a bias correction exactly.
+fn folding_batch_norm(g: &Graph, node: NodeId, outputs: usize) -> Option<(NodeId, ValueRef)> {
+    if g.node(node).input(2).is_some() {
+        return None;
+    }
+    let out = ValueRef::new(node, 0);
+    let [(bn, 0)] = g.value_users(out)[..] else {
+        return None;
+    };
+    if g.outputs.iter().any(|o| o.value == out) {
+        return None;
+    }
+    let inference = matches!(&g.node(bn).op, Op::BatchNorm(a) if !a.training_mode);
+    let mean = g.node(bn).input(3)?;
+    let values = g.const_weight(mean)?.numel();
+    (inference && values == outputs as u64).then_some((bn, mean))
+}
+
 /// Adds each removed channel's mean contribution to its consumers' biases; returns a
 /// note for every consumer it could not correct.
 pub fn compensate(
@@ -147,6 +171,18 @@ pub fn compensate(
     }
     for (node, delta) in deltas {
         let outputs = delta.len();
+        if let Some((bn, mean)) = folding_batch_norm(g, node, outputs) {
+            let (_, t) = const_tensor(g, mean)?;
+            let mean: Vec<f32> = t
+                .f32_cow()
+                .iter()
+                .zip(&delta)
+                .map(|(m, d)| (*m as f64 - d) as f32)
+                .collect();
+            let name = format!("{}_compensated_mean", g.node(bn).name);
+            set_const(g, bn, 3, &Tensor::from_f32(t.shape().to_vec(), mean), &name)?;
+            continue;
+        }
         let (bias, shape): (Vec<f32>, Vec<usize>) = match g.node(node).input(2) {
             Some(b) => {
                 let (_, t) = const_tensor(g, b)?;
