@@ -1,7 +1,14 @@
 //! What a pass sees besides the graph: calibration data, the seed, a progress reporter,
 //! and the record of what it did (which the manager turns into a ledger entry).
 
+use crate::pass::PassError;
 use compc_runtime::Tensor;
+
+/// The message for work that cannot run without calibration data; `what` names the work
+/// (an option, a method), so every pass says it the same way.
+pub fn needs_calibration(what: &str) -> String {
+    format!("{what} needs calibration data (give --calib CALIB.npz)")
+}
 
 /// Calibration samples: one tensor per model input, named as the input, first axis =
 /// samples (the `--calib` .npz).
@@ -30,6 +37,12 @@ pub struct PassContext<'a> {
 }
 
 impl<'a> PassContext<'a> {
+    /// The calibration data, or the error that `what` needs it.
+    pub fn calibration(&self, what: &str) -> Result<&'a CalibData, PassError> {
+        self.calib
+            .ok_or_else(|| PassError::Invalid(needs_calibration(what)))
+    }
+
     pub fn new() -> Self {
         PassContext {
             calib: None,

@@ -27,7 +27,7 @@ pub mod registry;
 pub mod rotate;
 pub mod share_layers;
 
-pub use context::{CalibData, PassContext, PassRecord};
+pub use context::{needs_calibration, CalibData, PassContext, PassRecord};
 pub use ledger::{GraphStats, Ledger, LedgerEntry};
 pub use manager::{PassManager, PipelineError};
 pub use options::{OptionKind, OptionSpec, OptionValue, PassOptions};

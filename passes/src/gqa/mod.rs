@@ -197,11 +197,7 @@ impl Pass for Gqa {
         let mut grams: Vec<(Vec<f64>, Vec<f64>)> = Vec::new();
         let mut runner = None;
         if aligned {
-            let calib = cx.calib.ok_or_else(|| {
-                PassError::Invalid(
-                    "gqa: method=align needs calibration data (give --calib CALIB.npz)".into(),
-                )
-            })?;
+            let calib = cx.calibration("gqa: method=align")?;
             let mut r = CalibRunner::new(g, calib, DEFAULT_BATCH)?;
             let mut taps: Vec<ValueRef> = Vec::new();
             let mut stats: Vec<InputStats> = Vec::new();

@@ -15,6 +15,7 @@ use crate::context::PassContext;
 use crate::dce::remove_dead_nodes;
 use crate::fold_affine::layer::insert_after_value;
 use crate::idioms::{Idioms, LinearKind};
+use crate::needs_calibration;
 use crate::options::PassOptions;
 use crate::pass::{Changed, Exactness, Pass, PassError};
 use crate::prune::pass::block_linears;
@@ -58,10 +59,10 @@ impl Pass for LowRank {
     fn run(&self, g: &mut Graph, cx: &mut PassContext) -> Result<Changed, PassError> {
         let cfg = LowRankConfig::resolve(&self.options).map_err(PassError::Invalid)?;
         if cfg.method.needs_calibration() && cx.calib.is_none() {
-            return Err(PassError::Invalid(format!(
-                "low-rank method={} needs calibration data (give --calib CALIB.npz)",
+            return Err(PassError::Invalid(needs_calibration(&format!(
+                "low-rank method={}",
                 cfg.method.name()
-            )));
+            ))));
         }
         let idioms = Idioms::find(g)?;
         let (mut plan, inputs) = plan_layers(g, &idioms, &cfg, cx)?;

@@ -4,6 +4,7 @@
 //! heads, convolution channels or residual-stream channels and shrinks the tensors. The two are separate modes of the pass: one `prune{...}` entry
 //! does one or the other (a pipeline may hold two entries).
 
+use crate::needs_calibration;
 use crate::options::{OptionKind, OptionSpec, PassOptions};
 
 pub const OPTIONS: &[OptionSpec] = &[
@@ -287,10 +288,7 @@ impl PruneConfig {
             None => (Method::Magnitude, true),
         };
         if method.needs_calibration() && !has_calib {
-            return Err(format!(
-                "method={} needs calibration data (give --calib CALIB.npz)",
-                method.name()
-            ));
+            return Err(needs_calibration(&format!("method={}", method.name())));
         }
         let sparsity = match (pattern, o.float("sparsity")) {
             (Pattern::Unstructured, s) => s.unwrap_or(0.5),
@@ -398,14 +396,14 @@ impl PruneConfig {
             None => Importance::Magnitude,
         };
         if importance.needs_calibration() && !has_calib {
-            return Err(format!(
-                "importance={} needs calibration data (give --calib CALIB.npz)",
+            return Err(needs_calibration(&format!(
+                "importance={}",
                 importance.name()
-            ));
+            )));
         }
         let compensate = o.bool("compensate").unwrap_or(false);
         if compensate && !has_calib {
-            return Err("compensate=true needs calibration data (give --calib CALIB.npz)".into());
+            return Err(needs_calibration("compensate=true"));
         }
         Ok(StructuredConfig {
             target,

@@ -13,6 +13,7 @@ use crate::calib::hessian::solve_note;
 use crate::calib::{CalibRunner, InputStats, Sequencer};
 use crate::context::PassContext;
 use crate::idioms::Idioms;
+use crate::needs_calibration;
 use crate::pass::PassError;
 use crate::quant::layers::{read_w, write_w, Layer};
 use crate::quant::pass::output_rel_err;
@@ -62,10 +63,10 @@ impl SparseJob<'_> {
             }
             (Method::Wanda, Some(r)) if self.cfg.scope == Scope::Global => self.global(g, Some(r)),
             (Method::Wanda | Method::SparseGpt, Some(r)) => self.sequential(g, cx, r),
-            (m, None) => Err(PassError::Invalid(format!(
-                "method={} needs calibration data (give --calib CALIB.npz)",
+            (m, None) => Err(PassError::Invalid(needs_calibration(&format!(
+                "method={}",
                 m.name()
-            ))),
+            )))),
         }
     }
 

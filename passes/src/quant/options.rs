@@ -4,6 +4,7 @@
 //! without; 8-bit weights default to per-channel symmetric (ORT's QDQ convention).
 
 use super::importance::Importance;
+use crate::needs_calibration;
 use crate::options::{OptionKind, OptionSpec, PassOptions};
 
 pub const OPTIONS: &[OptionSpec] = &[
@@ -251,9 +252,7 @@ impl QuantConfig {
             } else {
                 "act_bits=8".to_string()
             };
-            return Err(format!(
-                "{what} needs calibration data (give --calib CALIB.npz)"
-            ));
+            return Err(needs_calibration(&what));
         }
         Ok(cfg)
     }

@@ -27,6 +27,7 @@ use crate::calib::{CalibRunner, InputStats, Sequencer};
 use crate::context::PassContext;
 use crate::dce::remove_dead_nodes;
 use crate::idioms::Idioms;
+use crate::needs_calibration;
 use crate::options::PassOptions;
 use crate::pass::{Changed, Exactness, Pass, PassError};
 use compc_ir::{Graph, NodeId, Op, ValueRef, WeightId};
@@ -141,10 +142,10 @@ impl Pass for Quant {
             (Method::Gptq | Method::Awq, Some(r)) => job.run_sequential(g, cx, r)?,
             (Method::SmoothQuant, Some(r)) => job.run_smoothquant(g, cx, r)?,
             (m, None) => {
-                return Err(PassError::Invalid(format!(
-                    "method={} needs calibration data (give --calib CALIB.npz)",
+                return Err(PassError::Invalid(needs_calibration(&format!(
+                    "method={}",
                     m.name()
-                )))
+                ))))
             }
         }
         // Conv layers under the calibrated methods, and anything not done yet.

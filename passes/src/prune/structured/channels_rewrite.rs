@@ -192,17 +192,15 @@ pub fn run(
         return Ok(Changed::No);
     }
     let norms = if s.importance.needs_calibration() || s.compensate {
-        let calib = cx.calib.ok_or_else(|| {
-            invalid(format!(
-                "importance={}{} needs calibration data (give --calib CALIB.npz)",
-                s.importance.name(),
-                if s.compensate {
-                    " with compensate=true"
-                } else {
-                    ""
-                }
-            ))
-        })?;
+        let calib = cx.calibration(&format!(
+            "importance={}{}",
+            s.importance.name(),
+            if s.compensate {
+                " with compensate=true"
+            } else {
+                ""
+            }
+        ))?;
         let groups: Vec<&ChannelGroup> = chosen.iter().map(|(grp, _)| grp).collect();
         Some(InputNorms::collect(g, calib, &groups)?)
     } else {

@@ -279,12 +279,7 @@ pub fn run(
     }
     let linears = stream_linears(g, &idioms, &stream, skip)?;
     let channel_scores = if s.importance.needs_calibration() {
-        let calib = cx.calib.ok_or_else(|| {
-            invalid(format!(
-                "importance={} needs calibration data (give --calib CALIB.npz)",
-                s.importance.name()
-            ))
-        })?;
+        let calib = cx.calibration(&format!("importance={}", s.importance.name()))?;
         let stats = LayerStats::collect(g, calib, linears.iter().map(|sl| &sl.layer))?;
         activation_scores(g, &stream, &linears, s.importance, &stats)?
     } else {

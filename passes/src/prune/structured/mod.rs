@@ -133,9 +133,7 @@ pub fn run(
     // Input statistics of every member, on the unpruned model.
     let calibrated = s.importance.needs_calibration() || s.compensate;
     let collected = if calibrated {
-        let calib = cx.calib.ok_or_else(|| {
-            PassError::Invalid("calibration data is needed (give --calib CALIB.npz)".into())
-        })?;
+        let calib = cx.calibration(&format!("importance={}", s.importance.name()))?;
         let members = groups.iter().flat_map(|grp| &grp.members);
         Some(LayerStats::collect(
             g,
