@@ -50,6 +50,32 @@ impl InputStats {
             .map_err(|e| PassError::Invalid(format!("{what}: {e}")))
     }
 
+    /// Adds a batch whose features lie along `axis` (a conv input's channels, axis 1):
+    /// every other axis counts as tokens.
+    pub fn add_along(&mut self, t: &Tensor, axis: usize, what: &str) -> Result<(), PassError> {
+        let shape = t.shape();
+        if shape.get(axis) != Some(&self.n) {
+            return Err(PassError::Invalid(format!(
+                "{what}: calibration activation of shape {shape:?} does not have {} features \
+                 on axis {axis}",
+                self.n
+            )));
+        }
+        let inner: usize = shape[axis + 1..].iter().product();
+        let x = t.f32_cow();
+        // Each outer index holds an n × inner block; its transpose is inner rows of n
+        // (with one position per channel the data already are rows).
+        let rows: Vec<f32> = if inner == 1 {
+            x.into_owned()
+        } else {
+            x.chunks(self.n * inner)
+                .flat_map(|block| transpose(block, self.n, inner))
+                .collect()
+        };
+        self.add_rows(&rows)
+            .map_err(|e| PassError::Invalid(format!("{what}: {e}")))
+    }
+
     /// Adds row-major rows of `n` values.
     pub fn add_rows(&mut self, x: &[f32]) -> Result<(), String> {
         let n = self.n;
@@ -128,6 +154,11 @@ impl InputStats {
         self.sum.iter().map(|v| v * f).collect()
     }
 
+    /// `Σ x²` per channel over every token seen.
+    pub fn sq_sum(&self) -> &[f64] {
+        &self.sq_sum
+    }
+
     /// `‖X_{:,j}‖₂` per channel over every token seen (Wanda's activation norm).
     pub fn l2_norm(&self) -> Vec<f64> {
         self.sq_sum.iter().map(|v| v.sqrt()).collect()
@@ -136,5 +167,42 @@ impl InputStats {
     /// Max |x| per channel.
     pub fn max_abs(&self) -> &[f32] {
         &self.abs_max
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channels_on_axis_one_give_the_statistics_of_their_rows() {
+        // [2 samples, 3 channels, 2 positions]: channel c of sample s at position p is
+        // 10s + 3c + p, so the rows (s, p) of 3 channels are its transpose per sample.
+        let x: Vec<f32> = (0..12)
+            .map(|i| {
+                let (s, c, p) = (i / 6, (i / 2) % 3, i % 2);
+                (10 * s + 3 * c + p) as f32
+            })
+            .collect();
+        let mut along = InputStats::new(3, false);
+        along
+            .add_along(&Tensor::from_f32(vec![2, 3, 2], x.clone()), 1, "test")
+            .unwrap();
+        let rows: Vec<f32> = (0..12)
+            .map(|i| {
+                let (s, p, c) = (i / 6, (i / 3) % 2, i % 3);
+                (10 * s + 3 * c + p) as f32
+            })
+            .collect();
+        let mut direct = InputStats::new(3, false);
+        direct.add_rows(&rows).unwrap();
+        assert_eq!(along.tokens, 4);
+        assert_eq!(along.mean(), direct.mean());
+        assert_eq!(along.sq_sum(), direct.sq_sum());
+        assert_eq!(along.mean(), vec![5.5, 8.5, 11.5]);
+        let err = along
+            .add_along(&Tensor::from_f32(vec![2, 2, 3], x), 1, "test")
+            .unwrap_err();
+        assert!(err.to_string().contains("axis 1"), "{err}");
     }
 }

@@ -19,6 +19,7 @@ use super::apply::const_tensor;
 use super::channels::{ChannelGroup, ChannelMember};
 use super::channels_rewrite::take_axis;
 use crate::calib::runner::{CalibRunner, DEFAULT_BATCH};
+use crate::calib::InputStats;
 use crate::context::CalibData;
 use crate::pass::PassError;
 use crate::prune::options::Importance;
@@ -45,15 +46,9 @@ pub fn weight_slice(g: &Graph, m: &ChannelMember) -> Option<(NodeId, usize, usiz
 
 /// Per-channel statistics of the inputs of scored members over the calibration data.
 pub struct InputNorms {
-    inputs: Vec<ChannelStats>,
-}
-
-struct ChannelStats {
-    value: ValueRef,
-    sum: Vec<f64>,
-    sq: Vec<f64>,
-    /// Positions each channel was seen at.
-    seen: u64,
+    /// Each distinct input, the axis of its channels, and their statistics (made on the
+    /// first batch, which gives the channel count).
+    inputs: Vec<(ValueRef, usize, Option<InputStats>)>,
 }
 
 /// The member's node and the axis of its input that holds the features its weight reads.
@@ -75,67 +70,54 @@ impl InputNorms {
         calib: &CalibData,
         groups: &[&ChannelGroup],
     ) -> Result<InputNorms, PassError> {
-        let mut wanted: Vec<(ValueRef, usize)> = Vec::new();
+        let mut inputs: Vec<(ValueRef, usize, Option<InputStats>)> = Vec::new();
         for m in groups.iter().flat_map(|grp| &grp.members) {
             let Some((node, axis)) = input_axis(g, m) else {
                 continue;
             };
-            let x = g.node(node).input(0).expect("input_axis checked it");
-            if !wanted.iter().any(|(v, _)| *v == x) {
-                wanted.push((x, axis));
+            let Some(x) = g.node(node).input(0) else {
+                continue;
+            };
+            if !inputs.iter().any(|(v, _, _)| *v == x) {
+                inputs.push((x, axis, None));
             }
         }
-        let mut inputs: Vec<ChannelStats> = wanted
-            .iter()
-            .map(|(v, _)| ChannelStats {
-                value: *v,
-                sum: Vec::new(),
-                sq: Vec::new(),
-                seen: 0,
-            })
-            .collect();
-        let values: Vec<ValueRef> = wanted.iter().map(|(v, _)| *v).collect();
+        let values: Vec<ValueRef> = inputs.iter().map(|(v, _, _)| *v).collect();
         let mut runner = CalibRunner::new(g, calib, DEFAULT_BATCH)?;
         runner.run(g, &values, None, &mut |_, outs| {
-            for ((entry, (_, axis)), t) in inputs.iter_mut().zip(&wanted).zip(&outs) {
-                let shape = t.shape();
-                let Some(&n) = shape.get(*axis) else {
+            for ((_, axis, stats), t) in inputs.iter_mut().zip(&outs) {
+                let what = "structured pruning statistics";
+                let Some(&n) = t.shape().get(*axis) else {
                     return Err(invalid(format!(
-                        "structured pruning statistics: a calibration tensor of shape \
-                         {shape:?} has no axis {axis}"
+                        "{what}: a calibration tensor of shape {:?} has no axis {axis}",
+                        t.shape()
                     )));
                 };
-                let inner: usize = shape[*axis + 1..].iter().product();
-                if entry.sq.is_empty() {
-                    entry.sq.resize(n, 0.0);
-                    entry.sum.resize(n, 0.0);
-                }
-                for (i, v) in t.f32_cow().iter().enumerate() {
-                    let c = (i / inner.max(1)) % n;
-                    entry.sum[c] += *v as f64;
-                    entry.sq[c] += (*v as f64) * (*v as f64);
-                }
-                entry.seen += (t.numel() / n.max(1)) as u64;
+                stats
+                    .get_or_insert_with(|| InputStats::new(n, false))
+                    .add_along(t, *axis, what)?;
             }
             Ok(())
         })?;
         Ok(InputNorms { inputs })
     }
 
-    fn stats(&self, g: &Graph, node: NodeId) -> Option<&ChannelStats> {
+    fn stats(&self, g: &Graph, node: NodeId) -> Option<&InputStats> {
         let x = g.node(node).input(0)?;
-        self.inputs.iter().find(|s| s.value == x)
+        self.inputs
+            .iter()
+            .find(|(v, _, _)| *v == x)
+            .and_then(|(_, _, s)| s.as_ref())
     }
 
     /// Sums of squares per input channel of `node`, and positions per channel.
     fn of(&self, g: &Graph, node: NodeId) -> Option<(&[f64], u64)> {
-        self.stats(g, node).map(|s| (s.sq.as_slice(), s.seen))
+        self.stats(g, node).map(|s| (s.sq_sum(), s.tokens))
     }
 
     /// Mean of every input channel of `node`.
     pub fn mean(&self, g: &Graph, node: NodeId) -> Option<Vec<f64>> {
-        self.stats(g, node)
-            .map(|s| s.sum.iter().map(|x| x / s.seen.max(1) as f64).collect())
+        self.stats(g, node).map(InputStats::mean)
     }
 }
 
