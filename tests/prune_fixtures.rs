@@ -620,9 +620,35 @@ const CONSTANT_CHANNEL: &str = r#"graph @constant_channel(%x: tensor<4x2x2x2xf32
 }
 "#;
 
-#[test]
-fn conv_channel_compensation_restores_a_constant_channel_exactly() {
-    let g = compc::ir::text::parse(CONSTANT_CHANNEL).unwrap();
+/// A quarter of the channels of `g`'s first conv pruned by magnitude without and with
+/// compensation, on 4 fixed samples that are also the calibration data.
+struct CompensationRun {
+    inputs: Vec<(String, Tensor)>,
+    before: Vec<Vec<f32>>,
+    plain: Graph,
+    compensated: Graph,
+}
+
+fn compensation_pipeline(compensate: bool) -> String {
+    format!("prune{{structured=channels,ratio=0.25,importance=magnitude,compensate={compensate}}}")
+}
+
+impl CompensationRun {
+    /// Without compensation every output is `drop` lower; with it, nothing changes.
+    fn assert_compensated_exactly(&self, drop: f32) {
+        let lost = outputs(&self.plain, &self.inputs);
+        for (a, b) in self.before[0].iter().zip(&lost[0]) {
+            assert!((a - b - drop).abs() < 1e-5, "{a} vs {b}");
+        }
+        let kept = outputs(&self.compensated, &self.inputs);
+        assert!(
+            close(&self.before[0], &kept[0], 1e-6, 1e-6),
+            "compensation is not exact"
+        );
+    }
+}
+
+fn prune_with_and_without_compensation(g: &Graph) -> CompensationRun {
     let x: Vec<f32> = (0..32)
         .map(|i| ((i * 37 % 11) as f32 - 5.0) / 3.0)
         .collect();
@@ -630,28 +656,24 @@ fn conv_channel_compensation_restores_a_constant_channel_exactly() {
     let calib = CalibData {
         tensors: inputs.clone(),
     };
-    let before = outputs(&g, &inputs);
-    let pipeline = |compensate: bool| {
-        format!(
-            "prune{{structured=channels,ratio=0.25,importance=magnitude,compensate={compensate}}}"
-        )
-    };
-    let plain = run_pipeline(&g, &pipeline(false), Some(&calib));
-    let compensated = run_pipeline(&g, &pipeline(true), Some(&calib));
-    for out in [&plain, &compensated] {
+    CompensationRun {
+        before: outputs(g, &inputs),
+        plain: run_pipeline(g, &compensation_pipeline(false), Some(&calib)),
+        compensated: run_pipeline(g, &compensation_pipeline(true), Some(&calib)),
+        inputs,
+    }
+}
+
+#[test]
+fn conv_channel_compensation_restores_a_constant_channel_exactly() {
+    let g = compc::ir::text::parse(CONSTANT_CHANNEL).unwrap();
+    let run = prune_with_and_without_compensation(&g);
+    for out in [&run.plain, &run.compensated] {
         assert_eq!(first_conv_filters(out), [1.0, 0.5, 0.7, -1.0, 1.3, 0.2]);
     }
-    // Without compensation every output loses 2 · 0.8; with it, nothing changes.
-    let lost = outputs(&plain, &inputs);
-    for (a, b) in before[0].iter().zip(&lost[0]) {
-        assert!((a - b - 1.6).abs() < 1e-5, "{a} vs {b}");
-    }
-    let kept = outputs(&compensated, &inputs);
-    assert!(
-        close(&before[0], &kept[0], 1e-6, 1e-6),
-        "compensation is not exact"
-    );
-    let err = common::try_pipeline(&g, &pipeline(true), None).unwrap_err();
+    // The removed channel is the constant 2, read with weight 0.8.
+    run.assert_compensated_exactly(1.6);
+    let err = common::try_pipeline(&g, &compensation_pipeline(true), None).unwrap_err();
     assert!(err.contains("calibration"), "{err}");
 }
 
@@ -676,36 +698,14 @@ const CONSTANT_CHANNEL_BN: &str = r#"graph @constant_channel_bn(%x: tensor<4x2x2
 #[test]
 fn conv_channel_compensation_before_batch_norm_goes_into_its_mean() {
     let g = compc::ir::text::parse(CONSTANT_CHANNEL_BN).unwrap();
-    let x: Vec<f32> = (0..32)
-        .map(|i| ((i * 37 % 11) as f32 - 5.0) / 3.0)
-        .collect();
-    let inputs = vec![("x".to_string(), Tensor::from_f32(vec![4, 2, 2, 2], x))];
-    let calib = CalibData {
-        tensors: inputs.clone(),
-    };
-    let before = outputs(&g, &inputs);
-    let pipeline = |compensate: bool| {
-        format!(
-            "prune{{structured=channels,ratio=0.25,importance=magnitude,compensate={compensate}}}"
-        )
-    };
-    let plain = run_pipeline(&g, &pipeline(false), Some(&calib));
-    let compensated = run_pipeline(&g, &pipeline(true), Some(&calib));
+    let run = prune_with_and_without_compensation(&g);
     // The removed channel contributes 2 · 0.8 to the conv, i.e. 1.6 · 1.5/√(2 + 1e-5)
-    // after the BN; with compensation nothing changes, and no bias was added.
-    let lost = outputs(&plain, &inputs);
-    let drop = 1.6 * 1.5 / (2.0f32 + 1e-5).sqrt();
-    for (a, b) in before[0].iter().zip(&lost[0]) {
-        assert!((a - b - drop).abs() < 1e-5, "{a} vs {b}");
-    }
-    let kept = outputs(&compensated, &inputs);
-    assert!(
-        close(&before[0], &kept[0], 1e-6, 1e-6),
-        "compensation through the BatchNorm mean is not exact"
-    );
+    // after the BN; the correction went into the BN's mean, so no bias was added.
+    run.assert_compensated_exactly(1.6 * 1.5 / (2.0f32 + 1e-5).sqrt());
+    let compensated = &run.compensated;
     assert_eq!(
-        GraphStats::of(&compensated).parameters,
-        GraphStats::of(&plain).parameters,
+        GraphStats::of(compensated).parameters,
+        GraphStats::of(&run.plain).parameters,
         "compensation added parameters"
     );
     let conv2 = compensated
