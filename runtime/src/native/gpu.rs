@@ -12,6 +12,7 @@
 //! inputs in, runs the entry point, waits, and copies the outputs back.
 //! [`GpuModel::run_resident`] runs on inputs already on the device (benchmarks).
 
+use super::gpu_pool::{BufferPool, DevicePtr};
 use super::manifest::{Binding, Manifest};
 use super::{
     bind_dims, call_packed, descriptor, err, given_input, output_layouts, output_tensor, resolve,
@@ -82,6 +83,8 @@ struct RunState {
     /// The first failure; later callbacks do nothing, and the run reports it.
     error: Option<String>,
     launches: u64,
+    /// Intermediate buffers kept between runs.
+    pool: BufferPool,
 }
 
 thread_local! {
@@ -239,8 +242,15 @@ unsafe extern "C" fn api_alloc(bytes: u64) -> *mut c_void {
         if s.error.is_some() {
             return std::ptr::null_mut();
         }
-        match unsafe { result::malloc_async(s.stream, (bytes as usize).max(1)) } {
-            Ok(p) => p as *mut c_void,
+        let size = (bytes as usize).max(1);
+        if let Some(p) = s.pool.take(size) {
+            return p as *mut c_void;
+        }
+        match unsafe { result::malloc_async(s.stream, size) } {
+            Ok(p) => {
+                s.pool.lend(p, size);
+                p as *mut c_void
+            }
             Err(e) => {
                 s.error = Some(format!("cannot allocate {bytes} bytes on the GPU: {e:?}"));
                 std::ptr::null_mut()
@@ -252,7 +262,7 @@ unsafe extern "C" fn api_alloc(bytes: u64) -> *mut c_void {
 
 unsafe extern "C" fn api_free(ptr: *mut c_void) {
     with_state(|s| {
-        if !ptr.is_null() {
+        if !ptr.is_null() && !s.pool.give_back(ptr as DevicePtr) {
             let _ = unsafe { result::free_async(ptr as sys::CUdeviceptr, s.stream) };
         }
     });
@@ -408,6 +418,7 @@ impl GpuModel {
             grid_wait: HashSet::new(),
             error: None,
             launches: 0,
+            pool: BufferPool::default(),
         };
         Ok(GpuModel {
             entry,
@@ -534,6 +545,11 @@ impl GpuModel {
         // callbacks see `state` through CURRENT until it is cleared below.
         unsafe { call_packed(self.entry, &mut descs) };
         CURRENT.with(|c| c.set(std::ptr::null_mut()));
+        for p in state.pool.end_run() {
+            // SAFETY: a buffer of this model's pool, idle for the whole run; freed in
+            // stream order, after the kernels queued before it.
+            let _ = unsafe { result::free_async(p, state.stream) };
+        }
         if let Some(e) = state.error.take() {
             return Err(err(format!("running the GPU model: {e}")));
         }
@@ -628,6 +644,10 @@ impl Drop for GpuModel {
         let _ = self.ctx.bind_to_thread();
         let _ = self.stream.synchronize();
         if let Ok(s) = self.state.get_mut() {
+            for p in s.pool.drain() {
+                // SAFETY: allocated for this model's runs; the stream has drained.
+                let _ = unsafe { result::free_sync(p) };
+            }
             for (_, m) in s.modules.drain() {
                 // SAFETY: loaded by this model, used by nothing after the stream drained.
                 let _ = unsafe { result::module::unload(m) };

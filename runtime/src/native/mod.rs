@@ -10,6 +10,7 @@
 //! pointer with [`NativeModel::from_entry`].
 
 pub mod gpu;
+pub mod gpu_pool;
 pub mod manifest;
 
 use crate::{RuntimeError, Tensor};
