@@ -6,7 +6,8 @@
 //! `model.so` is host code that launches PTX kernels through MLIR's GPU runtime API,
 //! which the library forwards to a table of functions bound here (see the backend's
 //! `gpu::shim`): kernel modules are JIT-compiled by the driver on first use, buffers come
-//! from the stream-ordered allocator, and every launch goes to this model's stream.
+//! from the stream-ordered allocator and are kept for the next run ([`BufferPool`]), and
+//! every launch goes to this model's stream.
 //!
 //! [`GpuModel::load`] copies the weights to the device once; [`GpuModel::run`] copies the
 //! inputs in, runs the entry point, waits, and copies the outputs back.
