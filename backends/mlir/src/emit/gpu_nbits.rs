@@ -7,10 +7,10 @@
 //! the packed weights once with wide coalesced loads, many bytes in flight, and few
 //! instructions per code (at batch 1 the unpacking costs about as much issue time as the
 //! DRAM stream takes):
-//! - a block of [`WARPS`] (or [`FEW_WARPS`]) warps computes [`ROWS`] output features; the
-//!   warps split K into contiguous ranges of 128-word groups and add their partial sums
-//!   through shared memory at the end (more warps per row keep more loads in flight than
-//!   one warp per row could);
+//! - a block of [`WARPS`] (or [`FEW_WARPS`], or [`BATCH_WARPS`] for the batched pass)
+//!   warps computes [`ROWS`] output features; the warps split K into contiguous ranges
+//!   of 128-word groups and add their partial sums through shared memory at the end
+//!   (more warps per row keep more loads in flight than one warp per row could);
 //! - the codes are repacked at compile time ([`repack_words`]) so that one 16-byte load
 //!   per lane gives it words l, l+32, l+64, l+96 of a group: each warp-wide load is 512
 //!   contiguous bytes, and the activations those words need are read coalesced too;
@@ -43,8 +43,15 @@ use super::kernel_call;
 use super::EmitError;
 use compc_ir::TensorType;
 
-/// Warps per block; they split K.
+/// Warps per block of the one-row kernel; they split K.
 const WARPS: u64 = 4;
+/// Warps per block of the batched kernel: one, which walks all of K itself. Its 8 rows
+/// of A times [`ROWS`] features need 32 accumulators and 8 activation vectors per word, so
+/// it is at the register limit either way; with 4 warps splitting K it also spilled, and
+/// the 8-layer int4 chains at batch 8 took 0.159 ms (4096×4096) and 0.381 ms
+/// (11008×4096) on an H100, against 0.123 and 0.303 ms with one warp (2 warps: 0.139 /
+/// 0.358; 3: 0.214 / 0.486).
+const BATCH_WARPS: u64 = 1;
 /// Warps per block of the one-row kernel when K is at most [`WARPS`] groups and N at most
 /// [`FEW_ROWS`]: each warp then takes two groups. Measured on an H100, 8 chained
 /// 4096×4096 int4 layers went from 45–46% to 55–56% of copy bandwidth with it, while the
@@ -200,7 +207,9 @@ fn helper(
     let words = k / e;
     let groups = words.div_ceil(GROUP_WORDS);
     let warps = |mb: u64| {
-        if mb == 1 && groups <= WARPS && n <= FEW_ROWS {
+        if mb > 1 {
+            BATCH_WARPS
+        } else if groups <= WARPS && n <= FEW_ROWS {
             groups.min(FEW_WARPS)
         } else {
             groups.min(WARPS)
