@@ -116,7 +116,7 @@ fn set_weight(g: &mut Graph, l: &SearchLayer, w: &[f32]) -> Result<(), PassError
     };
     let old = g.weights.get(wid);
     let data = if l.layout_in_out {
-        super::layers::transpose(w, l.rows, l.cols)
+        crate::calib::linalg::transpose(w, l.rows, l.cols)
     } else {
         w.to_vec()
     };

@@ -4,6 +4,7 @@
 //! `cols` = input features, techniques.md §0).
 
 use super::options::{glob_match, QuantConfig};
+use crate::calib::linalg::transpose;
 use crate::idioms::{Idioms, Linear, LinearKind};
 use crate::pass::PassError;
 use compc_ir::{DType, Graph, NodeId, ValueRef, Weight};
@@ -256,14 +257,4 @@ pub fn write_w(g: &mut Graph, l: &Layer, w: &[f32]) -> Result<(), PassError> {
     let c = g.add_const(nw);
     g.set_input(l.linear.node, 1, Some(ValueRef::new(c, 0)));
     Ok(())
-}
-
-/// Transpose of a row-major `rows × cols` matrix of floats.
-pub fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    crate::calib::linalg::transpose(x, rows, cols)
-}
-
-/// Transpose of a byte matrix (codes).
-pub fn transpose_u8(x: &[u8], rows: usize, cols: usize) -> Vec<u8> {
-    crate::calib::linalg::transpose(x, rows, cols)
 }

@@ -10,8 +10,9 @@
 //! Activations (static W8A8) get a `QuantizeLinear → DequantizeLinear` pair with a
 //! per-tensor uint8 scale and zero point on the edge into the layer.
 
-use super::layers::{transpose_u8, Layer, Layout};
+use super::layers::{Layer, Layout};
 use super::qmatrix::QMatrix;
+use crate::calib::linalg::transpose;
 use crate::pass::PassError;
 use compc_ir::op::{Dequantize, Quantize};
 use compc_ir::{DType, Graph, Op, TensorType, ValueRef, Weight};
@@ -88,7 +89,7 @@ pub fn qdq_weight(l: &Layer, q: &QMatrix) -> Result<QdqWeight, PassError> {
     // scales have the weight's rank with the input axis divided into groups.
     let a = match (&l.layout, per_channel) {
         (Layout::InOut, true) => Arranged {
-            codes: transpose_u8(&q.codes, q.rows, q.cols),
+            codes: transpose(&q.codes, q.rows, q.cols),
             dims: vec![cols, rows],
             scale_dims: vec![rows],
             scales: q.scales.clone(),
@@ -96,11 +97,11 @@ pub fn qdq_weight(l: &Layer, q: &QMatrix) -> Result<QdqWeight, PassError> {
             axis: 1,
         },
         (Layout::InOut, false) => Arranged {
-            codes: transpose_u8(&q.codes, q.rows, q.cols),
+            codes: transpose(&q.codes, q.rows, q.cols),
             dims: vec![cols, rows],
             scale_dims: vec![ng, rows],
-            scales: transpose_f32(&q.scales, q.rows, q.groups()),
-            zeros: transpose_u8(&q.zeros, q.rows, q.groups()),
+            scales: transpose(&q.scales, q.rows, q.groups()),
+            zeros: transpose(&q.zeros, q.rows, q.groups()),
             axis: 0,
         },
         (Layout::OutIn, pc) => Arranged {
@@ -145,10 +146,6 @@ pub fn qdq_weight(l: &Layer, q: &QMatrix) -> Result<QdqWeight, PassError> {
         axis: a.axis,
         block_size: if per_channel { 0 } else { q.group as i64 },
     })
-}
-
-fn transpose_f32(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    super::layers::transpose(x, rows, cols)
 }
 
 /// Rewrites the layer to read its weight through `DequantizeLinear`; returns the bytes

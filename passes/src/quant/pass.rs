@@ -767,7 +767,7 @@ fn scaled_twin(g: &mut Graph, l: &Layer, t: WeightId, f: &[f32]) -> Result<Weigh
         .to_f32_vec()
         .map_err(|e| PassError::Invalid(e.to_string()))?;
     let mut w = match l.layout {
-        Layout::InOut => layers::transpose(&v, l.cols, l.rows),
+        Layout::InOut => crate::calib::linalg::transpose(&v, l.cols, l.rows),
         _ => v,
     };
     for (r, row) in w.chunks_mut(l.cols.max(1)).enumerate() {

@@ -12,8 +12,9 @@
 //! first (an RMSNorm commutes with Q only without its scale). The per-head V/O rotation
 //! has no op of its own (attention is linear in V per head) and is left out.
 
-use super::rotation::{transpose, Rotation};
+use super::rotation::Rotation;
 use super::stream::Stream;
+use crate::calib::linalg::transpose;
 use crate::idioms::Idioms;
 use crate::pass::PassError;
 use compc_ir::op::Hadamard;

@@ -6,6 +6,7 @@
 //! times Q", the single primitive all the weight updates are written in.
 
 use super::hadamard::{self, Hadamard};
+use crate::calib::linalg::transpose;
 
 #[derive(Clone, Debug)]
 pub struct Rotation {
@@ -169,8 +170,4 @@ pub fn fwht(b: &mut [f64]) {
         }
         h *= 2;
     }
-}
-
-pub fn transpose(x: &[f64], rows: usize, cols: usize) -> Vec<f64> {
-    crate::calib::linalg::transpose(x, rows, cols)
 }

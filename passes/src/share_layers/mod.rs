@@ -262,7 +262,7 @@ impl Pass for ShareLayers {
                 // W-form of the shared weight for the residuals.
                 let (rows, cols) = (first.rows, first.cols);
                 let shared_w: Vec<f32> = match first.layout {
-                    Layout::InOut => crate::quant::layers::transpose(&shared, cols, rows),
+                    Layout::InOut => crate::calib::linalg::transpose(&shared, cols, rows),
                     _ => shared.clone(),
                 };
                 for (r, &li) in tied.iter().enumerate() {

@@ -4,9 +4,10 @@
 //! contribution into the consumers' biases, and the graph's types are inferred again.
 
 use super::depgraph::{Axis, Group, GroupKind, Member};
+use crate::calib::linalg::transpose;
 use crate::idioms::Idioms;
 use crate::pass::PassError;
-use crate::quant::layers::{read_w, transpose, Layer, Layout};
+use crate::quant::layers::{read_w, Layer, Layout};
 use compc_ir::infer::infer_graph;
 use compc_ir::op::{BinaryOp, Concat};
 use compc_ir::{DType, Graph, NodeId, Op, Shape, TensorType, ValueRef, Weight};
