@@ -118,10 +118,7 @@ const SEQUENCES: &str = r#"
     // (n, oh, ow, c, kh, kw) -> (n, c, oh, ow, kh, kw)
     %i = transform.structured.interchange %g iterator_interchange = [0, 3, 1, 2, 4, 5] : (!transform.any_op) -> !transform.any_op
     %t, %ln, %lc, %lh, %lw, %lkh, %lkw = transform.structured.tile_using_for %i tile_sizes [1, 1, 4, 8, 1, 1] : (!transform.any_op) -> (!transform.any_op, !transform.any_op, !transform.any_op, !transform.any_op, !transform.any_op, !transform.any_op, !transform.any_op)
-    transform.include @vectorize_taps failures(suppress) (%lkw) : (!transform.any_op) -> ()
-    transform.loop.hoist_loop_invariant_subsets %lkw : !transform.any_op
-    transform.apply_licm to %lkh : !transform.any_op
-    transform.loop.hoist_loop_invariant_subsets %lkh : !transform.any_op
+    transform.include @taps_kh_kw failures(propagate) (%lkh, %lkw) : (!transform.any_op, !transform.any_op) -> ()
     transform.yield
   }
 
@@ -135,10 +132,7 @@ const SEQUENCES: &str = r#"
     %acc = transform.get_producer_of_operand %o[2] : (!transform.any_op) -> !transform.any_op
     transform.include @vectorize_whole failures(suppress) (%acc) : (!transform.any_op) -> ()
     %t, %lkh, %lkw = transform.structured.tile_using_for %o tile_sizes [0, 0, 0, 0, 1, 1] : (!transform.any_op) -> (!transform.any_op, !transform.any_op, !transform.any_op)
-    transform.include @vectorize_taps failures(suppress) (%lkw) : (!transform.any_op) -> ()
-    transform.loop.hoist_loop_invariant_subsets %lkw : !transform.any_op
-    transform.apply_licm to %lkh : !transform.any_op
-    transform.loop.hoist_loop_invariant_subsets %lkh : !transform.any_op
+    transform.include @taps_kh_kw failures(propagate) (%lkh, %lkw) : (!transform.any_op, !transform.any_op) -> ()
     // Folds the slices between the bias write and the accumulator's first read, so the
     // tile starts from the broadcast bias in registers (no store and reload).
     transform.apply_patterns to %lw {
@@ -156,10 +150,25 @@ const SEQUENCES: &str = r#"
     %g = transform.structured.generalize %op : (!transform.any_op) -> !transform.any_op
     // (n, f, oh, ow, c, kh, kw)
     %t, %ln, %lf, %lh, %lw, %lc, %lkh, %lkw = transform.structured.tile_using_for %g tile_sizes [1, 4, 2, 8, 1, 1, 1] : (!transform.any_op) -> (!transform.any_op, !transform.any_op, !transform.any_op, !transform.any_op, !transform.any_op, !transform.any_op, !transform.any_op, !transform.any_op)
+    transform.include @taps_c_kh_kw failures(propagate) (%lc, %lkh, %lkw) : (!transform.any_op, !transform.any_op, !transform.any_op) -> ()
+    transform.yield
+  }
+
+  // The kh × kw tap loops of a convolution tile: the innermost tap vectorized, then the
+  // accumulator's read and write hoisted out of the kw and kh loops, so it stays in
+  // registers while the taps run.
+  transform.named_sequence @taps_kh_kw(%lkh: !transform.any_op {transform.readonly}, %lkw: !transform.any_op {transform.readonly}) {
     transform.include @vectorize_taps failures(suppress) (%lkw) : (!transform.any_op) -> ()
     transform.loop.hoist_loop_invariant_subsets %lkw : !transform.any_op
     transform.apply_licm to %lkh : !transform.any_op
     transform.loop.hoist_loop_invariant_subsets %lkh : !transform.any_op
+    transform.yield
+  }
+
+  // The same with an input-channel loop around the taps (dense convolutions): the
+  // accumulator is hoisted out of it too.
+  transform.named_sequence @taps_c_kh_kw(%lc: !transform.any_op {transform.readonly}, %lkh: !transform.any_op {transform.readonly}, %lkw: !transform.any_op {transform.readonly}) {
+    transform.include @taps_kh_kw failures(propagate) (%lkh, %lkw) : (!transform.any_op, !transform.any_op) -> ()
     transform.apply_licm to %lc : !transform.any_op
     transform.loop.hoist_loop_invariant_subsets %lc : !transform.any_op
     transform.yield
@@ -416,12 +425,7 @@ fn conv_fused_sequence(name: &str, width: usize) -> String {
     %acc = transform.get_producer_of_operand %o[2] : (!transform.any_op) -> !transform.any_op
     transform.include @vectorize_whole failures(suppress) (%acc) : (!transform.any_op) -> ()
     %t, %lc, %lkh, %lkw = transform.structured.tile_using_for %o tile_sizes [0, 0, 0, 0, 1, 1, 1] : (!transform.any_op) -> (!transform.any_op, !transform.any_op, !transform.any_op, !transform.any_op)
-    transform.include @vectorize_taps failures(suppress) (%lkw) : (!transform.any_op) -> ()
-    transform.loop.hoist_loop_invariant_subsets %lkw : !transform.any_op
-    transform.apply_licm to %lkh : !transform.any_op
-    transform.loop.hoist_loop_invariant_subsets %lkh : !transform.any_op
-    transform.apply_licm to %lc : !transform.any_op
-    transform.loop.hoist_loop_invariant_subsets %lc : !transform.any_op
+    transform.include @taps_c_kh_kw failures(propagate) (%lc, %lkh, %lkw) : (!transform.any_op, !transform.any_op, !transform.any_op) -> ()
     // Folds the slices between the bias write and the accumulator's first read, so the
     // tile starts from the broadcast bias in registers (no store and reload).
     transform.apply_patterns to %lw {{
