@@ -3,38 +3,10 @@
 
 use compc_ir::infer::infer_graph;
 use compc_ir::op::{Conv, ConvTranspose, Pool, Resize};
-use compc_ir::{DType, Dim, Graph, NodeId, Op, Shape, TensorType, ValueRef, Weight};
+use compc_ir::{Graph, Op, Weight};
 
-fn ty(s: &str) -> TensorType {
-    let parts: Vec<&str> = s.split('x').collect();
-    let (dt, dims) = parts.split_last().expect("a dtype");
-    let dtype: DType = dt.parse().expect("dtype");
-    let dims = dims
-        .iter()
-        .map(|d| match *d {
-            "?" => Dim::Unknown,
-            d if d.starts_with('{') => {
-                Dim::Sym(d.trim_matches(|c| c == '{' || c == '}').to_string())
-            }
-            d => Dim::Known(d.parse().expect("dim")),
-        })
-        .collect();
-    TensorType::new(dtype, Shape::Ranked(dims))
-}
-
-fn input(g: &mut Graph, name: &str, t: &str) -> NodeId {
-    g.add_input(name, ty(t))
-}
-
-fn node_opt(g: &mut Graph, op: Op, inputs: &[Option<NodeId>], n_out: usize) -> NodeId {
-    let ins = inputs.iter().map(|i| i.map(ValueRef::from)).collect();
-    g.add_node(op, ins, vec![TensorType::unranked(DType::F32); n_out], "")
-}
-
-fn node(g: &mut Graph, op: Op, inputs: &[NodeId], n_out: usize) -> NodeId {
-    let ins: Vec<_> = inputs.iter().map(|&i| Some(i)).collect();
-    node_opt(g, op, &ins, n_out)
-}
+mod common;
+use common::*;
 
 /// Infers a one-node graph `op(x, w)` and returns output 0.
 fn conv_out(x: &str, w: &str, op: Op) -> Result<String, String> {

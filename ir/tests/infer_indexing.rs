@@ -2,60 +2,10 @@
 
 use compc_ir::infer::infer_graph;
 use compc_ir::op::{Axis0, Concat, GatherNd, OneHot, Pad, Split, TopK};
-use compc_ir::{DType, Dim, Graph, NodeId, Op, Shape, TensorType, ValueRef, Weight};
+use compc_ir::{DType, Graph, Op, TensorType};
 
-fn ty(s: &str) -> TensorType {
-    let parts: Vec<&str> = s.split('x').collect();
-    let (dt, dims) = parts.split_last().expect("a dtype");
-    let dtype: DType = dt.parse().expect("dtype");
-    if dims == ["*"] {
-        return TensorType::unranked(dtype);
-    }
-    let dims = dims
-        .iter()
-        .map(|d| match *d {
-            "?" => Dim::Unknown,
-            d if d.starts_with('{') => {
-                Dim::Sym(d.trim_matches(|c| c == '{' || c == '}').to_string())
-            }
-            d => Dim::Known(d.parse().expect("dim")),
-        })
-        .collect();
-    TensorType::new(dtype, Shape::Ranked(dims))
-}
-
-fn input(g: &mut Graph, name: &str, t: &str) -> NodeId {
-    g.add_input(name, ty(t))
-}
-
-fn ints(g: &mut Graph, name: &str, v: &[i64]) -> NodeId {
-    g.add_const(Weight::from_i64(name, vec![v.len() as u64], v).unwrap())
-}
-
-/// Inputs given as `Option` so omitted optional inputs can be written as `None`.
-fn node_opt(g: &mut Graph, op: Op, inputs: &[Option<NodeId>], n_out: usize) -> NodeId {
-    let ins = inputs.iter().map(|i| i.map(ValueRef::from)).collect();
-    g.add_node(op, ins, vec![TensorType::unranked(DType::F32); n_out], "")
-}
-
-fn node(g: &mut Graph, op: Op, inputs: &[NodeId], n_out: usize) -> NodeId {
-    let ins: Vec<_> = inputs.iter().map(|&i| Some(i)).collect();
-    node_opt(g, op, &ins, n_out)
-}
-
-fn out(g: &Graph, id: NodeId, slot: usize) -> String {
-    g.node(id).outputs[slot].to_string()
-}
-
-fn outs(g: &Graph, id: NodeId) -> Vec<String> {
-    g.node(id).outputs.iter().map(|t| t.to_string()).collect()
-}
-
-fn err_of(g: &mut Graph) -> String {
-    infer_graph(g)
-        .expect_err("inference should fail")
-        .to_string()
-}
+mod common;
+use common::*;
 
 #[test]
 fn concat_sums_the_axis_and_unifies_the_rest() {

@@ -4,42 +4,10 @@ use compc_ir::infer::infer_graph;
 use compc_ir::op::{
     ArgReduce, BatchNorm, Einsum, Gemm, MatMulNBits, Norm, Reduce, ReduceOp, RouterTopK,
 };
-use compc_ir::{DType, Dim, Graph, Op, Shape, TensorType, ValueRef, Weight};
+use compc_ir::{DType, Graph, Op, TensorType, Weight};
 
-fn ty(s: &str) -> TensorType {
-    let parts: Vec<&str> = s.split('x').collect();
-    let (dt, dims) = parts.split_last().expect("a dtype");
-    let dtype: DType = dt.parse().expect("dtype");
-    let dims = dims
-        .iter()
-        .map(|d| match *d {
-            "?" => Dim::Unknown,
-            d if d.starts_with('{') => {
-                Dim::Sym(d.trim_matches(|c| c == '{' || c == '}').to_string())
-            }
-            d => Dim::Known(d.parse().expect("dim")),
-        })
-        .collect();
-    TensorType::new(dtype, Shape::Ranked(dims))
-}
-
-/// Builds `op` over fresh graph inputs of the given types, infers, and returns every
-/// output type (or the error text).
-fn infer_op(op: Op, inputs: &[&str], n_out: usize) -> Result<Vec<String>, String> {
-    let mut g = Graph::new("t");
-    let ins: Vec<_> = inputs
-        .iter()
-        .enumerate()
-        .map(|(i, t)| Some(ValueRef::from(g.add_input(format!("in{i}"), ty(t)))))
-        .collect();
-    let n = g.add_node(op, ins, vec![TensorType::unranked(DType::F32); n_out], "");
-    infer_graph(&mut g).map_err(|e| e.to_string())?;
-    Ok(g.node(n).outputs.iter().map(|t| t.to_string()).collect())
-}
-
-fn one(op: Op, inputs: &[&str]) -> Result<String, String> {
-    infer_op(op, inputs, 1).map(|mut v| v.remove(0))
-}
+mod common;
+use common::*;
 
 #[test]
 fn matmul_shapes() {

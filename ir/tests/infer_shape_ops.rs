@@ -3,56 +3,10 @@
 
 use compc_ir::infer::infer_graph;
 use compc_ir::op::{Axes, Axis0, Concat, ConstantOfShape, Flatten, Reshape, ShapeOf, Transpose};
-use compc_ir::{DType, Dim, Graph, Literal, NodeId, Op, Shape, TensorType, ValueRef, Weight};
+use compc_ir::{DType, Graph, Literal, NodeId, Op, TensorType, Weight};
 
-/// Parses the text-format spelling without the `tensor<>`: `{batch}x?x64xf32`, `*xf32`.
-fn ty(s: &str) -> TensorType {
-    let parts: Vec<&str> = s.split('x').collect();
-    let (dt, dims) = parts.split_last().expect("a dtype");
-    let dtype: DType = dt.parse().expect("dtype");
-    if dims == ["*"] {
-        return TensorType::unranked(dtype);
-    }
-    let dims = dims
-        .iter()
-        .map(|d| match *d {
-            "?" => Dim::Unknown,
-            d if d.starts_with('{') => {
-                Dim::Sym(d.trim_matches(|c| c == '{' || c == '}').to_string())
-            }
-            d => Dim::Known(d.parse().expect("dim")),
-        })
-        .collect();
-    TensorType::new(dtype, Shape::Ranked(dims))
-}
-
-fn input(g: &mut Graph, name: &str, t: &str) -> NodeId {
-    g.add_input(name, ty(t))
-}
-
-fn ints(g: &mut Graph, name: &str, v: &[i64]) -> NodeId {
-    g.add_const(Weight::from_i64(name, vec![v.len() as u64], v).unwrap())
-}
-
-fn scalar_i64(g: &mut Graph, name: &str, v: i64) -> NodeId {
-    g.add_const(Weight::from_i64(name, vec![], &[v]).unwrap())
-}
-
-/// A node whose outputs are declared as placeholders, for inference to fill in.
-fn node(g: &mut Graph, op: Op, inputs: &[NodeId], n_out: usize) -> NodeId {
-    let ins = inputs.iter().map(|&i| Some(ValueRef::from(i))).collect();
-    g.add_node(op, ins, vec![TensorType::unranked(DType::F32); n_out], "")
-}
-
-fn out(g: &Graph, id: NodeId, slot: usize) -> String {
-    g.node(id).outputs[slot].to_string()
-}
-
-fn err_of(g: &mut Graph) -> String {
-    infer_graph(g)
-        .expect_err("inference should fail")
-        .to_string()
-}
+mod common;
+use common::*;
 
 fn unsqueeze0(g: &mut Graph, x: NodeId) -> NodeId {
     node(
