@@ -10,9 +10,9 @@ mod common;
 
 use common::{
     census, cnn_images, integer_constants, lm, lm_ids, ort_outputs, outputs, rel, run_pipeline,
-    try_pipeline,
+    try_pipeline, twins_equal_to_quantized,
 };
-use compc::ir::graph::{GraphOutput, ValueRef};
+use compc::ir::graph::ValueRef;
 use compc::ir::op::Op;
 use compc::ir::Graph;
 use compc::passes::CalibData;
@@ -147,29 +147,6 @@ fn with_activation_quantization_folded_and_unfused_agree_to_round_off_and_both_h
         d < 10.0 * u.max(1e-6),
         "folded vs unfused {d:.3e}, one-ulp sensitivity {u:.3e}"
     );
-}
-
-/// Replaces every float twin by the weight its quantized layer really uses, as computed by
-/// the graph's own DequantizeLinear.
-fn twins_equal_to_quantized(g: &mut Graph, inputs: &[(String, Tensor)]) {
-    let entries: Vec<_> = g.float_originals.iter().map(|(&n, &w)| (n, w)).collect();
-    assert!(!entries.is_empty());
-    let mut probe = g.clone();
-    probe.outputs = entries
-        .iter()
-        .enumerate()
-        .map(|(i, (n, _))| GraphOutput {
-            name: format!("w{i}"),
-            value: g.node(*n).input(1).unwrap(),
-        })
-        .collect();
-    let deq = compc::runtime::run(&probe, inputs).unwrap();
-    for ((_, wid), (_, t)) in entries.iter().zip(deq) {
-        let old = g.weights.get(*wid);
-        let w = t.to_weight(&old.name).unwrap();
-        assert_eq!(w.dims, old.dims);
-        g.weights.replace(*wid, w);
-    }
 }
 
 #[test]

@@ -8,9 +8,8 @@ mod common;
 
 use common::{
     census, integer_constants, lm, lm_ids, ort_outputs, outputs, rel, run_pipeline, try_pipeline,
+    twins_equal_to_quantized,
 };
-use compc::ir::graph::GraphOutput;
-use compc::ir::Graph;
 use compc::passes::CalibData;
 use compc::runtime::Tensor;
 
@@ -53,28 +52,6 @@ fn qwt_adds_a_matmul_per_block_and_brings_w4_and_w3_closer_to_float() {
             let e = rel(&ort, &of);
             assert!(e < 1e-4, "onnxruntime vs compc: {e:.3e}");
         }
-    }
-}
-
-/// Replaces every float twin by the weight its quantized layer really uses.
-fn twins_equal_to_quantized(g: &mut Graph, inputs: &[(String, Tensor)]) {
-    let entries: Vec<_> = g.float_originals.iter().map(|(&n, &w)| (n, w)).collect();
-    assert!(!entries.is_empty());
-    let mut probe = g.clone();
-    probe.outputs = entries
-        .iter()
-        .enumerate()
-        .map(|(i, (n, _))| GraphOutput {
-            name: format!("w{i}"),
-            value: g.node(*n).input(1).unwrap(),
-        })
-        .collect();
-    let deq = compc::runtime::run(&probe, inputs).unwrap();
-    for ((_, wid), (_, t)) in entries.iter().zip(deq) {
-        let old = g.weights.get(*wid);
-        let w = t.to_weight(&old.name).unwrap();
-        assert_eq!(w.dims, old.dims);
-        g.weights.replace(*wid, w);
     }
 }
 

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+use compc::ir::graph::GraphOutput;
 use compc::ir::op::Op;
 use compc::ir::Graph;
 use compc::passes::{CalibData, PassManager, Registry};
@@ -294,4 +295,28 @@ pub fn cnn_images(n: usize, seed: u64) -> Vec<(String, Tensor)> {
         })
         .collect();
     vec![("input".into(), Tensor::from_f32(vec![n, 3, 32, 32], v))]
+}
+
+/// Replaces every float twin (`Graph::float_originals`) of a quantized layer by the weight
+/// that layer really uses, as the graph's own DequantizeLinear computes it, so a test can
+/// compare a compensated model with one whose float weights carry no quantization error.
+pub fn twins_equal_to_quantized(g: &mut Graph, inputs: &[(String, Tensor)]) {
+    let entries: Vec<_> = g.float_originals.iter().map(|(&n, &w)| (n, w)).collect();
+    assert!(!entries.is_empty());
+    let mut probe = g.clone();
+    probe.outputs = entries
+        .iter()
+        .enumerate()
+        .map(|(i, (n, _))| GraphOutput {
+            name: format!("w{i}"),
+            value: g.node(*n).input(1).unwrap(),
+        })
+        .collect();
+    let deq = compc::runtime::run(&probe, inputs).unwrap();
+    for ((_, wid), (_, t)) in entries.iter().zip(deq) {
+        let old = g.weights.get(*wid);
+        let w = t.to_weight(&old.name).unwrap();
+        assert_eq!(w.dims, old.dims);
+        g.weights.replace(*wid, w);
+    }
 }
