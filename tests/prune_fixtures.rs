@@ -18,6 +18,19 @@ use compc::passes::quant::layers::{read_w, select_skipping, write_w};
 use compc::passes::{CalibData, GraphStats};
 use compc::runtime::Tensor;
 
+/// The pruned model gives the dense model's first output `before` to 1e-4, in compc's
+/// runtime and, where the oracle is installed, in onnxruntime.
+fn assert_outputs_kept(out: &Graph, inputs: &[(String, Tensor)], before: &[Vec<f32>]) {
+    let after = outputs(out, inputs);
+    assert!(close(&before[0], &after[0], 1e-4, 1e-4), "outputs changed");
+    if let Some(ort) = ort_outputs(out, inputs) {
+        assert!(
+            close(&ort[0], &after[0], 1e-4, 1e-4),
+            "onnxruntime disagrees"
+        );
+    }
+}
+
 #[test]
 fn lm_two_four_holds_on_every_pruned_weight() {
     let g = lm();
@@ -124,14 +137,7 @@ fn lm_structured_pruning_of_zero_units_keeps_outputs() {
     let (pb, pa) = (f32_params(&g), f32_params(&out));
     // 4 blocks × (172·256·3 + 2·32·256·4) removed.
     assert_eq!(pb - pa, 4 * (172 * 256 * 3 + 2 * 32 * 256 * 4));
-    let after = outputs(&out, &inputs);
-    assert!(close(&before[0], &after[0], 1e-4, 1e-4), "outputs changed");
-    if let Some(ort) = ort_outputs(&out, &inputs) {
-        assert!(
-            close(&ort[0], &after[0], 1e-4, 1e-4),
-            "onnxruntime disagrees"
-        );
-    }
+    assert_outputs_kept(&out, &inputs, &before);
 }
 
 #[test]
@@ -416,14 +422,7 @@ fn gqa_head_pruning_keeps_kv_heads_with_their_query_heads() {
         f32_params(&g) - f32_params(&out),
         4 * (2 * 2 * 32 * 256 + 2 * 32 * 256)
     );
-    let after = outputs(&out, &inputs);
-    assert!(close(&before[0], &after[0], 1e-4, 1e-4), "outputs changed");
-    if let Some(ort) = ort_outputs(&out, &inputs) {
-        assert!(
-            close(&ort[0], &after[0], 1e-4, 1e-4),
-            "onnxruntime disagrees"
-        );
-    }
+    assert_outputs_kept(&out, &inputs, &before);
 }
 
 #[test]
@@ -501,14 +500,7 @@ fn lm_hidden_size_pruning_of_zero_channels_keeps_outputs() {
         .filter(|l| l.in_features == Some(192))
         .count();
     assert_eq!(narrow, readers);
-    let after = outputs(&out, &inputs);
-    assert!(close(&before[0], &after[0], 1e-4, 1e-4), "outputs changed");
-    if let Some(ort) = ort_outputs(&out, &inputs) {
-        assert!(
-            close(&ort[0], &after[0], 1e-4, 1e-4),
-            "onnxruntime disagrees"
-        );
-    }
+    assert_outputs_kept(&out, &inputs, &before);
     // Wanda and Taylor (from calibration data) score the zero channels 0 too: readers see
     // a zero input channel, writers a zero output row.
     let calib = CalibData {

@@ -51,7 +51,8 @@ pub fn emit_node(em: &mut Emitter<'_>, id: NodeId, index: usize) -> Result<(), E
             )?;
             ("", k.onnx_type())
         }
-        Op::Squeeze(_) => {
+        // Both moved `axes` from an attribute to an input at opset 13.
+        Op::Squeeze(_) | Op::Unsqueeze(_) => {
             move_form(
                 em,
                 &desc,
@@ -62,20 +63,7 @@ pub fn emit_node(em: &mut Emitter<'_>, id: NodeId, index: usize) -> Result<(), E
                 "axes",
                 13,
             )?;
-            ("", "Squeeze")
-        }
-        Op::Unsqueeze(_) => {
-            move_form(
-                em,
-                &desc,
-                &n.name,
-                index,
-                &mut attrs,
-                &mut inputs,
-                "axes",
-                13,
-            )?;
-            ("", "Unsqueeze")
+            n.op.onnx_op().unwrap_or(("", ""))
         }
         Op::Split(_) => {
             move_form(
