@@ -179,8 +179,42 @@ impl PassOptions {
         }
     }
 
+    /// A text option holding a `|`-separated list (`skip=lm_head|down_proj`): its
+    /// non-empty, trimmed items; empty when the option is not set.
+    pub fn list(&self, name: &str) -> Vec<String> {
+        self.text(name)
+            .map(|s| {
+                s.split('|')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// The options as `key=value` pairs, for the report.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &OptionValue)> {
         self.values.iter().map(|(k, v)| (k.as_str(), v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_list_option_gives_its_trimmed_non_empty_items() {
+        let schema = [OptionSpec {
+            name: "skip",
+            kind: OptionKind::Text,
+            default: None,
+            help: "",
+        }];
+        let raw = [("skip".to_string(), " lm_head | |down_proj|".to_string())];
+        let o = PassOptions::from_raw("p", &schema, &raw).unwrap();
+        assert_eq!(o.list("skip"), ["lm_head", "down_proj"]);
+        let unset = PassOptions::from_raw("p", &schema, &[]).unwrap();
+        assert!(unset.list("skip").is_empty());
     }
 }

@@ -152,16 +152,7 @@ impl LowRankConfig {
                 Target::Ratio(p)
             }
         };
-        let skip = o
-            .text("skip")
-            .map(|s| {
-                s.split('|')
-                    .map(str::trim)
-                    .filter(|p| !p.is_empty())
-                    .map(String::from)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let skip = o.list("skip");
         let alloc = match o.text("alloc") {
             Some("energy") => Alloc::Energy,
             _ => Alloc::Uniform,

@@ -239,16 +239,7 @@ fn structured_only(o: &PassOptions) -> Option<&'static str> {
 impl PruneConfig {
     /// Resolves the options; `has_calib` says whether calibration data was given.
     pub fn resolve(o: &PassOptions, has_calib: bool) -> Result<PruneConfig, String> {
-        let skip = o
-            .text("skip")
-            .map(|s| {
-                s.split('|')
-                    .map(str::trim)
-                    .filter(|p| !p.is_empty())
-                    .map(String::from)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let skip = o.list("skip");
         let all_layers = o.text("layers") == Some("all");
         let mode = match o.text("structured") {
             Some(t) => Mode::Structured(Self::structured(o, t, has_calib)?),

@@ -209,16 +209,7 @@ impl QuantConfig {
             Some("nbits") => Some(Format::NBits),
             _ => None,
         };
-        let skip = o
-            .text("skip")
-            .map(|s| {
-                s.split('|')
-                    .map(str::trim)
-                    .filter(|p| !p.is_empty())
-                    .map(String::from)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let skip = o.list("skip");
         let calib_method = match o.text("calib_method") {
             Some("percentile") => CalibMethod::Percentile,
             Some("mse") => CalibMethod::Mse,
