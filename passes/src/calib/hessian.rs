@@ -63,6 +63,34 @@ pub fn inverse_cholesky(h: &[f64], n: usize, damp: f64) -> Result<(Vec<f32>, f64
     ))
 }
 
+/// One column of GPTQ's and SparseGPT's OBS solve inside a block: weight `j` of the row
+/// `wr` becomes `q` (its code's value, or 0 when pruned), and the scaled error
+/// `e = (w_j − q) / U[j, j]` is spread over the block's later columns `j + 1..end`,
+/// `w_j' −= e · U[j, j']`, with `U` the upper Cholesky factor of H⁻¹ (`n × n`). Returns
+/// `e` (for the block's lazy update of the columns after it) and the column's loss
+/// `e² / 2`. `wr[j]` itself is left as it was.
+#[inline]
+pub fn obs_column_step(
+    wr: &mut [f32],
+    u: &[f32],
+    n: usize,
+    j: usize,
+    end: usize,
+    q: f32,
+) -> (f32, f64) {
+    let x = wr[j];
+    let d = u[j * n + j];
+    let e = (x - q) / d;
+    let loss = ((x - q) as f64 / d as f64).powi(2) / 2.0;
+    if e != 0.0 {
+        let urow = &u[j * n..j * n + n];
+        for j2 in j + 1..end {
+            wr[j2] -= e * urow[j2];
+        }
+    }
+    (e, loss)
+}
+
 /// GPTQ/SparseGPT's lazy batch update after a finished column block `i1..i2`: the
 /// block's scaled errors `err` (`rows × (i2 − i1)`) are propagated to every later column,
 /// `W[:, i2:] −= E · U[i1:i2, i2:]`, with `U` the upper Cholesky factor of H⁻¹ (`n × n`)

@@ -18,7 +18,7 @@
 use super::options::Pattern;
 use super::pattern::{count, mask_lowest};
 use crate::calib::hessian::{
-    check_solve_inputs, inverse_cholesky, propagate_block_error, zero_dead_inputs,
+    check_solve_inputs, inverse_cholesky, obs_column_step, propagate_block_error, zero_dead_inputs,
 };
 use rayon::prelude::*;
 
@@ -107,18 +107,10 @@ pub fn sparsegpt(
                             }
                         }
                     }
-                    let x = wr[j];
-                    let q = if mask[c] { 0.0 } else { x };
-                    let d = u[j * n + j];
-                    let e = (x - q) / d;
-                    l += ((x - q) as f64 / d as f64).powi(2) / 2.0;
+                    let q = if mask[c] { 0.0 } else { wr[j] };
+                    let (e, lc) = obs_column_step(wr, &u, n, j, i1 + cnt, q);
                     wr[j] = q;
-                    if e != 0.0 {
-                        let urow = &u[j * n..j * n + n];
-                        for c2 in c + 1..cnt {
-                            wr[i1 + c2] -= e * urow[i1 + c2];
-                        }
-                    }
+                    l += lc;
                     er[c] = e;
                 }
                 l

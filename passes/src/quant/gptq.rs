@@ -21,7 +21,9 @@
 use super::grid::{code, dequant, Grid};
 use super::qmatrix::{effective_group, QMatrix};
 pub use crate::calib::hessian::inverse_cholesky;
-use crate::calib::hessian::{check_solve_inputs, propagate_block_error, zero_dead_inputs};
+use crate::calib::hessian::{
+    check_solve_inputs, obs_column_step, propagate_block_error, zero_dead_inputs,
+};
 use rayon::prelude::*;
 
 #[derive(Clone, Copy, Debug)]
@@ -176,15 +178,9 @@ pub fn gptq(
                         Some(m) if m[j] => z,
                         _ => code(x, s, z, qmax),
                     };
-                    let q = dequant(qc, s, z);
                     cr[j] = qc as u8;
-                    let d = u[j * n + j];
-                    let e = (x - q) / d;
-                    l += ((x - q) as f64 / d as f64).powi(2) / 2.0;
-                    let urow = &u[j * n..j * n + n];
-                    for c2 in c + 1..cnt {
-                        wr[i1 + c2] -= e * urow[i1 + c2];
-                    }
+                    let (e, lc) = obs_column_step(wr, &u, n, j, i1 + cnt, dequant(qc, s, z));
+                    l += lc;
                     er[c] = e;
                 }
                 l
