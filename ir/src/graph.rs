@@ -369,6 +369,25 @@ impl Graph {
         }
     }
 
+    /// The input slots of `id` that read `v`.
+    pub fn input_slots_reading(&self, id: NodeId, v: ValueRef) -> Vec<usize> {
+        self.node(id)
+            .inputs()
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| **i == Some(v))
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// Makes `id` read `new` in every input slot where it reads `old` (other readers of
+    /// `old` are left alone; see [`Graph::replace_all_uses`]).
+    pub fn replace_input(&mut self, id: NodeId, old: ValueRef, new: ValueRef) {
+        for i in self.input_slots_reading(id, old) {
+            self.set_input(id, i, Some(new));
+        }
+    }
+
     /// Makes every reader of `old` (nodes and graph outputs) read `new` instead.
     pub fn replace_all_uses(&mut self, old: ValueRef, new: ValueRef) {
         for (user, idx) in self.value_users(old) {
@@ -402,5 +421,39 @@ impl Graph {
     /// Read-only access to the petgraph graph, for its algorithms (dominators, SCCs, ...).
     pub fn petgraph(&self) -> &StableDiGraph<Node, Edge> {
         &self.graph
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::op::{BinaryOp, Op};
+    use crate::DType;
+
+    #[test]
+    fn replace_input_rewires_only_that_node_and_keeps_the_edges_in_step() {
+        let mut g = Graph::new("t");
+        let ty = TensorType::unranked(DType::F32);
+        let (a, b) = (g.add_input("a", ty.clone()), g.add_input("b", ty.clone()));
+        let (va, vb) = (ValueRef::new(a, 0), ValueRef::new(b, 0));
+        let square = g.add_node(
+            Op::Binary(BinaryOp::Mul),
+            vec![Some(va), Some(va)],
+            vec![ty.clone()],
+            "sq",
+        );
+        let other = g.add_node(
+            Op::Binary(BinaryOp::Add),
+            vec![Some(va), Some(vb)],
+            vec![ty],
+            "add",
+        );
+        assert_eq!(g.input_slots_reading(square, va), [0, 1]);
+        g.replace_input(square, va, vb);
+        assert_eq!(g.node(square).inputs(), [Some(vb), Some(vb)]);
+        assert_eq!(g.node(other).inputs(), [Some(va), Some(vb)]);
+        // The edge list agrees: `a` is read only by `other` now.
+        assert_eq!(g.value_users(va), [(other, 0)]);
+        assert!(g.input_slots_reading(square, va).is_empty());
     }
 }

@@ -116,17 +116,7 @@ fn const_like(
 /// Replaces every read of constant `old` by `new` in `nodes`.
 fn rewire(g: &mut Graph, nodes: &[NodeId], old: ValueRef, new: ValueRef) {
     for &n in nodes {
-        let idx: Vec<usize> = g
-            .node(n)
-            .inputs()
-            .iter()
-            .enumerate()
-            .filter(|(_, v)| **v == Some(old))
-            .map(|(i, _)| i)
-            .collect();
-        for i in idx {
-            g.set_input(n, i, Some(new));
-        }
+        g.replace_input(n, old, new);
     }
 }
 

@@ -331,16 +331,6 @@ pub fn set_const_input(
     suffix: &str,
 ) -> Result<(), PassError> {
     let c = weights::add_const(g, m, suffix)?;
-    let idx: Vec<usize> = g
-        .node(node)
-        .inputs()
-        .iter()
-        .enumerate()
-        .filter(|(_, v)| **v == Some(old))
-        .map(|(i, _)| i)
-        .collect();
-    for i in idx {
-        g.set_input(node, i, Some(c));
-    }
+    g.replace_input(node, old, c);
     Ok(())
 }

@@ -205,15 +205,7 @@ fn shrink_norm(
     let nt = Tensor::from_f32_as(w.dtype, vec![keep.len()], data)?;
     let mut eps_done = norm.epsilon.is_none();
     for &n in &norm.nodes {
-        let slots: Vec<usize> = g
-            .node(n)
-            .inputs()
-            .iter()
-            .enumerate()
-            .filter(|(_, v)| **v == Some(scale))
-            .map(|(i, _)| i)
-            .collect();
-        for s in slots {
+        for s in g.input_slots_reading(n, scale) {
             set_const(g, n, s, &nt, &w.name)?;
         }
         if eps_done {
