@@ -12,6 +12,7 @@
 //! first (an RMSNorm commutes with Q only without its scale). The per-head V/O rotation
 //! has no op of its own (attention is linear in V per head) and is left out.
 
+use super::online::{down_input, hadamard_factor, DownInput};
 use super::rotation::Rotation;
 use super::stream::Stream;
 use crate::calib::linalg::transpose;
@@ -136,32 +137,19 @@ pub fn down_hadamard_pair(
     idioms: &Idioms,
     down: usize,
 ) -> Result<String, PassError> {
-    let l = &idioms.linears[down];
-    let name = g.node(l.node).describe(l.node);
-    let f = l
-        .in_features
-        .ok_or_else(|| err(format!("{name}: unknown input width")))? as usize;
-    let k = Rotation::hadamard(f).ok_or_else(|| err(format!("{name}: no rotation of size {f}")))?;
-    let x = g
-        .node(l.node)
-        .input(0)
-        .ok_or_else(|| err(format!("{name}: no input")))?;
-    let base = node_name(g, l.node);
+    let DownInput {
+        width: f,
+        rotation: k,
+        x,
+        ty,
+    } = down_input(g, idioms, down)?;
+    let down_node = idioms.linears[down].node;
+    let base = node_name(g, down_node);
     let factor = match k.factor_f32() {
-        Some((kk, fv)) => {
-            let t = Tensor::from_f32_as(DType::F32, vec![kk, kk], fv)?;
-            Some(ValueRef::new(
-                g.add_const(t.to_weight(&format!("hadamard_factor_{kk}"))?),
-                0,
-            ))
-        }
+        Some((kk, fv)) => Some(hadamard_factor(g, kk, fv)?),
         None => None,
     };
     let op = Op::Hadamard(Hadamard { size: k.s as i64 });
-    let ty = g
-        .value_type(x)
-        .cloned()
-        .ok_or_else(|| err(format!("{name}: the input has no type")))?;
     let mut inputs = vec![Some(x)];
     if factor.is_some() {
         inputs.push(factor);
@@ -191,7 +179,7 @@ pub fn down_hadamard_pair(
             )
         }
     };
-    g.set_input(l.node, 0, Some(ValueRef::new(inv, 0)));
+    g.set_input(down_node, 0, Some(ValueRef::new(inv, 0)));
     Ok(format!(
         "{} and its inverse as explicit ops{}",
         k.how,

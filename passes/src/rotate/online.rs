@@ -8,10 +8,57 @@ use super::weights;
 use crate::idioms::{Attention, Idioms};
 use crate::pass::PassError;
 use compc_ir::op::Hadamard;
-use compc_ir::{DType, Graph, Op, ValueRef};
+use compc_ir::{DType, Graph, Op, TensorType, ValueRef};
 
 fn err(s: impl Into<String>) -> PassError {
     PassError::Invalid(format!("rotate: {}", s.into()))
+}
+
+/// What a Hadamard on the input of linear `down` needs: its input width, the Hadamard rotation of that size, and its input value
+/// and type.
+pub(super) struct DownInput {
+    pub width: usize,
+    pub rotation: Rotation,
+    pub x: ValueRef,
+    pub ty: TensorType,
+}
+
+pub(super) fn down_input(g: &Graph, idioms: &Idioms, down: usize) -> Result<DownInput, PassError> {
+    let l = &idioms.linears[down];
+    let name = g.node(l.node).describe(l.node);
+    let width = l
+        .in_features
+        .ok_or_else(|| err(format!("{name}: unknown input width")))? as usize;
+    let rotation = Rotation::hadamard(width)
+        .ok_or_else(|| err(format!("{name}: no rotation of size {width}")))?;
+    let x = g
+        .node(l.node)
+        .input(0)
+        .ok_or_else(|| err(format!("{name}: no input")))?;
+    let ty = g
+        .value_type(x)
+        .cloned()
+        .ok_or_else(|| err(format!("{name}: the input has no type")))?;
+    Ok(DownInput {
+        width,
+        rotation,
+        x,
+        ty,
+    })
+}
+
+/// The `hadamard` op's second input: the dense `kk × kk` factor of a Hadamard size that is
+/// not a power of two (`Rotation::factor_f32`), as a constant.
+pub(super) fn hadamard_factor(
+    g: &mut Graph,
+    kk: usize,
+    factor: Vec<f32>,
+) -> Result<ValueRef, PassError> {
+    let t = compc_runtime::Tensor::from_f32_as(DType::F32, vec![kk, kk], factor)?;
+    Ok(ValueRef::new(
+        g.add_const(t.to_weight(&format!("hadamard_factor_{kk}"))?),
+        0,
+    ))
 }
 
 /// Inserts the online Hadamard on the input of linear `down` and absorbs its transpose
@@ -22,31 +69,20 @@ pub fn insert_down_hadamard(
     down: usize,
     factors: &mut Vec<(usize, ValueRef)>,
 ) -> Result<String, PassError> {
+    let DownInput {
+        width: f,
+        rotation: k,
+        x,
+        ty,
+    } = down_input(g, idioms, down)?;
     let l = &idioms.linears[down];
-    let name = g.node(l.node).describe(l.node);
-    let f = l
-        .in_features
-        .ok_or_else(|| err(format!("{name}: unknown input width")))? as usize;
-    let k = Rotation::hadamard(f).ok_or_else(|| err(format!("{name}: no rotation of size {f}")))?;
-    let x = g
-        .node(l.node)
-        .input(0)
-        .ok_or_else(|| err(format!("{name}: no input")))?;
-    let ty = g
-        .value_type(x)
-        .cloned()
-        .ok_or_else(|| err(format!("{name}: the input has no type")))?;
     let mut inputs = vec![Some(x)];
     if let Some((kk, fv)) = k.factor_f32() {
         // One constant per factor order, shared by every layer.
         let c = match factors.iter().find(|(n, _)| *n == kk) {
             Some((_, c)) => *c,
             None => {
-                let t = compc_runtime::Tensor::from_f32_as(DType::F32, vec![kk, kk], fv)?;
-                let c = ValueRef::new(
-                    g.add_const(t.to_weight(&format!("hadamard_factor_{kk}"))?),
-                    0,
-                );
+                let c = hadamard_factor(g, kk, fv)?;
                 factors.push((kk, c));
                 c
             }
