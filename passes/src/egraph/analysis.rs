@@ -8,6 +8,7 @@
 //! folding, Conv+BN, matrix chains) add theirs through it.
 
 use super::language::ENode;
+use crate::const_fold::never_fold;
 use compc_ir::{DType, Dim, Graph, Op, Shape, TensorType, Weight};
 use compc_runtime::{eval_op, Tensor};
 use egg::{DidMerge, Id};
@@ -41,21 +42,6 @@ pub struct TensorAnalysis {
     /// The graph's default-domain opset: rules that write an op form that needs a newer
     /// one check it.
     pub opset: i64,
-}
-
-/// Ops never evaluated at compile time: folding `DequantizeLinear(int4 weight)` would
-/// silently undo quantization (the same list as the `const-fold` pass).
-pub fn never_fold(op: &Op) -> bool {
-    matches!(
-        op,
-        Op::Input
-            | Op::Const(_)
-            | Op::Custom(_)
-            | Op::QuantizeLinear(_)
-            | Op::DequantizeLinear(_)
-            | Op::DynamicQuantizeLinear
-            | Op::MatMulNBits(_)
-    )
 }
 
 /// How much a type says: known dims count most, then named ones.

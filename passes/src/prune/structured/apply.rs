@@ -5,7 +5,9 @@
 
 use super::depgraph::{Axis, Group, GroupKind, Member};
 use crate::calib::linalg::transpose;
+use crate::context::PassContext;
 use crate::idioms::Idioms;
+use crate::ledger::GraphStats;
 use crate::pass::PassError;
 use crate::quant::layers::{read_w, Layer, Layout};
 use compc_ir::infer::infer_graph;
@@ -344,6 +346,25 @@ pub fn describe_kind(k: GroupKind) -> String {
         GroupKind::Mlp(i) => format!("mlp[{i}]"),
         GroupKind::Heads(i) => format!("attention[{i}]"),
     }
+}
+
+/// The report's line on the parameter count a structured prune left, `parameters a → b
+/// (p%)` followed by `more` (empty, or more of the same line), and its `parameter_ratio`
+/// measurement.
+pub fn report_parameters(
+    cx: &mut PassContext,
+    before: &GraphStats,
+    after: &GraphStats,
+    more: &str,
+) {
+    let ratio = after.parameters as f64 / before.parameters.max(1) as f64;
+    cx.note(format!(
+        "parameters {} → {} ({:.1}%){more}",
+        before.parameters,
+        after.parameters,
+        100.0 * ratio
+    ));
+    cx.measured("parameter_ratio", ratio);
 }
 
 /// Forgets every computed type (inputs and constants keep theirs) and infers them again.

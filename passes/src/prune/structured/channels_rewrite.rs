@@ -8,7 +8,7 @@
 //! are sliced but do not score (a zero filter is an unused channel whatever BatchNorm
 //! then adds: the consumers read it with zero weights).
 
-use super::apply::{const_tensor, kept, reinfer, set_const};
+use super::apply::{const_tensor, kept, reinfer, report_parameters, set_const};
 use super::channel_compensation::compensate;
 use super::channel_importance::{channel_scores, weight_slice, InputNorms};
 use super::channels::{channel_groups, ChannelGroup, ChannelMember};
@@ -256,16 +256,7 @@ pub fn run(
     reinfer(g)?;
     let removed_dead = crate::dce::remove_dead_nodes(g)?;
     let after = GraphStats::of(g);
-    cx.note(format!(
-        "parameters {} → {} ({:.1}%)",
-        before.parameters,
-        after.parameters,
-        100.0 * after.parameters as f64 / before.parameters.max(1) as f64
-    ));
-    cx.measured(
-        "parameter_ratio",
-        after.parameters as f64 / before.parameters.max(1) as f64,
-    );
+    report_parameters(cx, &before, &after, "");
     cx.touch(plans.len() + removed_dead);
     Ok(Changed::Yes)
 }

@@ -20,7 +20,9 @@
 //! inputs' norms — which sees the outlier channels of the stream that magnitude does not.
 //! The embedding table, having no input activations, does not enter those.
 
-use super::apply::{const_tensor, reinfer, set_const, set_shape_element, slice_member};
+use super::apply::{
+    const_tensor, reinfer, report_parameters, set_const, set_shape_element, slice_member,
+};
 use super::depgraph::{merge_reshape, Axis, Member};
 use super::importance::{group_scores, lowest, MemberData};
 use super::layer_stats::LayerStats;
@@ -324,16 +326,7 @@ pub fn run(
         stream.writers.len(),
         stream.norms.len()
     ));
-    cx.note(format!(
-        "parameters {} → {} ({:.1}%)",
-        before.parameters,
-        after.parameters,
-        100.0 * after.parameters as f64 / before.parameters.max(1) as f64
-    ));
-    cx.measured(
-        "parameter_ratio",
-        after.parameters as f64 / before.parameters.max(1) as f64,
-    );
+    report_parameters(cx, &before, &after, "");
     cx.touch(1 + linears.len() + dead);
     Ok(Changed::Yes)
 }

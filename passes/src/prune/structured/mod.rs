@@ -28,7 +28,7 @@ use crate::ledger::GraphStats;
 use crate::pass::{Changed, PassError};
 use crate::quant::layers::{read_w, select_skipping, Layer};
 use crate::quant::pass::end_to_end_error;
-use apply::{add_to_bias, apply_group, describe_kind, reinfer};
+use apply::{add_to_bias, apply_group, describe_kind, reinfer, report_parameters};
 use compc_ir::Graph;
 use depgraph::{head_group, mlp_group, Axis, Group, GroupKind};
 use importance::{group_scores, lowest, MemberData};
@@ -262,19 +262,13 @@ pub fn run(
     let after = GraphStats::of(g);
     let idioms_after = Idioms::find(g)?;
     let macs_after = linear_macs(g, &idioms_after);
-    cx.note(format!(
-        "parameters {} → {} ({:.1}%), linear multiply-adds per token {} → {} ({:.1}%)",
-        before.parameters,
-        after.parameters,
-        100.0 * after.parameters as f64 / before.parameters.max(1) as f64,
+    let macs = format!(
+        ", linear multiply-adds per token {} → {} ({:.1}%)",
         macs_before,
         macs_after,
         100.0 * macs_after as f64 / macs_before.max(1) as f64
-    ));
-    cx.measured(
-        "parameter_ratio",
-        after.parameters as f64 / before.parameters.max(1) as f64,
     );
+    report_parameters(cx, &before, &after, &macs);
     cx.touch(groups.len() + removed_dead);
     if let (Some(orig), Some(r)) = (original, runner) {
         end_to_end_error(&orig, g, r, cx)?;
