@@ -8,7 +8,7 @@ use crate::external::ExternalFiles;
 use crate::sort;
 use crate::tensor;
 use crate::types::tensor_type;
-use compc_ir::{DType, Graph, GraphOutput, TensorType, ValueRef, Weight};
+use compc_ir::{DType, Graph, GraphOutput, Op, TensorType, ValueRef, Weight};
 use onnx_protobuf::GraphProto;
 use std::collections::{HashMap, HashSet};
 
@@ -239,5 +239,27 @@ impl Builder {
 
     pub fn type_of(&self, name: &str) -> TensorType {
         self.types.get(name).cloned().unwrap_or_else(placeholder)
+    }
+
+    /// Adds node `name` computing `op` over `inputs`, with one output per name in
+    /// `outputs` (trailing empty names, ONNX's omitted optional outputs, are dropped), and
+    /// binds each non-empty output name to its value.
+    pub fn add_node_binding(
+        &mut self,
+        op: Op,
+        inputs: Vec<Option<ValueRef>>,
+        mut outputs: Vec<String>,
+        name: String,
+    ) {
+        while outputs.last().is_some_and(String::is_empty) {
+            outputs.pop();
+        }
+        let types = outputs.iter().map(|o| self.type_of(o)).collect();
+        let id = self.g.add_node(op, inputs, types, name);
+        for (slot, output) in outputs.into_iter().enumerate() {
+            if !output.is_empty() {
+                self.bind(output, ValueRef::new(id, slot as u32));
+            }
+        }
     }
 }

@@ -7,7 +7,7 @@
 use crate::builder::Builder;
 use crate::error::ImportError;
 use compc_ir::op::{IfOp, LoopOp, ScanOp, SequenceMapOp, Subgraph};
-use compc_ir::{Attr, DType, Graph, Op, ValueRef};
+use compc_ir::{Attr, DType, Graph, Op};
 use onnx_protobuf::type_proto::Value as TypeValue;
 use onnx_protobuf::{GraphProto, NodeProto};
 use std::collections::HashSet;
@@ -163,17 +163,8 @@ impl Builder {
             refs.resize(2, None);
         }
         refs.extend(cap_values.into_iter().map(Some));
-        let mut outputs = std::mem::take(&mut n.output);
-        while outputs.last().is_some_and(String::is_empty) {
-            outputs.pop();
-        }
-        let types = outputs.iter().map(|o| self.type_of(o)).collect();
-        let id = self.g.add_node(op, refs, types, n.name.clone());
-        for (slot, name) in outputs.into_iter().enumerate() {
-            if !name.is_empty() {
-                self.bind(name, ValueRef::new(id, slot as u32));
-            }
-        }
+        let outputs = std::mem::take(&mut n.output);
+        self.add_node_binding(op, refs, outputs, n.name.clone());
         Ok(())
     }
 

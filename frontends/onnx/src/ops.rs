@@ -9,7 +9,7 @@ use crate::legacy::Legacy;
 use crate::sort::describe;
 use crate::tensor;
 use compc_ir::op::{CustomOp, MS_DOMAIN};
-use compc_ir::{Attr, Attrs, Op, ValueRef, Weight};
+use compc_ir::{Attr, Attrs, Op, Weight};
 use onnx_protobuf::NodeProto;
 
 /// The text name of compc's op for an ONNX op, including the pre-opset-23 contrib
@@ -106,17 +106,8 @@ impl Builder {
             refs.push(Some(v));
         }
 
-        let mut outputs = std::mem::take(&mut n.output);
-        while outputs.last().is_some_and(String::is_empty) {
-            outputs.pop();
-        }
-        let types = outputs.iter().map(|o| self.type_of(o)).collect();
-        let id = self.g.add_node(op, refs, types, n.name.clone());
-        for (slot, name) in outputs.into_iter().enumerate() {
-            if !name.is_empty() {
-                self.bind(name, ValueRef::new(id, slot as u32));
-            }
-        }
+        let outputs = std::mem::take(&mut n.output);
+        self.add_node_binding(op, refs, outputs, n.name.clone());
         Ok(())
     }
 
