@@ -14,8 +14,8 @@ fn err(s: impl Into<String>) -> PassError {
     PassError::Invalid(format!("rotate: {}", s.into()))
 }
 
-/// What a Hadamard on the input of linear `down` needs: its input width, the Hadamard rotation of that size, and its input value
-/// and type.
+/// What a Hadamard on the input of linear `down` needs: its input width, the Hadamard
+/// rotation of that size, and its input value and type.
 pub(super) struct DownInput {
     pub width: usize,
     pub rotation: Rotation,
