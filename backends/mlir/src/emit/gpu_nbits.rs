@@ -34,18 +34,21 @@
 //!
 //! Rows of A (batch × sequence) are a loop inside the block, [`BATCH`] rows per pass: a
 //! pass streams the block's weights once, unpacks each word once and multiplies it with
-//! every row of the pass. Whole batches and the remaining rows (one per pass) are two
+//! every row of the pass. For 4-bit codes the batched pass runs on tensor cores instead
+//! (`gpu_nbits_mma`), reading the same repacked words. Whole batches and the remaining rows (one per pass) are two
 //! kernels, launched only when they have rows, so the batch-1 kernel keeps its small
 //! register footprint.
 
 use super::builder::{Emitter, Val};
+use super::gpu_nbits_mma;
 use super::kernel_call;
 use super::EmitError;
 use compc_ir::TensorType;
 
 /// Warps per block of the one-row kernel; they split K.
 const WARPS: u64 = 4;
-/// Warps per block of the batched kernel: one, which walks all of K itself. Its 8 rows
+/// Warps per block of the batched kernel for 8-bit codes (4-bit ones take the tensor-core
+/// pass of `gpu_nbits_mma`): one, which walks all of K itself. Its 8 rows
 /// of A times [`ROWS`] features need 32 accumulators and 8 activation vectors per word, so
 /// it is at the register limit either way; with 4 warps splitting K it also spilled, and
 /// the 8-layer int4 chains at batch 8 took 0.159 ms (4096×4096) and 0.381 ms
@@ -342,6 +345,25 @@ fn helper(
                 .collect::<String>(),
         )
     };
+    // Whole batches of 4-bit codes go through tensor cores (`gpu_nbits_mma`), on the same
+    // repacked weights; other widths keep the batched pass above.
+    let launch_full = if gpu_nbits_mma::applies(bits, groups) {
+        gpu_nbits_mma::launch(&gpu_nbits_mma::MmaLaunch {
+            a_t: &a_t,
+            b_t: &b_t,
+            s_t: &s_t,
+            z_t: &z_t,
+            o_t: &o_t,
+            n,
+            words,
+            groups,
+            block_words: bw,
+            launch_dependents: &launch_dependents,
+            wait: &wait,
+        })
+    } else {
+        launch(BATCH)
+    };
     format!(
         r#"func.func private @{name}(%am: memref<{a_t}>, %bm: memref<{b_t}>, %sm: memref<{s_t}>, %zm: memref<{z_t}>, %biasm: memref<{n}xf32>, %om: memref<{o_t}>) {{
   %c0 = arith.constant 0 : index
@@ -360,7 +382,6 @@ fn helper(
   return
 }}
 "#,
-        launch_full = launch(BATCH),
         launch_one = launch(1),
     )
 }

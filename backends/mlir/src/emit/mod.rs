@@ -18,6 +18,7 @@ mod cpu_nbits;
 mod elementwise;
 mod gpu_matmul;
 mod gpu_nbits;
+mod gpu_nbits_mma;
 mod kernel_call;
 mod layout;
 mod linear;
