@@ -355,11 +355,12 @@ fn run(j: u64, a_t: &str, xs_t: &str) -> String {
     };
     for m in 0..TILES {
         let t = format!("{j}_{m}");
-        for (h, row) in [("a", "a"), ("b", "b")] {
+        // Row `a` is gid, row `b` is gid + 8.
+        for h in ["a", "b"] {
             s += &format!(
-                r#"          %sj{h}{t}, %oks{h}{t} = gpu.shuffle idx %s{row}{m}, %src{j}, %width : f32
-          %zj{h}{t}, %okz{h}{t} = gpu.shuffle idx %z{row}{m}, %src{j}, %width : f32
-          %wd{h}{t} = vector.extract %w{row}{m}[{j}] : i32 from vector<4xi32>
+                r#"          %sj{h}{t}, %oks{h}{t} = gpu.shuffle idx %s{h}{m}, %src{j}, %width : f32
+          %zj{h}{t}, %okz{h}{t} = gpu.shuffle idx %z{h}{m}, %src{j}, %width : f32
+          %wd{h}{t} = vector.extract %w{h}{m}[{j}] : i32 from vector<4xi32>
           %wd8{h}{t} = arith.shrui %wd{h}{t}, %sh8 : i32
 "#
             );
@@ -399,14 +400,6 @@ fn run(j: u64, a_t: &str, xs_t: &str) -> String {
             format!("%qa{t}_3"),
             format!("%qb{t}_3"),
         ];
-        let z4 = || {
-            [
-                "%zero".to_string(),
-                "%zero".to_string(),
-                "%zero".to_string(),
-                "%zero".to_string(),
-            ]
-        };
         let ext = |d: &str| -> (String, [String; 4]) {
             let mut txt = String::new();
             let mut v: [String; 4] = Default::default();
@@ -425,7 +418,7 @@ fn run(j: u64, a_t: &str, xs_t: &str) -> String {
             (&a2, 2, 3, "bh"),
             (&a2, 2, 3, "bl"),
         ];
-        let mut c = z4();
+        let mut c: [String; 4] = std::array::from_fn(|_| "%zero".to_string());
         for (i, (a, b0, b1, part)) in plan.into_iter().enumerate() {
             let d = format!("%d{t}_{i}");
             s += &mma(
