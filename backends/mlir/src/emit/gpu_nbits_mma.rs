@@ -168,13 +168,8 @@ pub fn launch(l: &MmaLaunch) -> String {
           %j = arith.remui %i8, %k4 : index
           %r = arith.remui %i, %k8 : index
           %st = arith.addi %sbeg, %ls : index
-          %sg = arith.divui %st, %k8 : index
-          %sbp = arith.remui %st, %k8 : index
-          %sgw = arith.muli %sg, %k128 : index
-          %sbp4 = arith.muli %sbp, %k4 : index
-          %sj32 = arith.muli %j, %k32 : index
-          %sw = arith.addi %sgw, %sbp4 : index
-          %w0 = arith.addi %sw, %sj32 : index
+{sums_run}          %sj32 = arith.muli %j, %k32 : index
+          %w0 = arith.addi %srunw, %sj32 : index
           %ok = arith.cmpi ult, %w0, %cwords : index
           %w0c = arith.select %ok, %w0, %k0 : index
           %kx = arith.muli %w0c, %k8 : index
@@ -188,14 +183,9 @@ pub fn launch(l: &MmaLaunch) -> String {
         %arow = arith.addi %mc, %gid : index
         %acc:{naccs} = scf.for %st = %sbeg to %send step %k1 iter_args({inits}) -> ({f32s}) {{
           %ls = arith.subi %st, %sbeg : index
-          %g = arith.divui %st, %k8 : index
-          %bp = arith.remui %st, %k8 : index
-          %gw = arith.muli %g, %k128 : index
-          %bp4 = arith.muli %bp, %k4 : index
-          %pos = arith.addi %bp4, %tig : index
+{step_run}          %pos = arith.addi %bp4, %tig : index
           %pos4 = arith.muli %pos, %k4 : index
           %woff = arith.addi %gw, %pos4 : index
-          %runw = arith.addi %gw, %bp4 : index
           %wt = arith.addi %runw, %tig32 : index
           %okt = arith.cmpi ult, %wt, %cwords : index
           %wtc = arith.select %okt, %wt, %k0 : index
@@ -235,6 +225,8 @@ pub fn launch(l: &MmaLaunch) -> String {
         xsw = spw * 4 * PASS_ROWS,
         outs = rows_per_block * PASS_ROWS,
         sum8 = sum8(a_t),
+        sums_run = run_base("s"),
+        step_run = run_base(""),
         naccs = TILES * 4,
         inits = (0..TILES * 4)
             .map(|i| format!("%acc{i} = %zero"))
@@ -250,6 +242,19 @@ pub fn launch(l: &MmaLaunch) -> String {
             .collect::<Vec<_>>()
             .join(", "),
         store_red = store_red(&red_t),
+    )
+}
+
+/// Step `%st` → its group `%{p}g`, vector slot `%{p}bp` (0..8), and the first word of its
+/// runs, `%{p}runw = 128·g + 4·bp` (run j starts 32·j words later).
+fn run_base(p: &str) -> String {
+    format!(
+        r#"          %{p}g = arith.divui %st, %k8 : index
+          %{p}bp = arith.remui %st, %k8 : index
+          %{p}gw = arith.muli %{p}g, %k128 : index
+          %{p}bp4 = arith.muli %{p}bp, %k4 : index
+          %{p}runw = arith.addi %{p}gw, %{p}bp4 : index
+"#
     )
 }
 
