@@ -113,13 +113,6 @@ fn const_like(
     Ok(ValueRef::new(c, 0))
 }
 
-/// Replaces every read of constant `old` by `new` in `nodes`.
-fn rewire(g: &mut Graph, nodes: &[NodeId], old: ValueRef, new: ValueRef) {
-    for &n in nodes {
-        g.replace_input(n, old, new);
-    }
-}
-
 /// Values of a constant broadcast to `n` (a scalar repeats).
 fn const_values(g: &Graph, v: ValueRef, n: usize) -> Result<Vec<f32>, PassError> {
     let w = g
@@ -145,7 +138,9 @@ pub fn fold_into_norm(g: &mut Graph, norm: &Norm, s: &[f32]) -> Result<(), PassE
         let vals = const_values(g, param, n)?;
         let new: Vec<f32> = vals.iter().zip(s).map(|(v, f)| v / f).collect();
         let c = const_like(g, param, new, "_scaled")?;
-        rewire(g, &norm.nodes, param, c);
+        for &n in &norm.nodes {
+            g.replace_input(n, param, c);
+        }
     }
     Ok(())
 }
@@ -183,7 +178,7 @@ pub fn fold_into_bias(g: &mut Graph, l: &Layer, s: &[f32]) -> Result<(), PassErr
     let vals = const_values(g, b, s.len())?;
     let new: Vec<f32> = vals.iter().zip(s).map(|(v, f)| v / f).collect();
     let c = const_like(g, b, new, "_scaled")?;
-    rewire(g, &[reader], b, c);
+    g.replace_input(reader, b, c);
     Ok(())
 }
 
