@@ -35,9 +35,9 @@
 //! Rows of A (batch × sequence) are a loop inside the block, [`BATCH`] rows per pass: a
 //! pass streams the block's weights once, unpacks each word once and multiplies it with
 //! every row of the pass. For 4-bit codes the batched pass runs on tensor cores instead
-//! (`gpu_nbits_mma`), reading the same repacked words. Whole batches and the remaining rows (one per pass) are two
-//! kernels, launched only when they have rows, so the batch-1 kernel keeps its small
-//! register footprint.
+//! (`gpu_nbits_mma`), reading the same repacked words. Whole batches and the remaining
+//! rows (one per pass) are two kernels, launched only when they have rows, so the
+//! batch-1 kernel keeps its small register footprint.
 
 use super::builder::{Emitter, Val};
 use super::gpu_nbits_mma;
@@ -48,10 +48,10 @@ use compc_ir::TensorType;
 /// Warps per block of the one-row kernel; they split K.
 const WARPS: u64 = 4;
 /// Warps per block of the batched kernel for 8-bit codes (4-bit ones take the tensor-core
-/// pass of `gpu_nbits_mma`): one, which walks all of K itself. Its 8 rows
-/// of A times [`ROWS`] features need 32 accumulators and 8 activation vectors per word, so
-/// it is at the register limit either way; with 4 warps splitting K it also spilled, and
-/// the 8-layer int4 chains at batch 8 took 0.159 ms (4096×4096) and 0.381 ms
+/// pass of `gpu_nbits_mma`): one, which walks all of K itself. Its 8 rows of A times
+/// [`ROWS`] features need 32 accumulators and 8 activation vectors per word, so it is at
+/// the register limit either way; with 4 warps splitting K it also spilled, and (measured
+/// while int4 batches still used this pass) the 8-layer int4 chains at batch 8 took 0.159 ms (4096×4096) and 0.381 ms
 /// (11008×4096) on an H100, against 0.123 and 0.303 ms with one warp (2 warps: 0.139 /
 /// 0.358; 3: 0.214 / 0.486).
 const BATCH_WARPS: u64 = 1;
