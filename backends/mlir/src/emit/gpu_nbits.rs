@@ -51,9 +51,9 @@ const WARPS: u64 = 4;
 /// pass of `gpu_nbits_mma`): one, which walks all of K itself. Its 8 rows of A times
 /// [`ROWS`] features need 32 accumulators and 8 activation vectors per word, so it is at
 /// the register limit either way; with 4 warps splitting K it also spilled, and (measured
-/// while int4 batches still used this pass) the 8-layer int4 chains at batch 8 took 0.159 ms (4096×4096) and 0.381 ms
-/// (11008×4096) on an H100, against 0.123 and 0.303 ms with one warp (2 warps: 0.139 /
-/// 0.358; 3: 0.214 / 0.486).
+/// while int4 batches still used this pass) the 8-layer int4 chains at batch 8 took
+/// 0.159 ms (4096×4096) and 0.381 ms (11008×4096) on an H100, against 0.123 and 0.303 ms
+/// with one warp (2 warps: 0.139 / 0.358; 3: 0.214 / 0.486).
 const BATCH_WARPS: u64 = 1;
 /// Warps per block of the one-row kernel when K is at most [`WARPS`] groups and N at most
 /// [`FEW_ROWS`]: each warp then takes two groups. Measured on an H100, 8 chained
