@@ -239,7 +239,10 @@ pub fn clip_ranges(
                 let mut best = (f64::INFINITY, (lo, hi));
                 for i in 0..steps {
                     let mv = m * (1.0 - i as f32 / CLIP_GRID as f32);
-                    let (l, h) = (lo.max(-mv), hi.min(mv));
+                    // The weights are clamped to [−mv, mv] as in AWQ; the group's range
+                    // after that clamp is its own range clamped the same way (a group
+                    // of one sign, say all above mv, collapses to the point mv).
+                    let (l, h) = (lo.clamp(-mv, mv), hi.clamp(-mv, mv));
                     let (s, z) = grid.params(l, h);
                     for (dj, &v) in d.iter_mut().zip(wg) {
                         *dj = (v - fake(v.clamp(l, h), s, z, qmax)) as f64;
@@ -262,4 +265,26 @@ pub fn clip_ranges(
             }
         });
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A group whose weights all lie above the shrunken clip bound (one sign, all equal)
+    /// used to give clamp an empty range and panic; it now keeps its own range.
+    #[test]
+    fn one_signed_constant_groups_keep_their_range() {
+        let (rows, cols, group) = (2, 8, 4);
+        let w = vec![0.5f32; rows * cols];
+        let gram: Vec<f64> = (0..cols * cols)
+            .map(|i| if i % (cols + 1) == 0 { 1.0 } else { 0.0 })
+            .collect();
+        let ranges = clip_ranges(&w, rows, cols, group, Grid::new(4, false), &gram);
+        assert_eq!(ranges.len(), rows * 2);
+        for &(l, h) in &ranges {
+            assert!(l <= h, "empty clip range ({l}, {h})");
+            assert_eq!((l, h), (0.5, 0.5), "the unclipped range has no error");
+        }
+    }
 }
