@@ -56,6 +56,41 @@ fn decoder_exact_cases() {
     }
 }
 
+/// torch.export's decoder splits q, k and v into heads with one shared shape Concat; giving
+/// k and v fewer heads must leave q's split alone. Both exports hold the same weights, so
+/// the merged models agree, and onnxruntime runs the torch.export one with compc's outputs.
+#[test]
+fn the_dynamo_decoder_merges_like_the_torchscript_one() {
+    let inputs = read_npz(&common::inputs_path("decoder", "b3"));
+    let calib = CalibData {
+        tensors: inputs.clone(),
+    };
+    for p in ["gqa{groups=2}", "gqa{groups=4,method=mean}"] {
+        let merged: Vec<(Graph, Vec<Vec<f32>>)> = ["torchscript", "dynamo"]
+            .iter()
+            .map(|e| {
+                let g = compc::driver::load_model(&model_path("decoder", e)).unwrap();
+                let out = run_pipeline(&g, p, Some(&calib));
+                let after = outputs(&out, &inputs);
+                (out, after)
+            })
+            .collect();
+        let (dynamo, after) = &merged[1];
+        let kv = if p.contains("groups=2") { 2 } else { 4 };
+        assert_eq!(kv_heads(dynamo), vec![kv; 2], "{p}");
+        assert!(
+            close(&after[0], &merged[0].1[0], 1e-5, 1e-5),
+            "{p}: the two exports merge differently"
+        );
+        if let Some(ort) = ort_outputs(dynamo, &inputs) {
+            assert!(
+                close(&ort[0], &after[0], 1e-4, 1e-4),
+                "{p}: onnxruntime disagrees"
+            );
+        }
+    }
+}
+
 #[test]
 fn lm_merged_heads_run_in_onnxruntime() {
     let g = lm();

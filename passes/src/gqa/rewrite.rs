@@ -10,7 +10,7 @@ use super::plan::{Maps, Plan};
 use crate::idioms::{Attention, Idioms};
 use crate::pass::PassError;
 use crate::prune::structured::apply::{
-    bias_slot, const_tensor, set_const, set_shape_element, write_resized,
+    bias_slot, const_tensor, set_const, set_shape_element, unshare_shape, write_resized,
 };
 use crate::prune::structured::depgraph::split_reshape;
 use crate::quant::layers::{read_w, Layer};
@@ -252,6 +252,9 @@ pub fn apply(
     }
     write_resized(g, lo, no, rows, ocols)?;
     if let (true, Some((rk, rv))) = (groups != heads, reshapes) {
+        // q keeps its head count: k and v stop sharing a computed shape with it first.
+        unshare_shape(g, rk);
+        unshare_shape(g, rv);
         set_shape_element(g, rk, 2, groups as i64)?;
         set_shape_element(g, rv, 2, groups as i64)?;
         tile_input(g, a.scores_matmul, 1, reps as i64, ai)?;

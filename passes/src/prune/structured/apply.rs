@@ -250,6 +250,31 @@ pub fn set_shape_element(
     Ok(())
 }
 
+/// Gives `reshape` its own copy of a computed shape that other nodes read too, so that
+/// [`set_shape_element`] then changes this reshape alone: torch.export splits q, k and v
+/// into heads with one shared `Concat(batch, seq, [heads], [head_dim])`, and `gqa` gives
+/// k and v fewer heads than q. (Structured pruning gives all three the same head count,
+/// so it edits a shared shape in place.)
+pub fn unshare_shape(g: &mut Graph, reshape: NodeId) {
+    let Some(shape_v) = g.node(reshape).input(1) else {
+        return;
+    };
+    if g.const_weight(shape_v).is_some()
+        || g.value_users(shape_v).iter().all(|&(u, _)| u == reshape)
+    {
+        return;
+    }
+    let node = g.node(shape_v.node);
+    let (op, inputs) = (node.op.clone(), node.inputs().to_vec());
+    let ty = g.value_type(shape_v).cloned().unwrap_or(TensorType {
+        dtype: DType::I64,
+        shape: Shape::Unranked,
+    });
+    let name = format!("{}_shape", g.node(reshape).name);
+    let copy = g.add_node(op, inputs, vec![ty], name);
+    g.set_input(reshape, 1, Some(ValueRef::new(copy, 0)));
+}
+
 /// Adds `delta` (one value per output feature) to the layer's bias, creating a bias Add
 /// when it has none.
 pub fn add_to_bias(g: &mut Graph, l: &Layer, delta: &[f32]) -> Result<(), PassError> {
