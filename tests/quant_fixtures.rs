@@ -288,3 +288,33 @@ fn awq_and_smoothquant_scale_folds_are_exact_without_quantization() {
         }
     }
 }
+
+/// A NaN in a convolution kernel of the CNN: GPTQ calibrates the linear layers and leaves
+/// the convolutions to RTN, so the NaN used to surface as NaN activations at a later
+/// linear's input. The error now names the weight itself.
+#[test]
+fn a_nan_kernel_is_named_before_calibration() {
+    let mut g = compc::driver::load_model(&model_path("cnn", "torchscript")).unwrap();
+    let (id, w) = g
+        .weights
+        .iter()
+        .find(|(_, w)| w.name == "head.0.weight")
+        .map(|(i, w)| (i, w.clone()))
+        .expect("the CNN's head convolution");
+    let mut v = w.to_f32_vec().unwrap();
+    v[7] = f32::NAN;
+    g.weights.replace(
+        id,
+        compc::ir::Weight::from_f32("head.0.weight", w.dims.clone(), &v).unwrap(),
+    );
+    let calib = CalibData {
+        tensors: data("cnn", 4, 1),
+    };
+    for p in ["quant{method=gptq}", "quant{method=awq}"] {
+        let e = common::try_pipeline(&g, p, Some(&calib)).unwrap_err();
+        assert!(
+            e.contains("layer `head.0.weight`: weight element 7 is NaN"),
+            "{p}: {e}"
+        );
+    }
+}

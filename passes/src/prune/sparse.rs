@@ -15,7 +15,7 @@ use crate::context::PassContext;
 use crate::idioms::Idioms;
 use crate::needs_calibration;
 use crate::pass::PassError;
-use crate::quant::layers::{read_w, write_w, Layer};
+use crate::quant::layers::{check_all_finite, read_w, write_w, Layer};
 use crate::quant::pass::output_rel_err;
 use compc_ir::Graph;
 
@@ -156,6 +156,7 @@ impl SparseJob<'_> {
         cx: &mut PassContext,
         runner: &mut CalibRunner,
     ) -> Result<(), PassError> {
+        check_all_finite(g, &self.layers)?;
         let mut items = Vec::with_capacity(self.layers.len());
         for l in &self.layers {
             let x = l

@@ -211,11 +211,18 @@ pub fn check_finite(g: &Graph, l: &Layer) -> Result<(), PassError> {
         .find_map_first(|(c, x)| x.iter().position(|x| !x.is_finite()).map(|i| (c << 16) + i));
     match bad {
         Some(i) => Err(PassError::Invalid(format!(
-            "layer `{}`: weight element {i} is {} (cannot quantize NaN or infinite weights)",
+            "layer `{}`: weight element {i} is {} (NaN and infinite weights cannot be compressed)",
             l.name, v[i]
         ))),
         None => Ok(()),
     }
+}
+
+/// [`check_finite`] for every layer. Calibrated passes call it before calibrating, so that
+/// a NaN weight is named as such, not as the NaN activations it causes further down (a
+/// layer the pass calibrates later, or one it leaves to RTN, may feed them).
+pub fn check_all_finite(g: &Graph, layers: &[Layer]) -> Result<(), PassError> {
+    layers.iter().try_for_each(|l| check_finite(g, l))
 }
 
 /// The layer's weight as f32 in its storage layout. An f32 weight (memory-mapped or owned)

@@ -264,6 +264,7 @@ impl Job {
         cx: &mut PassContext,
         runner: &mut CalibRunner,
     ) -> Result<(), PassError> {
+        layers::check_all_finite(g, &self.layers)?;
         let lin: Vec<usize> = (0..self.layers.len())
             .filter(|&i| !self.layers[i].is_conv())
             .collect();
