@@ -88,6 +88,10 @@ pub type Svd = (Mat<f64>, Vec<f64>, Mat<f64>);
 /// singular values non-increasing.
 pub fn thin_svd(a: &Mat<f64>) -> Result<Svd, String> {
     let (m, n) = (a.nrows(), a.ncols());
+    // faer iterates on NaN until it gives up; say what is wrong instead.
+    if (0..n).any(|j| (0..m).any(|i| !a[(i, j)].is_finite())) {
+        return Err("the matrix has NaN or infinite entries".into());
+    }
     let k = m.min(n);
     let mut s = faer::diag::Diag::<f64>::zeros(k);
     let mut u = Mat::<f64>::zeros(m, k);
@@ -133,6 +137,15 @@ mod tests {
                 let r: f64 = (0..n).map(|k| u[(i, k)] * s[k] * v[(j, k)]).sum();
                 assert!((r - a[i * n + j]).abs() < 1e-10);
             }
+        }
+    }
+
+    #[test]
+    fn thin_svd_refuses_nan_and_infinities() {
+        for bad in [f64::NAN, f64::INFINITY] {
+            let a = Mat::from_fn(4, 3, |i, j| if (i, j) == (2, 1) { bad } else { 1.0 });
+            let e = thin_svd(&a).unwrap_err();
+            assert!(e.contains("NaN or infinite"), "{e}");
         }
     }
 

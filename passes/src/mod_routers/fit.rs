@@ -265,7 +265,11 @@ pub fn arank(probs: &Tensor, max_samples: usize) -> Result<f64, PassError> {
                 t,
                 |i, j| if i == j { 0.0 } else { v[o + i * t + j] as f64 },
             );
-            let (_, sv, _) = thin_svd(&a).map_err(PassError::Invalid)?;
+            let (_, sv, _) = thin_svd(&a).map_err(|e| {
+                PassError::Invalid(format!(
+                    "mod-routers: ARank of the attention map of sample {s}, head {hd}: {e}"
+                ))
+            })?;
             let max = sv.iter().cloned().fold(0.0, f64::max);
             let tol = max * t as f64 * f32::EPSILON as f64;
             total += sv.iter().filter(|x| **x > tol).count() as f64;
