@@ -310,7 +310,11 @@ fn a_nan_kernel_is_named_before_calibration() {
     let calib = CalibData {
         tensors: data("cnn", 4, 1),
     };
-    for p in ["quant{method=gptq}", "quant{method=awq}"] {
+    for p in [
+        "quant{method=gptq}",
+        "quant{method=awq}",
+        "quant{method=smoothquant}",
+    ] {
         let e = common::try_pipeline(&g, p, Some(&calib)).unwrap_err();
         assert!(
             e.contains("layer `head.0.weight`: weight element 7 is NaN"),

@@ -137,6 +137,9 @@ impl Pass for Quant {
             }
             _ => None,
         };
+        if runner.is_some() {
+            layers::check_all_finite(g, &job.layers)?;
+        }
         match (job.cfg.method, runner.as_mut()) {
             (Method::Rtn, _) => job.run_rtn(g)?,
             (Method::Gptq | Method::Awq, Some(r)) => job.run_sequential(g, cx, r)?,
@@ -264,7 +267,6 @@ impl Job {
         cx: &mut PassContext,
         runner: &mut CalibRunner,
     ) -> Result<(), PassError> {
-        layers::check_all_finite(g, &self.layers)?;
         let lin: Vec<usize> = (0..self.layers.len())
             .filter(|&i| !self.layers[i].is_conv())
             .collect();
