@@ -90,6 +90,43 @@ fn quantized_matmul_nbits_matches_reference_runtime() {
     }
 }
 
+/// QDQ outputs of `quant`: weight codes (per channel or blocked) are dequantized into
+/// float constants before lowering, so BatchNormalization still folds into the CNN's
+/// convolutions; static activation quantization (`act_bits=8`, SmoothQuant) lowers its
+/// run-time QuantizeLinear/DequantizeLinear pairs element-wise.
+#[test]
+fn qdq_models_compile_and_match_reference_runtime() {
+    for (model, pipeline, act) in [
+        ("cnn", "quant{bits=8}", false),
+        ("cnn", "quant{bits=3,act_bits=8}", true),
+        ("decoder", "quant{format=qdq}", false),
+        ("decoder", "quant{method=smoothquant}", true),
+    ] {
+        let g = compc::driver::load_model(&model_path(model, "torchscript")).unwrap();
+        let calib = compc::passes::CalibData {
+            tensors: read_npz(&inputs_path(model, "b3")),
+        };
+        let q = run_pipeline(&g, pipeline, Some(&calib));
+        assert!(
+            compc::ir::text::print(&q).contains("dequantize_linear"),
+            "{model} {pipeline}: no QDQ"
+        );
+        let mlir = compc::native::emit_mlir(&q).unwrap().text;
+        assert_eq!(
+            mlir.contains("math.roundeven"),
+            act,
+            "{model} {pipeline}: run-time quantization"
+        );
+        let native = compc::native::jit(&q).unwrap_or_else(|e| panic!("{pipeline}: {e:#}"));
+        for case in CASES {
+            let inputs = read_npz(&inputs_path(model, case));
+            let want = compc::runtime::run(&q, &inputs).unwrap();
+            let got = native.run(&inputs).unwrap();
+            check(model, pipeline, &got, &want);
+        }
+    }
+}
+
 /// The user's path: `compc MODEL --target cpu -o OUT`, then `compc run OUT`.
 #[test]
 fn target_cpu_writes_a_library_that_compc_run_executes() {

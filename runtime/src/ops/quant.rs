@@ -72,8 +72,9 @@ fn scale_index(
     Ok(cartesian_index(ss, &per_axis))
 }
 
-/// Value range of a quantized type.
-fn qrange(d: DType) -> Result<(f32, f32)> {
+/// Value range of a quantized type, as floats (the native backends clamp with the same
+/// bounds).
+pub fn qrange(d: DType) -> Result<(f32, f32)> {
     Ok(match d {
         DType::U8 => (0.0, 255.0),
         DType::I8 => (-128.0, 127.0),

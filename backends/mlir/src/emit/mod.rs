@@ -10,7 +10,8 @@
 //!
 //! One file per op family: `elementwise`, `linear` (matmul, gemm, MatMulNBits), `conv`
 //! (conv and pooling), `layout` (reshape, transpose, slice, concat, gather, …),
-//! `reduce` (reductions, softmax, normalizations).
+//! `reduce` (reductions, softmax, normalizations), `quant` (QuantizeLinear,
+//! DequantizeLinear).
 
 mod builder;
 mod conv;
@@ -22,6 +23,7 @@ mod gpu_nbits_mma;
 mod kernel_call;
 mod layout;
 mod linear;
+mod quant;
 mod reduce;
 
 pub use builder::{elt, tensor_type};
@@ -265,6 +267,8 @@ fn lower_node(em: &mut Emitter, id: NodeId) -> Result<(), EmitError> {
         Op::LayerNorm(n) => reduce::layer_norm(em, id, n, true)?,
         Op::RmsNorm(n) => reduce::layer_norm(em, id, n, false)?,
         Op::Reduce(k, r) => reduce::reduce(em, id, *k, r)?,
+        Op::QuantizeLinear(a) => quant::quantize(em, id, a)?,
+        Op::DequantizeLinear(_) => quant::dequantize(em, id)?,
         other => {
             return Err(EmitError::Unsupported {
                 node: node.describe(id),
