@@ -127,6 +127,30 @@ fn qdq_models_compile_and_match_reference_runtime() {
     }
 }
 
+/// `gqa`'s output repeats each KV head with `Tile` over the head axis (lowered as a
+/// gather of `o mod n`).
+#[test]
+fn grouped_query_attention_outputs_compile() {
+    for model in ["encoder", "decoder"] {
+        let g = compc::driver::load_model(&model_path(model, "torchscript")).unwrap();
+        let calib = compc::passes::CalibData {
+            tensors: read_npz(&inputs_path(model, "b3")),
+        };
+        let q = run_pipeline(&g, "gqa{groups=2}", Some(&calib));
+        assert!(
+            compc::ir::text::print(&q).contains("\"tile\""),
+            "{model}: no Tile"
+        );
+        let native = compc::native::jit(&q).unwrap_or_else(|e| panic!("{model}: {e:#}"));
+        for case in CASES {
+            let inputs = read_npz(&inputs_path(model, case));
+            let want = compc::runtime::run(&q, &inputs).unwrap();
+            let got = native.run(&inputs).unwrap();
+            check(model, "gqa", &got, &want);
+        }
+    }
+}
+
 /// The user's path: `compc MODEL --target cpu -o OUT`, then `compc run OUT`.
 #[test]
 fn target_cpu_writes_a_library_that_compc_run_executes() {

@@ -491,6 +491,54 @@ pub fn broadcast_to_output(em: &mut Emitter, id: NodeId) -> Result<Val, EmitErro
     em.elementwise(&[&x], &out, |_, a| Ok(a[0].clone()))
 }
 
+/// Tile with constant repeats: output index `o` reads input index `o mod n` on every
+/// repeated axis (whose input size `n` must be static), as a gather-style
+/// `linalg.generic` (`gqa`'s `Tile` of K and V over the head axis).
+pub fn tile(em: &mut Emitter, id: NodeId) -> Result<Val, EmitError> {
+    let x = em.input(id, 0)?;
+    let out = em.out_type(id)?;
+    let rank = x.rank();
+    let repeats = em
+        .const_i64(id, 1)
+        .filter(|r| r.len() == rank)
+        .ok_or_else(|| em.err("tile needs constant repeats, one per axis"))?;
+    let mut sizes = Vec::with_capacity(rank);
+    for (d, &r) in repeats.iter().enumerate() {
+        sizes.push(match (r, x.dims()[d].known()) {
+            (1, _) => None,
+            (_, Some(n)) => Some(n),
+            (_, None) => {
+                return Err(em.err(format!(
+                    "tile: axis {d} is repeated but its size is not static"
+                )))
+            }
+        });
+    }
+    let (xs, xt) = (x.ssa.clone(), x.mlir_type());
+    let iters = vec!["parallel"; rank];
+    em.generic(
+        &[],
+        &out,
+        identity_map(rank),
+        &iters,
+        Init::Empty,
+        |b, _| {
+            let mut coords = Vec::with_capacity(rank);
+            for (d, size) in sizes.iter().enumerate() {
+                let o = b.index(d);
+                coords.push(match size {
+                    None => o,
+                    Some(n) => {
+                        let n = b.op(format!("arith.constant {n} : index"));
+                        b.op(format!("arith.remui {o}, {n} : index"))
+                    }
+                });
+            }
+            Ok(b.op(format!("tensor.extract {xs}[{}] : {xt}", coords.join(", "))))
+        },
+    )
+}
+
 /// Nearest-neighbour resize with `asymmetric` coordinates and `floor` rounding (what
 /// `nn.Upsample(mode="nearest")` exports); other modes are refused by name.
 pub fn resize(em: &mut Emitter, id: NodeId, r: &Resize) -> Result<Val, EmitError> {

@@ -9,7 +9,7 @@
 //! why every symbolic dim of a lowered value must be a dim of some graph input.
 //!
 //! One file per op family: `elementwise`, `linear` (matmul, gemm, MatMulNBits), `conv`
-//! (conv and pooling), `layout` (reshape, transpose, slice, concat, gather, …),
+//! (conv and pooling), `layout` (reshape, transpose, slice, concat, gather, tile, …),
 //! `reduce` (reductions, softmax, normalizations), `quant` (QuantizeLinear,
 //! DequantizeLinear).
 
@@ -201,6 +201,7 @@ fn tensor_inputs(op: &Op, n_inputs: usize) -> Vec<usize> {
         | Op::Clip
         | Op::Resize(_)
         | Op::Expand
+        | Op::Tile
         | Op::Flatten(_) => vec![0],
         Op::Range | Op::Shape(_) => vec![],
         // B, scales, zero points and g_idx are read at compile time; A and the bias run.
@@ -262,6 +263,7 @@ fn lower_node(em: &mut Emitter, id: NodeId) -> Result<(), EmitError> {
         Op::Shape(s) => layout::shape_of(em, id, s.start, s.end)?,
         Op::Range => layout::range(em, id)?,
         Op::Expand => layout::broadcast_to_output(em, id)?,
+        Op::Tile => layout::tile(em, id)?,
         Op::Resize(r) => layout::resize(em, id, r)?,
         Op::Softmax(a) => reduce::softmax(em, id, a.axis)?,
         Op::LayerNorm(n) => reduce::layer_norm(em, id, n, true)?,
