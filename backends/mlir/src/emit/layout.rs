@@ -2,7 +2,7 @@
 //! transpose, slice, concat, gather, expand, resize, and the few shape-valued ops that
 //! survive as tensors (`shape`, `range`).
 
-use super::builder::{elt, float_lit, identity_map, tensor_type, Emitter, Init, Val};
+use super::builder::{elt, float_lit, identity_map, tensor_type, Body, Emitter, Init, Val};
 use super::EmitError;
 use compc_ir::op::Resize;
 use compc_ir::{Dim, NodeId, Shape, TensorType};
@@ -514,29 +514,36 @@ pub fn tile(em: &mut Emitter, id: NodeId) -> Result<Val, EmitError> {
             }
         });
     }
+    gather_by_index(em, &x, &out, |b, d, o| match sizes[d] {
+        None => o,
+        Some(n) => {
+            let n = b.op(format!("arith.constant {n} : index"));
+            b.op(format!("arith.remui {o}, {n} : index"))
+        }
+    })
+}
+
+/// A `linalg.generic` over `out` whose element at output index o is `x[f(o)]`, with
+/// `f(b, axis, o_axis)` giving the input index on each axis (a `tensor.extract` in the
+/// body: the gather form of Tile and nearest-neighbour Resize).
+fn gather_by_index(
+    em: &mut Emitter,
+    x: &Val,
+    out: &TensorType,
+    index: impl Fn(&mut Body, usize, String) -> String,
+) -> Result<Val, EmitError> {
+    let rank = x.rank();
     let (xs, xt) = (x.ssa.clone(), x.mlir_type());
     let iters = vec!["parallel"; rank];
-    em.generic(
-        &[],
-        &out,
-        identity_map(rank),
-        &iters,
-        Init::Empty,
-        |b, _| {
-            let mut coords = Vec::with_capacity(rank);
-            for (d, size) in sizes.iter().enumerate() {
+    em.generic(&[], out, identity_map(rank), &iters, Init::Empty, |b, _| {
+        let coords: Vec<String> = (0..rank)
+            .map(|d| {
                 let o = b.index(d);
-                coords.push(match size {
-                    None => o,
-                    Some(n) => {
-                        let n = b.op(format!("arith.constant {n} : index"));
-                        b.op(format!("arith.remui {o}, {n} : index"))
-                    }
-                });
-            }
-            Ok(b.op(format!("tensor.extract {xs}[{}] : {xt}", coords.join(", "))))
-        },
-    )
+                index(b, d, o)
+            })
+            .collect();
+        Ok(b.op(format!("tensor.extract {xs}[{}] : {xt}", coords.join(", "))))
+    })
 }
 
 /// Nearest-neighbour resize with `asymmetric` coordinates and `floor` rounding (what
@@ -571,37 +578,24 @@ pub fn resize(em: &mut Emitter, id: NodeId, r: &Resize) -> Result<Val, EmitError
         }
     };
     let in_dims: Vec<Option<u64>> = x.dims().iter().map(|d| d.known()).collect();
-    let xs = x.ssa.clone();
-    let xt = x.mlir_type();
-    let iters = vec!["parallel"; rank];
-    em.generic(
-        &[],
-        &out,
-        identity_map(rank),
-        &iters,
-        Init::Empty,
-        |b, _| {
-            let mut coords = Vec::new();
-            for (d, &s) in scales.iter().enumerate() {
-                let o = b.index(d);
-                if s == 1.0 {
-                    coords.push(o);
-                    continue;
-                }
-                let oi = b.op(format!("arith.index_cast {o} : index to i64"));
-                let of = b.op(format!("arith.sitofp {oi} : i64 to f32"));
-                let sc = b.op(format!("arith.constant {} : f32", float_lit(s)));
-                let q = b.op(format!("arith.divf {of}, {sc} : f32"));
-                let fl = b.op(format!("math.floor {q} : f32"));
-                let ii = b.op(format!("arith.fptosi {fl} : f32 to i64"));
-                let mut idx = b.op(format!("arith.index_cast {ii} : i64 to index"));
-                if let Some(n) = in_dims[d] {
-                    let hi = b.op(format!("arith.constant {} : index", n - 1));
-                    idx = b.op(format!("arith.minsi {idx}, {hi} : index"));
-                }
-                coords.push(idx);
+    gather_by_index(em, &x, &out, |b, d, o| {
+        let s = scales[d];
+        if s == 1.0 {
+            return o;
+        }
+        let oi = b.op(format!("arith.index_cast {o} : index to i64"));
+        let of = b.op(format!("arith.sitofp {oi} : i64 to f32"));
+        let sc = b.op(format!("arith.constant {} : f32", float_lit(s)));
+        let q = b.op(format!("arith.divf {of}, {sc} : f32"));
+        let fl = b.op(format!("math.floor {q} : f32"));
+        let ii = b.op(format!("arith.fptosi {fl} : f32 to i64"));
+        let idx = b.op(format!("arith.index_cast {ii} : i64 to index"));
+        match in_dims[d] {
+            Some(n) => {
+                let hi = b.op(format!("arith.constant {} : index", n - 1));
+                b.op(format!("arith.minsi {idx}, {hi} : index"))
             }
-            Ok(b.op(format!("tensor.extract {xs}[{}] : {xt}", coords.join(", "))))
-        },
-    )
+            None => idx,
+        }
+    })
 }
