@@ -752,3 +752,15 @@ fn cnn_channel_pruning_by_wanda_and_taylor_with_compensation_runs_in_onnxruntime
         }
     }
 }
+
+/// The CNN's squeeze-excitation block is a 1×1-convolution MLP: `structured=mlp` cannot
+/// prune it along the last axis, and says which option prunes convolution channels.
+#[test]
+fn a_convolution_mlp_points_to_channel_pruning() {
+    let g = compc::driver::load_model(&model_path("cnn", "torchscript")).unwrap();
+    let err = common::try_pipeline(&g, "prune{structured=mlp}", None).unwrap_err();
+    assert!(
+        err.contains("cannot prune them") && err.contains("structured=channels"),
+        "{err}"
+    );
+}

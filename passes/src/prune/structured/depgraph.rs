@@ -142,9 +142,16 @@ pub fn mlp_group(g: &Graph, idioms: &Idioms, mi: usize) -> Result<Group, PassErr
         .enumerate()
         .map(|(i, l)| (l.node, i))
         .collect();
+    // A 1×1-convolution MLP (a squeeze-excitation block, say) keeps its hidden units on
+    // the channel axis, which `structured=channels` prunes.
+    let hint = if matches!(g.node(up.node).op, Op::Conv(_)) {
+        "; its up projection is a convolution: structured=channels prunes convolution channels"
+    } else {
+        ""
+    };
     let refuse = |id: NodeId, why: &str| {
         PassError::Invalid(format!(
-            "mlp[{mi}]: its hidden units reach {} ({why}); cannot prune them",
+            "mlp[{mi}]: its hidden units reach {} ({why}); cannot prune them{hint}",
             g.node(id).describe(id)
         ))
     };
