@@ -277,3 +277,31 @@ fn pca_out_rewrites_a_gemm_bias_and_keeps_the_output_mean() {
         assert!(ep < 0.7 * es, "rank {r}: pca-out {ep:e} vs svdllm {es:e}");
     }
 }
+
+/// A NaN in a weight the pass factors, with calibration: the error names the weight (the
+/// statistics of every layer input are gathered first, and used to fail on the NaN
+/// activations the weight causes further down).
+#[test]
+fn a_nan_weight_is_named_before_calibration() {
+    let mut g = lm();
+    let idioms = compc::passes::idioms::Idioms::find(&g).unwrap();
+    let v = idioms.linears[idioms.mlps[0].up].weight;
+    let compc::ir::Op::Const(wid) = g.node(v.node).op else {
+        panic!("the up projection's weight is not a constant");
+    };
+    let w = g.weights.get(wid).clone();
+    let mut x = w.to_f32_vec().unwrap();
+    x[5] = f32::NAN;
+    g.weights.replace(
+        wid,
+        compc::ir::Weight::from_f32(w.name.clone(), w.dims.clone(), &x).unwrap(),
+    );
+    let calib = CalibData {
+        tensors: lm_ids(2, 32, 0),
+    };
+    let e = run_pipeline(&g, "low-rank{method=svdllm,ratio=0.5}", Some(&calib)).unwrap_err();
+    assert!(
+        e.contains("weight element 5 is NaN") && e.contains("NaN and infinite"),
+        "{e}"
+    );
+}

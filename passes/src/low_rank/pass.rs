@@ -82,7 +82,13 @@ impl Pass for LowRank {
         ));
         let original = cx.calib.map(|_| g.clone());
         let mut runner = match cx.calib {
-            Some(c) => Some(CalibRunner::new(g, c, DEFAULT_BATCH)?),
+            Some(c) => {
+                // A NaN weight is named as such, not as the NaN activations it causes.
+                for p in &plan {
+                    layers::check_finite(g, &p.layer)?;
+                }
+                Some(CalibRunner::new(g, c, DEFAULT_BATCH)?)
+            }
             None => None,
         };
         // Input statistics of every distinct layer input, on the original model.
