@@ -46,6 +46,21 @@ fn fold_from_type(op: &Op, input: &TensorType) -> Option<Vec<i64>> {
     }
 }
 
+/// Node `id`'s inputs as tensors, when every one it has is a loaded constant.
+fn constant_inputs(g: &Graph, id: NodeId) -> Result<Option<Vec<Option<Tensor>>>, PassError> {
+    let mut inputs = Vec::with_capacity(g.node(id).inputs().len());
+    for v in g.node(id).inputs() {
+        match v {
+            None => inputs.push(None),
+            Some(v) => match g.const_weight(*v) {
+                Some(w) if !w.is_missing() => inputs.push(Some(Tensor::from_weight(w)?)),
+                _ => return Ok(None),
+            },
+        }
+    }
+    Ok(Some(inputs))
+}
+
 fn evaluate(g: &Graph, id: NodeId) -> Result<Option<Vec<Tensor>>, PassError> {
     let node = g.node(id);
     if never_fold(&node.op) {
@@ -61,16 +76,9 @@ fn evaluate(g: &Graph, id: NodeId) -> Result<Option<Vec<Tensor>>, PassError> {
             return Ok(Some(vec![t]));
         }
     }
-    let mut inputs = Vec::with_capacity(node.inputs().len());
-    for v in node.inputs() {
-        match v {
-            None => inputs.push(None),
-            Some(v) => match g.const_weight(*v) {
-                Some(w) if !w.is_missing() => inputs.push(Some(Tensor::from_weight(w)?)),
-                _ => return Ok(None),
-            },
-        }
-    }
+    let Some(inputs) = constant_inputs(g, id)? else {
+        return Ok(None);
+    };
     if node
         .outputs
         .iter()
@@ -80,6 +88,58 @@ fn evaluate(g: &Graph, id: NodeId) -> Result<Option<Vec<Tensor>>, PassError> {
     }
     let refs: Vec<Option<&Tensor>> = inputs.iter().map(|t| t.as_ref()).collect();
     Ok(Some(eval_op(&node.op, &refs, node.outputs.len())?))
+}
+
+/// Points every read of node `id`'s results at constants holding `results`, named
+/// `base` (or `base_slot` for several results); unread results and strings are skipped.
+fn replace_by_constants(
+    g: &mut Graph,
+    id: NodeId,
+    results: Vec<Tensor>,
+    base: &str,
+) -> Result<(), PassError> {
+    let n = results.len();
+    for (slot, t) in results.into_iter().enumerate() {
+        let v = ValueRef::new(id, slot as u32);
+        if !g.is_used(v) {
+            continue;
+        }
+        let name = if n == 1 {
+            base.to_string()
+        } else {
+            format!("{base}_{slot}")
+        };
+        let w: Weight = t.to_weight(&name)?;
+        if w.dtype == DType::Str {
+            continue;
+        }
+        let c = g.add_const(w);
+        g.replace_all_uses(v, ValueRef::new(c, 0));
+    }
+    Ok(())
+}
+
+/// Replaces every DequantizeLinear of constants by its float result, whatever its size
+/// (the pass itself never folds quantization ops). For the native backends, which
+/// compute in float: the weights become constants again, which the clean-up before
+/// lowering folds further. Returns how many were folded; the codes are left for `dce`.
+pub fn fold_dequantized_weights(g: &mut Graph) -> Result<usize, PassError> {
+    let mut folded = 0;
+    for id in g.topo_order()? {
+        let node = g.node(id);
+        if !matches!(node.op, Op::DequantizeLinear(_)) {
+            continue;
+        }
+        let Some(inputs) = constant_inputs(g, id)? else {
+            continue;
+        };
+        let refs: Vec<Option<&Tensor>> = inputs.iter().map(Option::as_ref).collect();
+        let results = eval_op(&node.op, &refs, 1)?;
+        let base = format!("{}_dequantized", node.name);
+        replace_by_constants(g, id, results, &base)?;
+        folded += 1;
+    }
+    Ok(folded)
 }
 
 impl Pass for ConstFold {
@@ -102,24 +162,7 @@ impl Pass for ConstFold {
             } else {
                 g.node(id).name.clone()
             };
-            let n = results.len();
-            for (slot, t) in results.into_iter().enumerate() {
-                let v = ValueRef::new(id, slot as u32);
-                if !g.is_used(v) {
-                    continue;
-                }
-                let name = if n == 1 {
-                    base.clone()
-                } else {
-                    format!("{base}_{slot}")
-                };
-                let w: Weight = t.to_weight(&name)?;
-                if w.dtype == DType::Str {
-                    continue;
-                }
-                let c = g.add_const(w);
-                g.replace_all_uses(v, ValueRef::new(c, 0));
-            }
+            replace_by_constants(g, id, results, &base)?;
             folded += 1;
         }
         let removed = remove_dead_nodes(g)?;
