@@ -105,6 +105,11 @@ impl DType {
         )
     }
 
+    /// The unsigned integer types of one byte or more (the packed `U4` is not among them).
+    pub fn is_unsigned(self) -> bool {
+        matches!(self, DType::U8 | DType::U16 | DType::U32 | DType::U64)
+    }
+
     pub fn is_packed(self) -> bool {
         matches!(self, DType::I4 | DType::U4)
     }

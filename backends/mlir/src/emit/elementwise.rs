@@ -215,7 +215,7 @@ pub fn unary(em: &mut Emitter, id: NodeId, k: UnaryOp) -> Result<Val, EmitError>
 fn binary_body(b: &mut Body, k: BinaryOp, x: &str, y: &str, dt: DType) -> Result<String, String> {
     let t = elt(dt);
     let float = is_float(dt);
-    let unsigned = matches!(dt, DType::U8 | DType::U16 | DType::U32 | DType::U64);
+    let unsigned = dt.is_unsigned();
     let cmp = |b: &mut Body, fpred: &str, ipred: &str| {
         if float {
             b.op(format!("arith.cmpf {fpred}, {x}, {y} : {t}"))
@@ -474,7 +474,6 @@ pub fn cast(em: &mut Emitter, id: NodeId, to: DType) -> Result<Val, EmitError> {
     let out = em.out_type(id)?;
     let from = x.ty.dtype;
     let (ft, tt) = (elt(from), elt(to));
-    let unsigned = |d: DType| matches!(d, DType::U8 | DType::U16 | DType::U32 | DType::U64);
     let bits = |d: DType| if d == DType::Bool { 1 } else { d.bits() };
     if from == DType::Str || to == DType::Str || from.is_packed() || to.is_packed() {
         return Err(em.err(format!("cast {} → {} is not lowered", ft, tt)));
@@ -493,10 +492,10 @@ pub fn cast(em: &mut Emitter, id: NodeId, to: DType) -> Result<Val, EmitError> {
             let z = b.fconst(0.0, ft);
             b.op(format!("arith.cmpf une, {x}, {z} : {ft}"))
         } else if from.is_float() {
-            let op = if unsigned(to) { "fptoui" } else { "fptosi" };
+            let op = if to.is_unsigned() { "fptoui" } else { "fptosi" };
             b.op(format!("arith.{op} {x} : {ft} to {tt}"))
         } else if to.is_float() {
-            let op = if unsigned(from) || from == DType::Bool {
+            let op = if from.is_unsigned() || from == DType::Bool {
                 "uitofp"
             } else {
                 "sitofp"
@@ -506,7 +505,7 @@ pub fn cast(em: &mut Emitter, id: NodeId, to: DType) -> Result<Val, EmitError> {
             let z = b.iconst(0, ft);
             b.op(format!("arith.cmpi ne, {x}, {z} : {ft}"))
         } else if bits(to) > bits(from) {
-            let op = if unsigned(from) || from == DType::Bool {
+            let op = if from.is_unsigned() || from == DType::Bool {
                 "extui"
             } else {
                 "extsi"

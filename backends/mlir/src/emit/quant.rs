@@ -7,7 +7,7 @@
 use super::builder::{elt, Emitter, Val};
 use super::EmitError;
 use compc_ir::op::Quantize;
-use compc_ir::{DType, NodeId};
+use compc_ir::NodeId;
 use compc_runtime::ops::quant::qrange;
 
 pub fn dequantize(em: &mut Emitter, id: NodeId) -> Result<Val, EmitError> {
@@ -15,7 +15,7 @@ pub fn dequantize(em: &mut Emitter, id: NodeId) -> Result<Val, EmitError> {
     let (scale, zero) = per_tensor(em, id, "dequantize_linear")?;
     let out = em.out_type(id)?;
     let (xt, t) = (elt(x.ty.dtype), elt(out.dtype));
-    let to_float = if is_unsigned(x.ty.dtype) {
+    let to_float = if x.ty.dtype.is_unsigned() {
         "uitofp"
     } else {
         "sitofp"
@@ -42,7 +42,7 @@ pub fn quantize(em: &mut Emitter, id: NodeId, a: &Quantize) -> Result<Val, EmitE
         return Err(em.err("quantize_linear's output_dtype differs from its output's type"));
     }
     let (xt, t) = (elt(x.ty.dtype), elt(out.dtype));
-    let to_int = if is_unsigned(out.dtype) {
+    let to_int = if out.dtype.is_unsigned() {
         "fptoui"
     } else {
         "fptosi"
@@ -79,8 +79,4 @@ fn per_tensor(em: &Emitter, id: NodeId, what: &str) -> Result<(f32, i64), EmitEr
         },
     };
     Ok((scale, zero))
-}
-
-fn is_unsigned(d: DType) -> bool {
-    matches!(d, DType::U8 | DType::U16 | DType::U32 | DType::U64)
 }
