@@ -85,6 +85,15 @@ pub fn compile(opts: &CompileOptions, registry: &Registry) -> Result<CompileSumm
     }
     let staged = StagedDir::new(&opts.out, opts.force)?;
     let mut g = load_model(&opts.model)?;
+    // ONNX and onnxruntime accept a graph without outputs, but nothing in it is then
+    // used: dead-code elimination would write an empty model and call it a success.
+    if g.outputs.is_empty() {
+        bail!(
+            "{}: the model declares no graph outputs, so every node is dead and would be \
+             removed; declare the outputs to keep",
+            opts.model.display()
+        );
+    }
     let calib = match &opts.calib {
         Some(p) => Some(CalibData {
             tensors: compc_runtime::npz::read_npz(p)

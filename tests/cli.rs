@@ -212,6 +212,29 @@ fn a_non_empty_output_folder_needs_force() {
 }
 
 #[test]
+fn a_model_without_outputs_is_refused_not_emptied() {
+    // Dead-code elimination would remove every node and report success.
+    let dir = tmp();
+    let model = dir.path().join("noout.cir");
+    std::fs::write(
+        &model,
+        "graph @noout(%x: tensor<4xf32>) -> () {\n  \
+         %0 = \"relu\"(%x) : (tensor<4xf32>) -> tensor<4xf32>\n  return\n}\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let o = compc(&[
+        model.to_str().unwrap(),
+        "-p",
+        "dce",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_fails(&o, "declares no graph outputs");
+    assert!(!out.exists());
+}
+
+#[test]
 fn the_output_folder_may_not_hold_the_input() {
     let dir = tmp();
     let model = dir.path().join("model.onnx");
