@@ -27,6 +27,22 @@ pub fn load_model(path: &Path) -> Result<Graph> {
     compc_frontend_onnx::import_file(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
+/// Loads a model that passes and backends will transform: one without graph outputs is
+/// refused. ONNX and onnxruntime accept such a graph, but nothing in it is used, so
+/// dead-code elimination would write an empty model (and the MLIR emitter an empty
+/// function) and call it a success.
+pub fn load_model_to_transform(path: &Path) -> Result<Graph> {
+    let g = load_model(path)?;
+    if g.outputs.is_empty() {
+        bail!(
+            "{}: the model declares no graph outputs, so every node is dead and would be \
+             removed; declare the outputs to keep",
+            path.display()
+        );
+    }
+    Ok(g)
+}
+
 pub struct CompileOptions {
     pub model: PathBuf,
     pub pipeline: Option<String>,
@@ -84,16 +100,7 @@ pub fn compile(opts: &CompileOptions, registry: &Registry) -> Result<CompileSumm
         }
     }
     let staged = StagedDir::new(&opts.out, opts.force)?;
-    let mut g = load_model(&opts.model)?;
-    // ONNX and onnxruntime accept a graph without outputs, but nothing in it is then
-    // used: dead-code elimination would write an empty model and call it a success.
-    if g.outputs.is_empty() {
-        bail!(
-            "{}: the model declares no graph outputs, so every node is dead and would be \
-             removed; declare the outputs to keep",
-            opts.model.display()
-        );
-    }
+    let mut g = load_model_to_transform(&opts.model)?;
     let calib = match &opts.calib {
         Some(p) => Some(CalibData {
             tensors: compc_runtime::npz::read_npz(p)

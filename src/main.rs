@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use compc::driver::{compile, load_model, CompileOptions};
+use compc::driver::{compile, load_model, load_model_to_transform, CompileOptions};
 use compc::passes::{Exactness, Registry};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -269,7 +269,7 @@ fn emit_mlir(
     calib: Option<&std::path::Path>,
     registry: &Registry,
 ) -> Result<()> {
-    let mut g = load_model(model)?;
+    let mut g = load_model_to_transform(model)?;
     if let Some(p) = pipeline.filter(|p| !p.trim().is_empty()) {
         let passes = registry.parse(p).map_err(anyhow::Error::msg)?;
         let calib = match calib {

@@ -232,6 +232,10 @@ fn a_model_without_outputs_is_refused_not_emptied() {
     ]);
     assert_fails(&o, "declares no graph outputs");
     assert!(!out.exists());
+    // --emit-mlir printed a function with an empty `return :`, which MLIR cannot parse.
+    let o = compc(&[model.to_str().unwrap(), "--emit-mlir"]);
+    assert_fails(&o, "declares no graph outputs");
+    assert!(o.stdout.is_empty());
 }
 
 #[test]
