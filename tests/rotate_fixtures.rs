@@ -102,4 +102,12 @@ fn rotate_refuses_models_without_a_pre_norm_stream() {
     let dec = compc::driver::load_model(&model_path("decoder", "torchscript")).unwrap();
     let e = run_pipeline(&dec, "quant{bits=8},rotate").unwrap_err();
     assert!(e.contains("before quant"), "{e}");
+    // A router's scatter on the stream is named, and is not called a post-norm.
+    let e = run_pipeline(&dec, "mod-routers{router=norm,layers=0},rotate").unwrap_err();
+    assert!(
+        e.contains("scatter_elements")
+            && e.contains("run rotate before")
+            && !e.contains("post-norm"),
+        "{e}"
+    );
 }

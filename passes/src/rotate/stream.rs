@@ -6,6 +6,7 @@
 
 use crate::idioms::{Idioms, LinearKind, NormKind};
 use crate::pass::PassError;
+use compc_ir::op::BinaryOp;
 use compc_ir::{Graph, NodeId, Op, ValueRef};
 use std::collections::BTreeSet;
 
@@ -57,10 +58,31 @@ pub fn find_stream(g: &Graph, idioms: &Idioms) -> Result<Stream, PassError> {
                 .iter()
                 .map(|v| g.node(v.node).describe(v.node))
                 .collect();
+            // Say why: a norm on the stream (post-norm) is the usual cause; anything else
+            // is a node another pass put on the stream (mod-routers' scatter, say).
+            let is_norm_output = |v: &ValueRef| idioms.norms.iter().any(|n| n.output == *v);
+            // An Add among the roots is usually a residual add the other pass's rewrite
+            // hid, so the node to name is the one that is neither.
+            let foreign =
+                |v: &&ValueRef| !is_norm_output(v) && !matches!(g.node(v.node).op, Op::Gather(_));
+            let cause = match roots
+                .iter()
+                .filter(foreign)
+                .find(|v| !matches!(g.node(v.node).op, Op::Binary(BinaryOp::Add)))
+                .or_else(|| roots.iter().find(foreign))
+            {
+                Some(v) => format!(
+                    "{} sits on the stream between residual adds, and rotate cannot carry the \
+                     rotation through it (run rotate before passes that add such nodes, as \
+                     mod-routers does)",
+                    g.node(v.node).describe(v.node)
+                ),
+                None => "a norm on the stream itself (post-norm, as in BERT) cannot be rotated"
+                    .to_string(),
+            };
             return Err(err(format!(
                 "the residual stream does not run unbroken from the embeddings: the residual \
-                 adds start from {} different values ({}); a norm on the stream itself \
-                 (post-norm, as in BERT) cannot be rotated",
+                 adds start from {} different values ({}); {cause}",
                 roots.len(),
                 names.join(", ")
             )));
