@@ -163,6 +163,9 @@ fn bad_options_are_errors() {
     let cnn = compc::driver::load_model(&model_path("cnn", "torchscript")).unwrap();
     let e = try_pipeline(&cnn, "gqa{groups=1,method=mean}", None).unwrap_err();
     assert!(e.contains("no attention"), "{e}");
+    // After quant the projections are quantized; the refusal says to merge heads first.
+    let e = try_pipeline(&g, "quant{method=rtn},gqa{groups=2,method=mean}", None).unwrap_err();
+    assert!(e.contains("run gqa before quant"), "{e}");
 }
 
 /// `n` byte windows of length `t` from the LM's held-out text (never used to calibrate).

@@ -764,3 +764,21 @@ fn a_convolution_mlp_points_to_channel_pruning() {
         "{err}"
     );
 }
+
+/// Pruning after `quant` finds only quantized layers: the refusal says the order is the
+/// cause, for unstructured and structured pruning alike.
+#[test]
+fn pruning_a_quantized_model_says_to_prune_first() {
+    let g = compc::driver::load_model(&model_path("decoder", "torchscript")).unwrap();
+    let err = common::try_pipeline(&g, "quant{method=rtn},prune", None).unwrap_err();
+    assert!(
+        err.contains("already quantized") && err.contains("-p prune,quant"),
+        "{err}"
+    );
+    let err =
+        common::try_pipeline(&g, "quant{method=rtn},prune{structured=both}", None).unwrap_err();
+    assert!(
+        err.contains("already quantized") && err.contains("prune before quantizing"),
+        "{err}"
+    );
+}

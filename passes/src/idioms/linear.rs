@@ -20,6 +20,13 @@ pub enum LinearKind {
     Conv,
 }
 
+impl LinearKind {
+    /// QDQ or MatMulNBits: what `quant` leaves behind.
+    pub fn is_quantized(&self) -> bool {
+        matches!(self, LinearKind::QdqMatMul | LinearKind::MatMulNBits)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Linear {
     /// The node computing the product.

@@ -123,6 +123,7 @@ pub fn select_layers(
     cx: &mut PassContext,
 ) -> Result<Vec<Layer>, PassError> {
     let sel = select_skipping(g, idioms, &cfg.skip);
+    let already_quantized = sel.already_quantized;
     let inside = block_linears(idioms);
     let use_blocks = !cfg.all_layers && !inside.is_empty();
     let mut out = Vec::new();
@@ -155,6 +156,13 @@ pub fn select_layers(
         ));
     }
     if out.is_empty() {
+        // After `quant` every linear is a QDQ or MatMulNBits layer: the order is the cause.
+        if already_quantized > 0 && outside == 0 && why.is_empty() {
+            return Err(PassError::Invalid(format!(
+                "nothing to prune: all {already_quantized} linear layers are already quantized; \
+                 prune before quantizing (-p prune,quant keeps the zeros)"
+            )));
+        }
         return Err(PassError::Invalid(format!(
             "nothing to prune: no float linear layer (MatMul or Gemm with a constant weight) \
              is left after layers= and skip={}",

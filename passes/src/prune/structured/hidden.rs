@@ -63,8 +63,9 @@ fn stream_linears(
                 let n = idioms.linears[li].node;
                 invalid(format!(
                     "{} reads or writes the stream but is skipped or not a float layer with a \
-                     constant weight",
-                    g.node(n).describe(n)
+                     constant weight{}",
+                    g.node(n).describe(n),
+                    super::quantized_hint(&idioms.linears[li])
                 ))
             })
     };

@@ -121,9 +121,11 @@ pub fn run(
         for m in &grp.members {
             if layers[m.linear].is_none() {
                 return Err(PassError::Invalid(format!(
-                    "{}: member linear[{}] is skipped or not a float layer with a constant weight",
+                    "{}: member linear[{}] is skipped or not a float layer with a constant \
+                     weight{}",
                     describe_kind(grp.kind),
-                    m.linear
+                    m.linear,
+                    quantized_hint(&idioms.linears[m.linear])
                 )));
             }
         }
@@ -274,4 +276,13 @@ pub fn run(
         end_to_end_error(&orig, g, r, cx)?;
     }
     Ok(Changed::Yes)
+}
+
+/// The reason a layer that structured pruning needs may not be float: `quant` ran first.
+pub(crate) fn quantized_hint(l: &crate::idioms::Linear) -> &'static str {
+    if l.kind.is_quantized() {
+        " (it is already quantized: prune before quantizing, as in -p prune,quant)"
+    } else {
+        ""
+    }
 }
