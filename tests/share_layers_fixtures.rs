@@ -109,4 +109,7 @@ fn bad_every_is_an_error() {
         e.contains("every=3 does not divide the 4 transformer blocks"),
         "{e}"
     );
+    // After quant the block linears are quantized: the refusal says to share first.
+    let e = try_pipeline(&lm(), "quant{method=rtn},share-layers", None).unwrap_err();
+    assert!(e.contains("run share-layers before quant"), "{e}");
 }
