@@ -778,7 +778,7 @@ fn pruning_a_quantized_model_says_to_prune_first() {
     let err =
         common::try_pipeline(&g, "quant{method=rtn},prune{structured=both}", None).unwrap_err();
     assert!(
-        err.contains("already quantized") && err.contains("prune before quantizing"),
+        err.contains("already quantized: run prune before quant"),
         "{err}"
     );
 }

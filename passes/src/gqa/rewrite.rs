@@ -167,15 +167,10 @@ pub fn apply(
         a.o.ok_or_else(|| invalid(format!("attention[{ai}]: no output projection found")))?;
     let layer = |i: usize, what: &str| {
         layers[i].as_ref().ok_or_else(|| {
-            // After `quant` the projections are QDQ or MatMulNBits layers: say so.
-            let order = if idioms.linears[i].kind.is_quantized() {
-                " (it is already quantized: run gqa before quant)"
-            } else {
-                ""
-            };
             invalid(format!(
                 "attention[{ai}]: the {what} projection is not a float linear with a constant \
-                 weight{order}"
+                 weight{}",
+                idioms.linears[i].order_hint("gqa")
             ))
         })
     };

@@ -44,6 +44,18 @@ pub struct Linear {
     pub output: ValueRef,
 }
 
+impl Linear {
+    /// Why a pass that needs a float weight refused this layer, when the reason is the
+    /// pipeline's order: `" (it is already quantized: run PASS before quant)"`, or `""`.
+    pub fn order_hint(&self, pass: &str) -> String {
+        if self.kind.is_quantized() {
+            format!(" (it is already quantized: run {pass} before quant)")
+        } else {
+            String::new()
+        }
+    }
+}
+
 fn dims(g: &Graph, v: ValueRef) -> Option<Vec<u64>> {
     g.value_type(v)?.shape.as_known()
 }

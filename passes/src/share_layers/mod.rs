@@ -203,14 +203,10 @@ impl Pass for ShareLayers {
             }
             for &li in &m {
                 if layers[li].as_ref().is_none_or(|x| x.is_conv()) {
-                    let order = if idioms.linears[li].kind.is_quantized() {
-                        " (it is already quantized: run share-layers before quant)"
-                    } else {
-                        ""
-                    };
                     return Err(PassError::Invalid(format!(
                         "share-layers: block[{bi}]: linear[{li}] is not a float MatMul/Gemm \
-                         with a constant weight{order}"
+                         with a constant weight{}",
+                        idioms.linears[li].order_hint("share-layers")
                     )));
                 }
             }

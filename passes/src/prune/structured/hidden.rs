@@ -65,7 +65,7 @@ fn stream_linears(
                     "{} reads or writes the stream but is skipped or not a float layer with a \
                      constant weight{}",
                     g.node(n).describe(n),
-                    super::quantized_hint(&idioms.linears[li])
+                    idioms.linears[li].order_hint("prune")
                 ))
             })
     };

@@ -125,7 +125,7 @@ pub fn run(
                      weight{}",
                     describe_kind(grp.kind),
                     m.linear,
-                    quantized_hint(&idioms.linears[m.linear])
+                    idioms.linears[m.linear].order_hint("prune")
                 )));
             }
         }
@@ -276,13 +276,4 @@ pub fn run(
         end_to_end_error(&orig, g, r, cx)?;
     }
     Ok(Changed::Yes)
-}
-
-/// The reason a layer that structured pruning needs may not be float: `quant` ran first.
-pub(crate) fn quantized_hint(l: &crate::idioms::Linear) -> &'static str {
-    if l.kind.is_quantized() {
-        " (it is already quantized: prune before quantizing, as in -p prune,quant)"
-    } else {
-        ""
-    }
 }
