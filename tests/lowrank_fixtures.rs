@@ -305,3 +305,23 @@ fn a_nan_weight_is_named_before_calibration() {
         "{e}"
     );
 }
+
+/// After `quant` no float linear is left: the report says the layers are quantized and
+/// to factor first, not that factoring would save nothing.
+#[test]
+fn low_rank_after_quant_says_the_layers_are_quantized() {
+    let g = compc::driver::load_model(&common::model_path("decoder", "torchscript")).unwrap();
+    let passes = Registry::with_builtin_passes()
+        .parse("quant{method=rtn},low-rank{ratio=0.5}")
+        .unwrap();
+    let mut out = g.clone();
+    let ledger = PassManager::new(passes).run(&mut out).unwrap();
+    let notes = &ledger.passes[1].record.notes;
+    assert!(!ledger.passes[1].changed);
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("left 15 quantized linear layers") && n.contains("before quant")),
+        "{notes:?}"
+    );
+}

@@ -67,7 +67,7 @@ impl Pass for LowRank {
         let idioms = Idioms::find(g)?;
         let (mut plan, inputs) = plan_layers(g, &idioms, &cfg, cx)?;
         if plan.is_empty() {
-            cx.note("no layer is factored: none would save parameters at this rank");
+            cx.note("no layer is factored (the notes above say why each was left)");
             return Ok(Changed::No);
         }
         cx.note(format!(
@@ -301,6 +301,13 @@ fn plan_layers(
     let sel = select_skipping(g, idioms, &cfg.skip);
     for (n, w) in &sel.skipped {
         cx.note(format!("left `{n}` as it is: {w}"));
+    }
+    if sel.already_quantized > 0 {
+        cx.note(format!(
+            "left {} quantized linear layers as they are: low-rank factors float weights \
+             (run it before quant)",
+            sel.already_quantized
+        ));
     }
     let inside = block_linears(idioms);
     let use_blocks = !cfg.all_layers && !inside.is_empty();
