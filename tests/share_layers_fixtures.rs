@@ -112,4 +112,11 @@ fn bad_every_is_an_error() {
     // After quant the block linears are quantized: the refusal says to share first.
     let e = try_pipeline(&lm(), "quant{method=rtn},share-layers", None).unwrap_err();
     assert!(e.contains("run share-layers before quant"), "{e}");
+    // Without blocks the refusal says what was recognised instead.
+    let cnn = compc::driver::load_model(&common::model_path("cnn", "torchscript")).unwrap();
+    let e = try_pipeline(&cnn, "share-layers", None).unwrap_err();
+    assert!(
+        e.contains("found 18 linear, 0 norm, 0 attention, 3 mlp") && e.contains("--idioms"),
+        "{e}"
+    );
 }

@@ -182,20 +182,24 @@ impl Idioms {
 
     /// The listing `compc print --idioms` shows, one idiom per line, nodes as
     /// `Node::describe` spells them.
-    pub fn describe(&self, g: &Graph) -> String {
-        let d = |id: NodeId| g.node(id).describe(id);
-        let feat = |x: Option<u64>| x.map(|v| v.to_string()).unwrap_or_else(|| "?".into());
-        let mut s = String::new();
-        let _ = writeln!(
-            s,
-            "// idioms: {} linear, {} norm, {} attention, {} mlp, {} residual, {} block",
+    /// How many of each idiom were found, for messages that say what is missing.
+    pub fn counts(&self) -> String {
+        format!(
+            "{} linear, {} norm, {} attention, {} mlp, {} residual, {} block",
             self.linears.len(),
             self.norms.len(),
             self.attention.len(),
             self.mlps.len(),
             self.residuals.len(),
             self.blocks.len()
-        );
+        )
+    }
+
+    pub fn describe(&self, g: &Graph) -> String {
+        let d = |id: NodeId| g.node(id).describe(id);
+        let feat = |x: Option<u64>| x.map(|v| v.to_string()).unwrap_or_else(|| "?".into());
+        let mut s = String::new();
+        let _ = writeln!(s, "// idioms: {}", self.counts());
         for (i, l) in self.linears.iter().enumerate() {
             let w = g
                 .const_weight(l.weight)

@@ -158,9 +158,11 @@ impl Pass for ModRouters {
         let idioms = Idioms::find(g)?;
         let l = idioms.blocks.len();
         if l == 0 {
-            return Err(PassError::Invalid(
-                "mod-routers: no transformer block (attention + residual) was recognised".into(),
-            ));
+            return Err(PassError::Invalid(format!(
+                "mod-routers: no transformer block (attention + residual) was recognised (found {}; \
+                 `compc print MODEL --idioms` lists them)",
+                idioms.counts()
+            )));
         }
         if let Layers::List(v) = &self.layers {
             if let Some(bad) = v.iter().find(|&&i| i >= l) {

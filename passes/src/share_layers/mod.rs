@@ -170,9 +170,11 @@ impl Pass for ShareLayers {
         let idioms = Idioms::find(g)?;
         let l = idioms.blocks.len();
         if l == 0 {
-            return Err(PassError::Invalid(
-                "share-layers: no transformer block (attention + residual) was recognised".into(),
-            ));
+            return Err(PassError::Invalid(format!(
+                "share-layers: no transformer block (attention + residual) was recognised (found {}; \
+                 `compc print MODEL --idioms` lists them)",
+                idioms.counts()
+            )));
         }
         let k = self.every;
         if k == 0 || l % k != 0 {
