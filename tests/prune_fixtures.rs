@@ -775,6 +775,13 @@ fn pruning_a_quantized_model_says_to_prune_first() {
         err.contains("already quantized") && err.contains("-p prune,quant"),
         "{err}"
     );
+    // The CNN's convolutions are quantized in QDQ form, which counts the same way.
+    let cnn = compc::driver::load_model(&model_path("cnn", "torchscript")).unwrap();
+    let err = common::try_pipeline(&cnn, "quant{method=rtn},prune", None).unwrap_err();
+    assert!(
+        err.contains("all 18 linear layers are already quantized"),
+        "{err}"
+    );
     let err =
         common::try_pipeline(&g, "quant{method=rtn},prune{structured=both}", None).unwrap_err();
     assert!(

@@ -14,6 +14,7 @@
 //!   by the runtime on the float twin (see [`Twin`]).
 
 use crate::calib::linalg::matmul;
+use crate::idioms::linear::qdq_conv_gemm_codes;
 use crate::idioms::{Idioms, LinearKind};
 use crate::pass::PassError;
 use compc_ir::op::{BinaryOp, Dequantize};
@@ -70,21 +71,6 @@ pub struct Found {
 
 fn err(msg: String) -> PassError {
     PassError::Invalid(msg)
-}
-
-/// A Conv or Gemm node reading its weight through a DequantizeLinear of a constant: the
-/// codes' constant, if so.
-fn qdq_conv_gemm_codes(g: &Graph, n: NodeId) -> Option<ValueRef> {
-    let node = g.node(n);
-    if !matches!(node.op, Op::Conv(_) | Op::Gemm(_)) {
-        return None;
-    }
-    let dq = g.node(node.input(1)?.node);
-    let codes = match dq.op {
-        Op::DequantizeLinear(_) => dq.input(0)?,
-        _ => return None,
-    };
-    g.const_weight(codes).is_some().then_some(codes)
 }
 
 /// `v` itself, or the float value behind an activation `QuantizeLinear → DequantizeLinear`.

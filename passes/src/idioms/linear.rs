@@ -56,6 +56,22 @@ impl Linear {
     }
 }
 
+/// A Conv or Gemm node reading its weight through a DequantizeLinear of a constant (what
+/// `quant` writes for them; `find_linears` knows only the QDQ MatMul form): the codes'
+/// constant, if so.
+pub fn qdq_conv_gemm_codes(g: &Graph, n: NodeId) -> Option<ValueRef> {
+    let node = g.node(n);
+    if !matches!(node.op, Op::Conv(_) | Op::Gemm(_)) {
+        return None;
+    }
+    let dq = g.node(node.input(1)?.node);
+    let codes = match dq.op {
+        Op::DequantizeLinear(_) => dq.input(0)?,
+        _ => return None,
+    };
+    g.const_weight(codes).is_some().then_some(codes)
+}
+
 fn dims(g: &Graph, v: ValueRef) -> Option<Vec<u64>> {
     g.value_type(v)?.shape.as_known()
 }

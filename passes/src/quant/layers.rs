@@ -5,6 +5,7 @@
 
 use super::options::{glob_match, QuantConfig};
 use crate::calib::linalg::transpose;
+use crate::idioms::linear::qdq_conv_gemm_codes;
 use crate::idioms::{Idioms, Linear, LinearKind};
 use crate::pass::PassError;
 use compc_ir::{DType, Graph, NodeId, ValueRef, Weight};
@@ -168,6 +169,14 @@ pub fn select_skipping(g: &Graph, idioms: &Idioms, patterns: &[String]) -> Selec
             cols,
             dtype: w.dtype,
         });
+    }
+    // Idiom detection knows the QDQ MatMul form only; `quant` writes convolutions (and
+    // Gemms) as QDQ too, and those count as quantized layers as well.
+    if let Ok(order) = g.topo_order() {
+        sel.already_quantized += order
+            .into_iter()
+            .filter(|&n| qdq_conv_gemm_codes(g, n).is_some())
+            .count();
     }
     sel
 }
