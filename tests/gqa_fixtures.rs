@@ -166,6 +166,21 @@ fn bad_options_are_errors() {
     // After quant the projections are quantized; the refusal says to merge heads first.
     let e = try_pipeline(&g, "quant{method=rtn},gqa{groups=2,method=mean}", None).unwrap_err();
     assert!(e.contains("run gqa before quant"), "{e}");
+    // SmoothQuant's activation quantizers hide the output projection: the same hint.
+    let dec = decoder();
+    let calib = compc::passes::CalibData {
+        tensors: read_npz(&common::fixtures().join("models/decoder.inputs.b3.npz")),
+    };
+    let e = try_pipeline(
+        &dec,
+        "quant{method=smoothquant},gqa{groups=2,method=mean}",
+        Some(&calib),
+    )
+    .unwrap_err();
+    assert!(
+        e.contains("no output projection found") && e.contains("run gqa before quant"),
+        "{e}"
+    );
 }
 
 /// `n` byte windows of length `t` from the LM's held-out text (never used to calibrate).

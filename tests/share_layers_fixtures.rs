@@ -116,7 +116,7 @@ fn bad_every_is_an_error() {
     let cnn = compc::driver::load_model(&common::model_path("cnn", "torchscript")).unwrap();
     let e = try_pipeline(&cnn, "share-layers", None).unwrap_err();
     assert!(
-        e.contains("found 18 linear, 0 norm, 0 attention, 3 mlp") && e.contains("--idioms"),
+        e.contains("; found 18 linear, 0 norm, 0 attention, 3 mlp") && e.contains("--idioms"),
         "{e}"
     );
 }

@@ -136,9 +136,10 @@ impl Pass for Gqa {
     fn run(&self, g: &mut Graph, cx: &mut PassContext) -> Result<Changed, PassError> {
         let idioms = Idioms::find(g)?;
         if idioms.attention.is_empty() {
-            return Err(PassError::Invalid(
-                "gqa: no attention (softmax(Q·Kᵀ)·V with q/k/v projections) was recognised".into(),
-            ));
+            return Err(PassError::Invalid(format!(
+                "gqa: no attention (softmax(Q·Kᵀ)·V with q/k/v projections) was recognised{}",
+                idioms.order_hint("gqa")
+            )));
         }
         let mut dims = Vec::new();
         for (ai, a) in idioms.attention.iter().enumerate() {

@@ -163,8 +163,12 @@ pub fn apply(
     repeat: Repeat,
 ) -> Result<(), PassError> {
     let a: &Attention = &idioms.attention[ai];
-    let o =
-        a.o.ok_or_else(|| invalid(format!("attention[{ai}]: no output projection found")))?;
+    let o = a.o.ok_or_else(|| {
+        invalid(format!(
+            "attention[{ai}]: no output projection found{}",
+            idioms.order_hint("gqa")
+        ))
+    })?;
     let layer = |i: usize, what: &str| {
         layers[i].as_ref().ok_or_else(|| {
             invalid(format!(

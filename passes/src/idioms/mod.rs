@@ -182,6 +182,17 @@ impl Idioms {
 
     /// The listing `compc print --idioms` shows, one idiom per line, nodes as
     /// `Node::describe` spells them.
+    /// When a pass finds no structure to work on in a model `quant` has already rewritten
+    /// (its activation quantizers and QDQ weights hide the idioms), the hint to run the pass
+    /// first: `" (the model is already quantized: run PASS before quant)"`, or `""`.
+    pub fn order_hint(&self, pass: &str) -> String {
+        if self.linears.iter().any(|l| l.kind.is_quantized()) {
+            format!(" (the model is already quantized: run {pass} before quant)")
+        } else {
+            String::new()
+        }
+    }
+
     /// How many of each idiom were found, for messages that say what is missing.
     pub fn counts(&self) -> String {
         format!(

@@ -159,8 +159,9 @@ impl Pass for ModRouters {
         let l = idioms.blocks.len();
         if l == 0 {
             return Err(PassError::Invalid(format!(
-                "mod-routers: no transformer block (attention + residual) was recognised (found {}; \
-                 `compc print MODEL --idioms` lists them)",
+                "mod-routers: no transformer block (attention + residual) was recognised{}; found \
+                 {} (`compc print MODEL --idioms` lists them)",
+                idioms.order_hint("mod-routers"),
                 idioms.counts()
             )));
         }

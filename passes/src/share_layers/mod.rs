@@ -171,8 +171,9 @@ impl Pass for ShareLayers {
         let l = idioms.blocks.len();
         if l == 0 {
             return Err(PassError::Invalid(format!(
-                "share-layers: no transformer block (attention + residual) was recognised (found {}; \
-                 `compc print MODEL --idioms` lists them)",
+                "share-layers: no transformer block (attention + residual) was recognised{}; found \
+                 {} (`compc print MODEL --idioms` lists them)",
+                idioms.order_hint("share-layers"),
                 idioms.counts()
             )));
         }

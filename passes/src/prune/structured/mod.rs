@@ -84,9 +84,10 @@ pub fn run(
     let mut groups = Vec::new();
     if s.target.mlp() {
         if idioms.mlps.is_empty() {
-            return Err(PassError::Invalid(
-                "structured=mlp: no MLP (up → activation → down) was recognised".into(),
-            ));
+            return Err(PassError::Invalid(format!(
+                "structured=mlp: no MLP (up → activation → down) was recognised{}",
+                idioms.order_hint("prune")
+            )));
         }
         for mi in 0..idioms.mlps.len() {
             groups.push(mlp_group(g, &idioms, mi)?);
@@ -94,9 +95,10 @@ pub fn run(
     }
     if s.target.heads() {
         if idioms.attention.is_empty() {
-            return Err(PassError::Invalid(
-                "structured=heads: no attention was recognised".into(),
-            ));
+            return Err(PassError::Invalid(format!(
+                "structured=heads: no attention was recognised{}",
+                idioms.order_hint("prune")
+            )));
         }
         for ai in 0..idioms.attention.len() {
             groups.push(head_group(g, &idioms, ai)?);
