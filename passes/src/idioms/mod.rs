@@ -180,8 +180,6 @@ impl Idioms {
         blocks
     }
 
-    /// The listing `compc print --idioms` shows, one idiom per line, nodes as
-    /// `Node::describe` spells them.
     /// When a pass finds no structure to work on in a model `quant` has already rewritten
     /// (its activation quantizers and QDQ weights hide the idioms), the hint to run the pass
     /// first: `" (the model is already quantized: run PASS before quant)"`, or `""`.
@@ -206,6 +204,8 @@ impl Idioms {
         )
     }
 
+    /// The listing `compc print --idioms` shows, one idiom per line, nodes as
+    /// `Node::describe` spells them.
     pub fn describe(&self, g: &Graph) -> String {
         let d = |id: NodeId| g.node(id).describe(id);
         let feat = |x: Option<u64>| x.map(|v| v.to_string()).unwrap_or_else(|| "?".into());
