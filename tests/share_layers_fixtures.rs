@@ -119,4 +119,12 @@ fn bad_every_is_an_error() {
         e.contains("; found 18 linear, 0 norm, 0 attention, 3 mlp") && e.contains("--idioms"),
         "{e}"
     );
+    // A routed block is no longer a block: the count says why it is 1 of 2.
+    let dec = compc::driver::load_model(&common::model_path("decoder", "torchscript")).unwrap();
+    let e = try_pipeline(&dec, "mod-routers{router=norm,layers=0},share-layers", None).unwrap_err();
+    assert!(
+        e.contains("every=2 does not divide the 1 transformer blocks")
+            && e.contains("2 attention layers were found, but only 1"),
+        "{e}"
+    );
 }

@@ -191,6 +191,21 @@ impl Idioms {
         }
     }
 
+    /// When some attention is not part of a recognised block (another pass rewrote its
+    /// block, as mod-routers does), the note that says so: `" (N attention layers were
+    /// found, but only M form a transformer block …)"`, or `""` when every one does.
+    pub fn unblocked_note(&self) -> String {
+        let (a, b) = (self.attention.len(), self.blocks.len());
+        if a > b {
+            format!(
+                " ({a} attention layers were found, but only {b} form a transformer block with \
+                 their residual add; blocks an earlier pass rewrote are not counted)"
+            )
+        } else {
+            String::new()
+        }
+    }
+
     /// How many of each idiom were found, for messages that say what is missing.
     pub fn counts(&self) -> String {
         format!(

@@ -168,8 +168,9 @@ impl Pass for ModRouters {
         if let Layers::List(v) = &self.layers {
             if let Some(bad) = v.iter().find(|&&i| i >= l) {
                 return Err(PassError::Invalid(format!(
-                    "mod-routers: layers names block {bad}, but the model has {l} blocks (0..{})",
-                    l - 1
+                    "mod-routers: layers names block {bad}, but the model has {l} blocks (0..{}){}",
+                    l - 1,
+                    idioms.unblocked_note()
                 )));
             }
         }

@@ -180,7 +180,8 @@ impl Pass for ShareLayers {
         let k = self.every;
         if k == 0 || l % k != 0 {
             return Err(PassError::Invalid(format!(
-                "share-layers: every={k} does not divide the {l} transformer blocks"
+                "share-layers: every={k} does not divide the {l} transformer blocks{}",
+                idioms.unblocked_note()
             )));
         }
         if k == 1 {
