@@ -172,12 +172,10 @@ pub fn select_skipping(g: &Graph, idioms: &Idioms, patterns: &[String]) -> Selec
     }
     // Idiom detection knows the QDQ MatMul form only; `quant` writes convolutions (and
     // Gemms) as QDQ too, and those count as quantized layers as well.
-    if let Ok(order) = g.topo_order() {
-        sel.already_quantized += order
-            .into_iter()
-            .filter(|&n| qdq_conv_gemm_codes(g, n).is_some())
-            .count();
-    }
+    sel.already_quantized += g
+        .node_ids()
+        .filter(|&n| qdq_conv_gemm_codes(g, n).is_some())
+        .count();
     sel
 }
 
