@@ -83,10 +83,7 @@ impl Pass for LowRank {
         let original = cx.calib.map(|_| g.clone());
         let mut runner = match cx.calib {
             Some(c) => {
-                // A NaN weight is named as such, not as the NaN activations it causes.
-                for p in &plan {
-                    layers::check_finite(g, &p.layer)?;
-                }
+                layers::check_all_finite(g, plan.iter().map(|p| &p.layer))?;
                 Some(CalibRunner::new(g, c, DEFAULT_BATCH)?)
             }
             None => None,

@@ -228,8 +228,11 @@ pub fn check_finite(g: &Graph, l: &Layer) -> Result<(), PassError> {
 /// [`check_finite`] for every layer. Calibrated passes call it before calibrating, so that
 /// a NaN weight is named as such, not as the NaN activations it causes further down (a
 /// layer the pass calibrates later, or one it leaves to RTN, may feed them).
-pub fn check_all_finite(g: &Graph, layers: &[Layer]) -> Result<(), PassError> {
-    layers.iter().try_for_each(|l| check_finite(g, l))
+pub fn check_all_finite<'a>(
+    g: &Graph,
+    layers: impl IntoIterator<Item = &'a Layer>,
+) -> Result<(), PassError> {
+    layers.into_iter().try_for_each(|l| check_finite(g, l))
 }
 
 /// The layer's weight as f32 in its storage layout. An f32 weight (memory-mapped or owned)
