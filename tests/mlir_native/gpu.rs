@@ -6,11 +6,7 @@
 //! runs on the GPU and must match compc's reference interpreter to 1e-3 of the largest
 //! output magnitude; without one those checks are skipped and say so.
 
-#![cfg(feature = "mlir")]
-
-mod common;
-
-use common::*;
+use crate::common::*;
 use compc::runtime::native::gpu::{available, GpuModel};
 use std::path::Path;
 use std::process::Command;

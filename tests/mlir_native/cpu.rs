@@ -3,11 +3,7 @@
 //! dims), JIT-compiled and through the shared library `--target cpu` writes.
 //! Tolerance: 1e-4 relative to the largest output magnitude.
 
-#![cfg(feature = "mlir")]
-
-mod common;
-
-use common::*;
+use crate::common::*;
 use compc::runtime::Tensor;
 
 fn check(model: &str, exporter: &str, got: &[(String, Tensor)], want: &[(String, Tensor)]) {
