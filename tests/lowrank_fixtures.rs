@@ -325,3 +325,41 @@ fn low_rank_after_quant_says_the_layers_are_quantized() {
         "{notes:?}"
     );
 }
+
+/// After `low-rank`, each factored layer is a pair x·A·B, which hides the MLP or attention
+/// it was part of: the idioms list the pairs (found from the shapes alone), and a pass
+/// that needs those blocks says to run it before low-rank instead of only that no block
+/// was found.
+#[test]
+fn passes_after_low_rank_say_to_run_before_it() {
+    use compc::passes::idioms::Idioms;
+    let g = lm();
+    assert!(Idioms::find(&g).unwrap().factor_pairs.is_empty());
+    let factored = run_pipeline(&g, "low-rank{ratio=0.5}", None).unwrap();
+    let idioms = Idioms::find(&factored).unwrap();
+    let added = matmuls(&factored) - matmuls(&g);
+    assert!(added > 0, "low-rank factored nothing");
+    assert_eq!(
+        idioms.factor_pairs.len(),
+        added,
+        "{}",
+        idioms.describe(&factored)
+    );
+    for (a, b) in &idioms.factor_pairs {
+        assert_eq!(idioms.linears[*b].input, idioms.linears[*a].output);
+    }
+    let calib = CalibData {
+        tensors: lm_ids(4, 32, 0),
+    };
+    for (pipeline, pass) in [
+        ("mod-routers", "mod-routers"),
+        ("share-layers{every=2}", "share-layers"),
+        ("prune{structured=mlp,ratio=0.25}", "prune"),
+    ] {
+        let e = run_pipeline(&factored, pipeline, Some(&calib)).unwrap_err();
+        assert!(
+            e.contains(&format!("run {pass} before low-rank")) && e.contains("factored"),
+            "{pipeline}: {e}"
+        );
+    }
+}

@@ -72,6 +72,32 @@ pub fn qdq_conv_gemm_codes(g: &Graph, n: NodeId) -> Option<ValueRef> {
     g.const_weight(codes).is_some().then_some(codes)
 }
 
+/// Pairs `(a, b)` of float linear layers where `b` reads `a`'s output and nothing else
+/// does, through a bottleneck (`a`'s width below both `a`'s input and `b`'s output): the
+/// two factors `low-rank` writes for one layer, `x·A·B`. No trained model chains two
+/// linear layers without a nonlinearity between them otherwise, so the shape alone tells.
+pub fn factor_pairs(g: &Graph, linears: &[Linear]) -> Vec<(usize, usize)> {
+    let float = |l: &Linear| matches!(l.kind, LinearKind::MatMul | LinearKind::Gemm { .. });
+    let mut pairs = Vec::new();
+    for (ai, a) in linears.iter().enumerate() {
+        let (Some(k), Some(r)) = (a.in_features, a.out_features) else {
+            continue;
+        };
+        if !float(a) || g.value_users(a.output).len() != 1 {
+            continue;
+        }
+        let reader = linears
+            .iter()
+            .position(|b| float(b) && b.input == a.output && b.out_features.is_some_and(|n| r < n));
+        if let Some(bi) = reader {
+            if r < k {
+                pairs.push((ai, bi));
+            }
+        }
+    }
+    pairs
+}
+
 fn dims(g: &Graph, v: ValueRef) -> Option<Vec<u64>> {
     g.value_type(v)?.shape.as_known()
 }

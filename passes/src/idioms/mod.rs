@@ -55,6 +55,9 @@ pub struct Idioms {
     pub mlps: Vec<Mlp>,
     pub residuals: Vec<Residual>,
     pub blocks: Vec<Block>,
+    /// Linear-index pairs `(a, b)` that are one layer factored by `low-rank` (`x·A·B`):
+    /// they hide the MLP or attention the layer was part of.
+    pub factor_pairs: Vec<(usize, usize)>,
 }
 
 impl Idioms {
@@ -74,6 +77,7 @@ impl Idioms {
         };
         idioms.residuals = idioms.find_residuals(g, &order);
         idioms.blocks = idioms.find_blocks(g);
+        idioms.factor_pairs = linear::factor_pairs(g, &idioms.linears);
         Ok(idioms)
     }
 
@@ -180,12 +184,20 @@ impl Idioms {
         blocks
     }
 
-    /// When a pass finds no structure to work on in a model `quant` has already rewritten
-    /// (its activation quantizers and QDQ weights hide the idioms), the hint to run the pass
-    /// first: `" (the model is already quantized: run PASS before quant)"`, or `""`.
+    /// When a pass finds no structure to work on in a model an earlier pass has rewritten
+    /// so that the idioms are hidden (`quant`'s activation quantizers and QDQ weights, or
+    /// `low-rank`'s factor pairs in place of the MLP and attention projections), the hint
+    /// to run the pass first: `" (the model is already quantized: run PASS before
+    /// quant)"`, the same for low-rank, or `""`.
     pub fn order_hint(&self, pass: &str) -> String {
         if self.linears.iter().any(|l| l.kind.is_quantized()) {
             format!(" (the model is already quantized: run {pass} before quant)")
+        } else if !self.factor_pairs.is_empty() {
+            format!(
+                " ({} layers are factored into low-rank pairs x·A·B, which hide the blocks \
+                 they were part of: run {pass} before low-rank)",
+                self.factor_pairs.len()
+            )
         } else {
             String::new()
         }
@@ -209,13 +221,17 @@ impl Idioms {
     /// How many of each idiom were found, for messages that say what is missing.
     pub fn counts(&self) -> String {
         format!(
-            "{} linear, {} norm, {} attention, {} mlp, {} residual, {} block",
+            "{} linear, {} norm, {} attention, {} mlp, {} residual, {} block{}",
             self.linears.len(),
             self.norms.len(),
             self.attention.len(),
             self.mlps.len(),
             self.residuals.len(),
-            self.blocks.len()
+            self.blocks.len(),
+            match self.factor_pairs.len() {
+                0 => String::new(),
+                n => format!(", {n} low-rank factor pair"),
+            }
         )
     }
 
@@ -291,6 +307,12 @@ impl Idioms {
                 s,
                 "// block[{i}] attention={:?} mlp={:?} norms={:?} residuals={:?}",
                 b.attention, b.mlp, b.norms, b.residuals
+            );
+        }
+        for (i, (a, b)) in self.factor_pairs.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "// factor_pair[{i}] linear[{a}] → linear[{b}] (low-rank x·A·B)"
             );
         }
         s
