@@ -789,3 +789,32 @@ fn pruning_a_quantized_model_says_to_prune_first() {
         "{err}"
     );
 }
+
+/// `structured=hidden` finds the residual stream as `rotate` does, but its refusals speak
+/// for `prune`: a post-norm encoder, a quantized decoder and a router on the stream are
+/// each refused in prune's words, never rotate's.
+#[test]
+fn hidden_size_refusals_speak_for_prune() {
+    let enc = compc::driver::load_model(&model_path("encoder", "torchscript")).unwrap();
+    let dec = compc::driver::load_model(&model_path("decoder", "torchscript")).unwrap();
+    let cases = [
+        (&enc, "prune{structured=hidden}", "cannot be shrunk"),
+        (
+            &dec,
+            "quant{method=rtn},prune{structured=hidden}",
+            "run prune before quant",
+        ),
+        (
+            &dec,
+            "mod-routers{router=norm,layers=0},prune{structured=hidden}",
+            "run prune before passes that add such nodes",
+        ),
+    ];
+    for (g, pipeline, says) in cases {
+        let e = common::try_pipeline(g, pipeline, None).unwrap_err();
+        assert!(
+            e.contains("structured=hidden: ") && e.contains(says) && !e.contains("rotat"),
+            "{pipeline}: {e}"
+        );
+    }
+}

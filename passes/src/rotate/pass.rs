@@ -7,7 +7,7 @@
 use super::explicit::{down_hadamard_pair, rotate_stream_explicit};
 use super::online::{insert_down_hadamard, rotate_value_output};
 use super::rotation::Rotation;
-use super::stream::{find_stream, Stream};
+use super::stream::{find_stream, Stream, StreamUse};
 use super::weights::{self, peak_to_rms, Mat64};
 use crate::context::PassContext;
 use crate::dce::remove_dead_nodes;
@@ -98,7 +98,7 @@ impl Pass for Rotate {
             ));
         }
         let idioms = Idioms::find(g)?;
-        let stream = find_stream(g, &idioms)?;
+        let stream = find_stream(g, &idioms, StreamUse::ROTATE)?;
         let q = Rotation::random_hadamard(stream.d, self.seed).ok_or_else(|| {
             PassError::Invalid(format!("rotate: no rotation of hidden size {}", stream.d))
         })?;

@@ -2,7 +2,9 @@
 //! table that starts it, the residual adds that carry it, the norms that read it (and the
 //! linears reading each norm), and the linears writing into it. Every reader of a stream
 //! value must be one of these (or a `Shape`): anything else would see the rotated stream
-//! and break the invariance, so it is an error naming the node.
+//! and break the invariance, so it is an error naming the node. `prune{structured=hidden}`
+//! shrinks the same stream and has the same needs, so the errors speak for whichever of
+//! the two asked ([`StreamUse`]).
 
 use crate::idioms::{Idioms, LinearKind, NormKind};
 use crate::pass::PassError;
@@ -24,20 +26,54 @@ pub struct Stream {
     pub writers: Vec<usize>,
 }
 
-fn err(s: impl Into<String>) -> PassError {
-    PassError::Invalid(format!("rotate: {}", s.into()))
+/// Which pass needs the stream, for its errors' wording.
+#[derive(Clone, Copy, Debug)]
+pub struct StreamUse {
+    /// The errors' prefix.
+    pub prefix: &'static str,
+    /// The pass as a pipeline names it (in "run … before").
+    pub pass: &'static str,
+    /// What is done to the stream: "rotating", "rotated".
+    pub verb_ing: &'static str,
+    pub verb_ed: &'static str,
+    /// What would have to pass through a foreign node on the stream.
+    pub carried: &'static str,
+}
+
+impl StreamUse {
+    pub const ROTATE: StreamUse = StreamUse {
+        prefix: "rotate",
+        pass: "rotate",
+        verb_ing: "rotating",
+        verb_ed: "rotated",
+        carried: "the rotation",
+    };
+    pub const SHRINK_HIDDEN: StreamUse = StreamUse {
+        prefix: "structured=hidden",
+        pass: "prune",
+        verb_ing: "shrinking",
+        verb_ed: "shrunk",
+        carried: "the removed channels",
+    };
+
+    fn err(&self, s: impl Into<String>) -> PassError {
+        PassError::Invalid(format!("{}: {}", self.prefix, s.into()))
+    }
 }
 
 fn is_shape_reader(op: &Op) -> bool {
     matches!(op, Op::Shape(_) | Op::Size)
 }
 
-pub fn find_stream(g: &Graph, idioms: &Idioms) -> Result<Stream, PassError> {
+pub fn find_stream(g: &Graph, idioms: &Idioms, by: StreamUse) -> Result<Stream, PassError> {
+    let err = |s: String| by.err(s);
     if idioms.residuals.is_empty() {
-        return Err(err(
-            "no residual stream found (no residual Add of a linear branch); rotate needs a \
-             pre-norm transformer",
-        ));
+        return Err(err(format!(
+            "no residual stream found (no residual Add of a linear branch); {} needs a \
+             pre-norm transformer{}",
+            by.pass,
+            idioms.order_hint(by.pass)
+        )));
     }
     let adds: BTreeSet<NodeId> = idioms.residuals.iter().map(|r| r.add).collect();
     let mut values: Vec<ValueRef> = Vec::new();
@@ -72,13 +108,17 @@ pub fn find_stream(g: &Graph, idioms: &Idioms) -> Result<Stream, PassError> {
                 .or_else(|| roots.iter().find(foreign))
             {
                 Some(v) => format!(
-                    "{} sits on the stream between residual adds, and rotate cannot carry the \
-                     rotation through it (run rotate before passes that add such nodes, as \
-                     mod-routers does)",
-                    g.node(v.node).describe(v.node)
+                    "{} sits on the stream between residual adds, and {} cannot carry {} \
+                     through it (run {} before passes that add such nodes, as mod-routers does)",
+                    g.node(v.node).describe(v.node),
+                    by.pass,
+                    by.carried,
+                    by.pass
                 ),
-                None => "a norm on the stream itself (post-norm, as in BERT) cannot be rotated"
-                    .to_string(),
+                None => format!(
+                    "a norm on the stream itself (post-norm, as in BERT) cannot be {}",
+                    by.verb_ed
+                ),
             };
             return Err(err(format!(
                 "the residual stream does not run unbroken from the embeddings: the residual \
@@ -118,10 +158,11 @@ pub fn find_stream(g: &Graph, idioms: &Idioms) -> Result<Stream, PassError> {
         let node = g.node(l.node);
         if l.kind != LinearKind::MatMul {
             return Err(err(format!(
-                "{role} {} is a {:?} layer; rotate handles float MatMul layers (run it before \
-                 quant)",
+                "{role} {} is a {:?} layer; {} handles float MatMul layers{}",
                 node.describe(l.node),
-                l.kind
+                l.kind,
+                by.pass,
+                l.order_hint(by.pass)
             )));
         }
         Ok(())
@@ -130,7 +171,7 @@ pub fn find_stream(g: &Graph, idioms: &Idioms) -> Result<Stream, PassError> {
     for r in &idioms.residuals {
         let w = *by_output
             .get(&r.branch)
-            .ok_or_else(|| err("a residual branch is not a linear layer's output"))?;
+            .ok_or_else(|| err("a residual branch is not a linear layer's output".into()))?;
         check_linear(w, "the stream writer")?;
         if idioms.linears[w].out_features != Some(d as u64) {
             return Err(err(format!(
@@ -147,8 +188,9 @@ pub fn find_stream(g: &Graph, idioms: &Idioms) -> Result<Stream, PassError> {
     for &v in &values {
         if g.outputs.iter().any(|o| o.value == v) {
             return Err(err(format!(
-                "the residual stream value of {} is a graph output; it would come out rotated",
-                g.node(v.node).describe(v.node)
+                "the residual stream value of {} is a graph output; it would come out {}",
+                g.node(v.node).describe(v.node),
+                by.verb_ed
             )));
         }
         for (u, _) in g.value_users(v) {
@@ -171,8 +213,9 @@ pub fn find_stream(g: &Graph, idioms: &Idioms) -> Result<Stream, PassError> {
             }
             return Err(err(format!(
                 "{} reads the residual stream and is neither a norm, a residual add nor a \
-                 shape read; rotating the stream would change what it computes",
-                g.node(u).describe(u)
+                 shape read; {} the stream would change what it computes",
+                g.node(u).describe(u),
+                by.verb_ing
             )));
         }
     }
@@ -183,8 +226,9 @@ pub fn find_stream(g: &Graph, idioms: &Idioms) -> Result<Stream, PassError> {
             NormKind::Rms => {}
             NormKind::Layer => {
                 return Err(err(format!(
-                    "the stream norm {at} is a LayerNorm; only RMSNorm models are rotated \
-                     (LayerNorm → RMSNorm is not implemented)"
+                    "the stream norm {at} is a LayerNorm; only RMSNorm models are {} \
+                     (LayerNorm → RMSNorm is not implemented)",
+                    by.verb_ed
                 )))
             }
         }

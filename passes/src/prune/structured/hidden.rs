@@ -32,7 +32,7 @@ use crate::ledger::GraphStats;
 use crate::pass::{Changed, PassError};
 use crate::prune::options::{Importance, StructuredConfig};
 use crate::quant::layers::{read_w, select_skipping, Layer};
-use crate::rotate::stream::{find_stream, Stream};
+use crate::rotate::stream::{find_stream, Stream, StreamUse};
 use compc_ir::op::BinaryOp;
 use compc_ir::{Graph, Op, ValueRef};
 use compc_runtime::Tensor;
@@ -254,13 +254,7 @@ pub fn run(
     s: &StructuredConfig,
 ) -> Result<Changed, PassError> {
     let idioms = Idioms::find(g)?;
-    let stream = find_stream(g, &idioms).map_err(|e| {
-        let m = e.to_string();
-        invalid(format!(
-            "{} (the residual stream is found as `rotate` finds it)",
-            m.trim_start_matches("rotate: ")
-        ))
-    })?;
+    let stream = find_stream(g, &idioms, StreamUse::SHRINK_HIDDEN)?;
     let d = stream.d;
     let k = (s.ratio * d as f64).round() as usize;
     if k == 0 {
