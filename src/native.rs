@@ -2,16 +2,18 @@
 //! with compc's own exact passes, so shape arithmetic is folded into static reshapes,
 //! norms and GELUs are fused ops, and the MLIR emitter sees a small op set.
 //!
-//! Weights stored as QDQ codes (`quant{format=qdq}`, 8-bit weights) are dequantized into
-//! float constants first: the native convolutions and matmuls compute in float, and with
-//! constant weights the clean-up folds BatchNormalization into the convolutions before
-//! it, and grouped convolutions see a constant filter. The compiled folder then holds
-//! those weights as f32; `MatMulNBits` weights keep their codes (the fused kernels read
-//! them).
+//! Weights stored as QDQ codes (`quant{format=qdq}`, 8-bit weights): a MatMul's become
+//! `MatMulNBits` first, so that the compiled folder keeps their integer codes and the
+//! fused kernels dequantize them in registers, as for `quant`'s own MatMulNBits. The rest
+//! (convolution and Gemm kernels) are dequantized into float constants: the native
+//! convolutions compute in float, and with constant weights the clean-up folds
+//! BatchNormalization into the convolutions before it, and grouped convolutions see a
+//! constant filter. The compiled folder holds those as f32.
 
 use anyhow::{anyhow, Result};
 use compc_ir::Graph;
 use compc_passes::const_fold::fold_dequantized_weights;
+use compc_passes::quant::qdq_to_nbits::qdq_matmuls_to_nbits;
 use compc_passes::{PassManager, Registry};
 
 /// The exact passes run before lowering.
@@ -23,6 +25,7 @@ pub fn prepare(g: &Graph) -> Result<Graph> {
         .parse(PRE_LOWERING)
         .map_err(|e| anyhow!("{e}"))?;
     let mut out = g.clone();
+    qdq_matmuls_to_nbits(&mut out).map_err(|e| anyhow!("{e}"))?;
     fold_dequantized_weights(&mut out).map_err(|e| anyhow!("{e}"))?;
     let mut pm = PassManager::new(passes);
     pm.run(&mut out).map_err(|e| anyhow!("{e}"))?;

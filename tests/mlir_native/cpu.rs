@@ -86,10 +86,11 @@ fn quantized_matmul_nbits_matches_reference_runtime() {
     }
 }
 
-/// QDQ outputs of `quant`: weight codes (per channel or blocked) are dequantized into
-/// float constants before lowering, so BatchNormalization still folds into the CNN's
-/// convolutions; static activation quantization (`act_bits=8`, SmoothQuant) lowers its
-/// run-time QuantizeLinear/DequantizeLinear pairs element-wise.
+/// QDQ outputs of `quant`: convolution weight codes (per channel or blocked) are
+/// dequantized into float constants before lowering, so BatchNormalization still folds
+/// into the CNN's convolutions, and MatMul weights become MatMulNBits; static activation
+/// quantization (`act_bits=8`, SmoothQuant) lowers its run-time
+/// QuantizeLinear/DequantizeLinear pairs element-wise.
 #[test]
 fn qdq_models_compile_and_match_reference_runtime() {
     for (model, pipeline, act) in [
@@ -119,6 +120,53 @@ fn qdq_models_compile_and_match_reference_runtime() {
             let want = compc::runtime::run(&q, &inputs).unwrap();
             let got = native.run(&inputs).unwrap();
             check(model, pipeline, &got, &want);
+        }
+    }
+}
+
+/// QDQ MatMul weights (8-bit `quant`, or `format=qdq`; per channel or blocked, signed or
+/// with zero points) become MatMulNBits before lowering: the compiled folder keeps their
+/// integer codes instead of f32, and the outputs still match the reference runtime.
+#[test]
+fn qdq_matmul_weights_stay_integer_codes_when_compiled() {
+    let g = compc::driver::load_model(&model_path("decoder", "torchscript")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let weights_bin = |g: &compc::ir::Graph, name: &str| {
+        let out = dir.path().join(name);
+        std::fs::create_dir(&out).unwrap();
+        compc::native::compile_cpu(g, &out).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        std::fs::metadata(out.join("weights.bin")).unwrap().len()
+    };
+    let float_bytes = weights_bin(&g, "float");
+    for (i, (pipeline, at_most)) in [
+        ("quant{bits=8,method=rtn}", 0.45),
+        ("quant{bits=8,method=rtn,sym=false,group=32}", 0.55),
+        ("quant{bits=4,method=rtn,format=qdq}", 0.35),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let q = run_pipeline(&g, pipeline, None);
+        assert!(
+            compc::ir::text::print(&q).contains("dequantize_linear"),
+            "{pipeline}: no QDQ"
+        );
+        let prepared = compc::ir::text::print(&compc::native::prepare(&q).unwrap());
+        assert!(
+            prepared.contains("matmul_nbits") && !prepared.contains("dequantize_linear"),
+            "{pipeline}: the QDQ MatMuls were not rewritten"
+        );
+        let bytes = weights_bin(&q, &format!("q{i}"));
+        assert!(
+            (bytes as f64) < at_most * float_bytes as f64,
+            "{pipeline}: weights.bin holds {bytes} bytes against {float_bytes} for f32"
+        );
+        let native = compc::native::jit(&q).unwrap_or_else(|e| panic!("{pipeline}: {e:#}"));
+        for case in CASES {
+            let inputs = read_npz(&inputs_path("decoder", case));
+            let want = compc::runtime::run(&q, &inputs).unwrap();
+            let got = native.run(&inputs).unwrap();
+            check("decoder", pipeline, &got, &want);
         }
     }
 }

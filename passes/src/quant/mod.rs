@@ -21,6 +21,7 @@ pub mod lower_nbits;
 pub mod lower_qdq;
 pub mod options;
 pub mod pass;
+pub mod qdq_to_nbits;
 pub mod qmatrix;
 pub mod rtn;
 pub mod smoothquant;
