@@ -332,20 +332,21 @@ fn low_rank_after_quant_says_the_layers_are_quantized() {
 /// was found.
 #[test]
 fn passes_after_low_rank_say_to_run_before_it() {
-    use compc::passes::idioms::Idioms;
+    use compc::passes::idioms::{Chain, Idioms};
     let g = lm();
-    assert!(Idioms::find(&g).unwrap().factor_pairs.is_empty());
+    assert!(Idioms::find(&g).unwrap().chained.is_empty());
     let factored = run_pipeline(&g, "low-rank{ratio=0.5}", None).unwrap();
     let idioms = Idioms::find(&factored).unwrap();
     let added = matmuls(&factored) - matmuls(&g);
     assert!(added > 0, "low-rank factored nothing");
     assert_eq!(
-        idioms.factor_pairs.len(),
+        idioms.chained.len(),
         added,
         "{}",
         idioms.describe(&factored)
     );
-    for (a, b) in &idioms.factor_pairs {
+    for (a, b, why) in &idioms.chained {
+        assert_eq!(*why, Chain::LowRank);
         assert_eq!(idioms.linears[*b].input, idioms.linears[*a].output);
     }
     let calib = CalibData {

@@ -818,3 +818,18 @@ fn hidden_size_refusals_speak_for_prune() {
         );
     }
 }
+
+/// After `rotate`, each down projection reads the MLP's hidden units through the online
+/// Hadamard, which mixes them all: structured MLP pruning is refused, and says to prune
+/// before rotating.
+#[test]
+fn structured_mlp_pruning_after_rotate_says_to_prune_first() {
+    let dec = compc::driver::load_model(&model_path("decoder", "torchscript")).unwrap();
+    let e = common::try_pipeline(&dec, "rotate,prune{structured=mlp}", None).unwrap_err();
+    assert!(
+        e.contains("online Hadamard") && e.contains("run prune before rotate"),
+        "{e}"
+    );
+    // Head pruning is not affected: the attention has no online rotation inside.
+    common::try_pipeline(&dec, "rotate,prune{structured=heads}", None).unwrap();
+}

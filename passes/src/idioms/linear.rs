@@ -72,11 +72,21 @@ pub fn qdq_conv_gemm_codes(g: &Graph, n: NodeId) -> Option<ValueRef> {
     g.const_weight(codes).is_some().then_some(codes)
 }
 
-/// Pairs `(a, b)` of float linear layers where `b` reads `a`'s output and nothing else
-/// does, through a bottleneck (`a`'s width below both `a`'s input and `b`'s output): the
-/// two factors `low-rank` writes for one layer, `x·A·B`. No trained model chains two
-/// linear layers without a nonlinearity between them otherwise, so the shape alone tells.
-pub fn factor_pairs(g: &Graph, linears: &[Linear]) -> Vec<(usize, usize)> {
+/// Why one float linear layer feeds another directly, with no nonlinearity between
+/// them. No trained model chains two linear layers otherwise, so the shapes alone tell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Chain {
+    /// Through a bottleneck (the first's width below its input and the second's output):
+    /// the two factors `low-rank` writes for one layer, `x·A·B`.
+    LowRank,
+    /// The first is square: a rotation of the second's inputs, as `rotate`'s online
+    /// Hadamard before a down projection, which mixes every channel into every other.
+    Square,
+}
+
+/// Pairs `(a, b, why)` of float linear layers where `b` reads `a`'s output and nothing
+/// else does.
+pub fn chained_pairs(g: &Graph, linears: &[Linear]) -> Vec<(usize, usize, Chain)> {
     let float = |l: &Linear| matches!(l.kind, LinearKind::MatMul | LinearKind::Gemm { .. });
     let mut pairs = Vec::new();
     for (ai, a) in linears.iter().enumerate() {
@@ -86,13 +96,14 @@ pub fn factor_pairs(g: &Graph, linears: &[Linear]) -> Vec<(usize, usize)> {
         if !float(a) || g.value_users(a.output).len() != 1 {
             continue;
         }
-        let reader = linears
-            .iter()
-            .position(|b| float(b) && b.input == a.output && b.out_features.is_some_and(|n| r < n));
-        if let Some(bi) = reader {
-            if r < k {
-                pairs.push((ai, bi));
-            }
+        let Some(bi) = linears.iter().position(|b| float(b) && b.input == a.output) else {
+            continue;
+        };
+        let n = linears[bi].out_features;
+        if r == k {
+            pairs.push((ai, bi, Chain::Square));
+        } else if r < k && n.is_some_and(|n| r < n) {
+            pairs.push((ai, bi, Chain::LowRank));
         }
     }
     pairs

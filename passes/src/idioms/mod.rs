@@ -9,7 +9,7 @@ pub mod mlp;
 pub mod norm;
 
 pub use attention::Attention;
-pub use linear::{Linear, LinearKind};
+pub use linear::{Chain, Linear, LinearKind};
 pub use mlp::Mlp;
 pub use norm::{Norm, NormKind};
 
@@ -55,9 +55,14 @@ pub struct Idioms {
     pub mlps: Vec<Mlp>,
     pub residuals: Vec<Residual>,
     pub blocks: Vec<Block>,
-    /// Linear-index pairs `(a, b)` that are one layer factored by `low-rank` (`x·A·B`):
-    /// they hide the MLP or attention the layer was part of.
-    pub factor_pairs: Vec<(usize, usize)>,
+    /// Linear-index pairs `(a, b, why)` where `a` feeds `b` directly: one layer factored
+    /// by `low-rank` (`x·A·B`), or a layer read through `rotate`'s online Hadamard. They
+    /// hide the MLP or attention the layer was part of.
+    pub chained: Vec<(usize, usize, Chain)>,
+    /// Linear indices of layers reading an online `Hadamard` node (what `rotate` puts in
+    /// front of the down projections; exported, it becomes the square MatMul of
+    /// [`Chain::Square`]).
+    pub hadamard_readers: Vec<usize>,
 }
 
 impl Idioms {
@@ -77,7 +82,13 @@ impl Idioms {
         };
         idioms.residuals = idioms.find_residuals(g, &order);
         idioms.blocks = idioms.find_blocks(g);
-        idioms.factor_pairs = linear::factor_pairs(g, &idioms.linears);
+        idioms.chained = linear::chained_pairs(g, &idioms.linears);
+        idioms.hadamard_readers = (0..idioms.linears.len())
+            .filter(|&i| {
+                let x = idioms.linears[i].input;
+                matches!(g.node(x.node).op, Op::Hadamard(_))
+            })
+            .collect();
         Ok(idioms)
     }
 
@@ -184,19 +195,34 @@ impl Idioms {
         blocks
     }
 
+    /// How many chained pairs of each kind the model has.
+    pub fn count_chained(&self, why: Chain) -> usize {
+        self.chained.iter().filter(|c| c.2 == why).count()
+    }
+
     /// When a pass finds no structure to work on in a model an earlier pass has rewritten
-    /// so that the idioms are hidden (`quant`'s activation quantizers and QDQ weights, or
-    /// `low-rank`'s factor pairs in place of the MLP and attention projections), the hint
-    /// to run the pass first: `" (the model is already quantized: run PASS before
-    /// quant)"`, the same for low-rank, or `""`.
+    /// so that the idioms are hidden (`quant`'s activation quantizers and QDQ weights,
+    /// `low-rank`'s factor pairs in place of the projections, `rotate`'s online Hadamard
+    /// in front of the down projections), the hint to run the pass first: `" (the model
+    /// is already quantized: run PASS before quant)"`, the same for low-rank and rotate,
+    /// or `""`.
     pub fn order_hint(&self, pass: &str) -> String {
+        let (factored, rotated) = (
+            self.count_chained(Chain::LowRank),
+            self.count_chained(Chain::Square) + self.hadamard_readers.len(),
+        );
         if self.linears.iter().any(|l| l.kind.is_quantized()) {
             format!(" (the model is already quantized: run {pass} before quant)")
-        } else if !self.factor_pairs.is_empty() {
+        } else if factored > 0 {
             format!(
-                " ({} layers are factored into low-rank pairs x·A·B, which hide the blocks \
-                 they were part of: run {pass} before low-rank)",
-                self.factor_pairs.len()
+                " ({factored} layers are factored into low-rank pairs x·A·B, which hide the \
+                 blocks they were part of: run {pass} before low-rank)"
+            )
+        } else if rotated > 0 {
+            format!(
+                " ({rotated} layers read their input through rotate's online Hadamard (or \
+                 another square constant matrix), which mixes every channel into every \
+                 other: run {pass} before rotate)"
             )
         } else {
             String::new()
@@ -228,10 +254,16 @@ impl Idioms {
             self.mlps.len(),
             self.residuals.len(),
             self.blocks.len(),
-            match self.factor_pairs.len() {
-                0 => String::new(),
-                n => format!(", {n} low-rank factor pair"),
-            }
+            [
+                (Chain::LowRank, "low-rank factor pair"),
+                (Chain::Square, "square mixer")
+            ]
+            .iter()
+            .filter_map(|&(why, name)| match self.count_chained(why) {
+                0 => None,
+                n => Some(format!(", {n} {name}")),
+            })
+            .collect::<String>()
         )
     }
 
@@ -309,11 +341,12 @@ impl Idioms {
                 b.attention, b.mlp, b.norms, b.residuals
             );
         }
-        for (i, (a, b)) in self.factor_pairs.iter().enumerate() {
-            let _ = writeln!(
-                s,
-                "// factor_pair[{i}] linear[{a}] → linear[{b}] (low-rank x·A·B)"
-            );
+        for (i, (a, b, why)) in self.chained.iter().enumerate() {
+            let what = match why {
+                Chain::LowRank => "low-rank factors x·A·B",
+                Chain::Square => "square mixer, as an online Hadamard",
+            };
+            let _ = writeln!(s, "// chained[{i}] linear[{a}] → linear[{b}]: {what}");
         }
         s
     }
