@@ -9,11 +9,18 @@
 //! convolutions compute in float, and with constant weights the clean-up folds
 //! BatchNormalization into the convolutions before it, and grouped convolutions see a
 //! constant filter. The compiled folder holds those as f32.
+//!
+//! 2-bit `MatMulNBits` (`quant{bits=2}`) is widened to 4-bit containers with the same
+//! codes, which the fused kernels read. `rotate`'s online Hadamard nodes become a few
+//! small MatMuls and Transposes (`rotate::hadamard_matmuls`), which the emitter lowers
+//! like any other.
 
 use anyhow::{anyhow, Result};
 use compc_ir::Graph;
 use compc_passes::const_fold::fold_dequantized_weights;
 use compc_passes::quant::qdq_to_nbits::qdq_matmuls_to_nbits;
+use compc_passes::quant::widen_nbits::widen_two_bit_nbits;
+use compc_passes::rotate::hadamard_matmuls::hadamards_to_matmuls;
 use compc_passes::{PassManager, Registry};
 
 /// The exact passes run before lowering.
@@ -26,9 +33,12 @@ pub fn prepare(g: &Graph) -> Result<Graph> {
         .map_err(|e| anyhow!("{e}"))?;
     let mut out = g.clone();
     qdq_matmuls_to_nbits(&mut out).map_err(|e| anyhow!("{e}"))?;
+    widen_two_bit_nbits(&mut out).map_err(|e| anyhow!("{e}"))?;
     fold_dequantized_weights(&mut out).map_err(|e| anyhow!("{e}"))?;
     let mut pm = PassManager::new(passes);
     pm.run(&mut out).map_err(|e| anyhow!("{e}"))?;
+    // After the clean-up, which knows Hadamard pairs that cancel.
+    hadamards_to_matmuls(&mut out).map_err(|e| anyhow!("{e}"))?;
     Ok(out)
 }
 

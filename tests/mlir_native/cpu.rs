@@ -171,6 +171,71 @@ fn qdq_matmul_weights_stay_integer_codes_when_compiled() {
     }
 }
 
+/// 2-bit MatMulNBits (`quant{bits=2}`) compiles: its codes are widened to 4-bit containers
+/// with explicit zero points, which changes no value (the widened graph gives exactly
+/// the reference runtime's outputs), and the native outputs match.
+#[test]
+fn two_bit_matmul_nbits_compiles_widened_to_four_bits() {
+    use compc::passes::quant::widen_nbits::widen_two_bit_nbits;
+    let g = compc::driver::load_model(&model_path("decoder", "torchscript")).unwrap();
+    for pipeline in [
+        "quant{bits=2,method=rtn}",
+        "quant{bits=2,method=rtn,sym=true,group=32}",
+    ] {
+        let q = run_pipeline(&g, pipeline, None);
+        let mut widened = q.clone();
+        assert!(
+            widen_two_bit_nbits(&mut widened).unwrap() > 0,
+            "{pipeline}: no 2-bit layer"
+        );
+        let native = compc::native::jit(&q).unwrap_or_else(|e| panic!("{pipeline}: {e:#}"));
+        for case in CASES {
+            let inputs = read_npz(&inputs_path("decoder", case));
+            let want = compc::runtime::run(&q, &inputs).unwrap();
+            let same = compc::runtime::run(&widened, &inputs).unwrap();
+            for ((_, a), (_, b)) in want.iter().zip(&same) {
+                assert_eq!(
+                    a.to_f32_vec(),
+                    b.to_f32_vec(),
+                    "{pipeline}: widening changed the outputs"
+                );
+            }
+            let got = native.run(&inputs).unwrap();
+            check("decoder", pipeline, &got, &want);
+        }
+    }
+}
+
+/// `rotate`'s online Hadamard (before each down projection) compiles: native compilation
+/// rewrites it as small MatMuls and Transposes, and the outputs match the reference
+/// runtime. The decoder's MLP width is 176 = 11·16 (a Kronecker factor), the LM's 688 =
+/// 344·2.
+#[test]
+fn rotated_models_compile_with_their_online_hadamard() {
+    let lm_path = fixtures().join("lm/lm.torchscript.onnx");
+    for (name, path) in [
+        ("decoder", model_path("decoder", "torchscript")),
+        ("lm", lm_path),
+    ] {
+        let g = compc::driver::load_model(&path).unwrap();
+        let r = run_pipeline(&g, "rotate", None);
+        assert!(
+            compc::ir::text::print(&r).contains("\"hadamard\""),
+            "{name}: no online Hadamard"
+        );
+        let native = compc::native::jit(&r).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        let inputs = if name == "lm" {
+            let ids: Vec<i64> = (0..2 * 40).map(|i| (i * 37 % 251) as i64).collect();
+            vec![("input_ids".to_string(), Tensor::from_i64(vec![2, 40], ids))]
+        } else {
+            read_npz(&inputs_path("decoder", "b3"))
+        };
+        let want = compc::runtime::run(&r, &inputs).unwrap();
+        let got = native.run(&inputs).unwrap();
+        check(name, "rotate", &got, &want);
+    }
+}
+
 /// `gqa`'s output repeats each KV head with `Tile` over the head axis (lowered as a
 /// gather of `o mod n`).
 #[test]

@@ -25,6 +25,7 @@ pub mod qdq_to_nbits;
 pub mod qmatrix;
 pub mod rtn;
 pub mod smoothquant;
+pub mod widen_nbits;
 
 pub use grid::Grid;
 pub use options::{QuantConfig, OPTIONS};

@@ -4,6 +4,7 @@
 
 pub mod explicit;
 pub mod hadamard;
+pub mod hadamard_matmuls;
 pub mod online;
 pub mod pass;
 pub mod rotation;
