@@ -10,6 +10,22 @@ fn check(model: &str, exporter: &str, got: &[(String, Tensor)], want: &[(String,
     check_scaled(&format!("{model}.{exporter}"), got, want, 1e-4);
 }
 
+/// The JIT-compiled `native` against the reference runtime on `g`, on `model`'s batch-1
+/// and batch-3 inputs.
+fn check_cases(
+    model: &str,
+    what: &str,
+    g: &compc::ir::Graph,
+    native: &compc::runtime::native::NativeModel,
+) {
+    for case in CASES {
+        let inputs = read_npz(&inputs_path(model, case));
+        let want = compc::runtime::run(g, &inputs).unwrap();
+        let got = native.run(&inputs).unwrap();
+        check(model, what, &got, &want);
+    }
+}
+
 #[test]
 fn jit_matches_reference_runtime_on_all_fixtures() {
     for model in MODELS {
@@ -24,12 +40,7 @@ fn jit_matches_reference_runtime_on_all_fixtures() {
                 model == "cnn",
                 "{model}.{exporter}: split_batch"
             );
-            for case in CASES {
-                let inputs = read_npz(&inputs_path(model, case));
-                let want = compc::runtime::run(&g, &inputs).unwrap();
-                let got = native.run(&inputs).unwrap();
-                check(model, exporter, &got, &want);
-            }
+            check_cases(model, exporter, &g, &native);
         }
     }
 }
@@ -77,12 +88,7 @@ fn quantized_matmul_nbits_matches_reference_runtime() {
             mlir.contains("arith.shrui") || pipeline.contains("bits=8"),
             "in-loop unpacking"
         );
-        for case in CASES {
-            let inputs = read_npz(&inputs_path("decoder", case));
-            let want = compc::runtime::run(&q, &inputs).unwrap();
-            let got = native.run(&inputs).unwrap();
-            check("decoder", pipeline, &got, &want);
-        }
+        check_cases("decoder", pipeline, &q, &native);
     }
 }
 
@@ -115,12 +121,7 @@ fn qdq_models_compile_and_match_reference_runtime() {
             "{model} {pipeline}: run-time quantization"
         );
         let native = compc::native::jit(&q).unwrap_or_else(|e| panic!("{pipeline}: {e:#}"));
-        for case in CASES {
-            let inputs = read_npz(&inputs_path(model, case));
-            let want = compc::runtime::run(&q, &inputs).unwrap();
-            let got = native.run(&inputs).unwrap();
-            check(model, pipeline, &got, &want);
-        }
+        check_cases(model, pipeline, &q, &native);
     }
 }
 
@@ -162,12 +163,7 @@ fn qdq_matmul_weights_stay_integer_codes_when_compiled() {
             "{pipeline}: weights.bin holds {bytes} bytes against {float_bytes} for f32"
         );
         let native = compc::native::jit(&q).unwrap_or_else(|e| panic!("{pipeline}: {e:#}"));
-        for case in CASES {
-            let inputs = read_npz(&inputs_path("decoder", case));
-            let want = compc::runtime::run(&q, &inputs).unwrap();
-            let got = native.run(&inputs).unwrap();
-            check("decoder", pipeline, &got, &want);
-        }
+        check_cases("decoder", pipeline, &q, &native);
     }
 }
 
@@ -251,12 +247,7 @@ fn grouped_query_attention_outputs_compile() {
             "{model}: no Tile"
         );
         let native = compc::native::jit(&q).unwrap_or_else(|e| panic!("{model}: {e:#}"));
-        for case in CASES {
-            let inputs = read_npz(&inputs_path(model, case));
-            let want = compc::runtime::run(&q, &inputs).unwrap();
-            let got = native.run(&inputs).unwrap();
-            check(model, "gqa", &got, &want);
-        }
+        check_cases(model, "gqa", &q, &native);
     }
 }
 
