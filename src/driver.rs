@@ -77,6 +77,8 @@ pub enum Target {
 pub struct CompileSummary {
     pub out: PathBuf,
     pub ledger: Ledger,
+    /// For `--target cpu|gpu`.
+    pub native: Option<NativeSummary>,
 }
 
 /// Loads, transforms and writes `out/model.onnx`, `out/report.md`, `out/report.json`.
@@ -130,23 +132,76 @@ pub fn compile(opts: &CompileOptions, registry: &Registry) -> Result<CompileSumm
     };
     compc_backend_onnx::export_file(&g, &model_path, &export)
         .map_err(|e| anyhow::anyhow!("cannot write the ONNX model: {e}"))?;
+    let native = match opts.target {
+        Target::Onnx => None,
+        Target::Cpu => Some(NativeSummary::of(
+            "cpu",
+            crate::native::compile_cpu(&g, staged.path())
+                .context("compiling for the CPU (--target cpu)")?,
+            staged.path(),
+        )),
+        Target::Gpu => Some(NativeSummary::of(
+            "gpu",
+            crate::native::compile_gpu(&g, staged.path(), &opts.chip)
+                .context("compiling for the GPU (--target gpu)")?,
+            staged.path(),
+        )),
+    };
+    let mut json: serde_json::Value = serde_json::from_str(&ledger.to_json())?;
+    let mut markdown = ledger.to_markdown();
+    if let Some(n) = &native {
+        json["native"] = serde_json::to_value(n)?;
+        markdown.push_str(&n.to_markdown());
+    }
     write_file(
         &staged.path().join("report.json"),
-        ledger.to_json().as_bytes(),
+        serde_json::to_string_pretty(&json)?.as_bytes(),
     )?;
-    write_file(
-        &staged.path().join("report.md"),
-        ledger.to_markdown().as_bytes(),
-    )?;
-    match opts.target {
-        Target::Onnx => {}
-        Target::Cpu => crate::native::compile_cpu(&g, staged.path())
-            .context("compiling for the CPU (--target cpu)")?,
-        Target::Gpu => crate::native::compile_gpu(&g, staged.path(), &opts.chip)
-            .context("compiling for the GPU (--target gpu)")?,
-    }
+    write_file(&staged.path().join("report.md"), markdown.as_bytes())?;
     let out = staged.commit()?;
-    Ok(CompileSummary { out, ledger })
+    Ok(CompileSummary {
+        out,
+        ledger,
+        native,
+    })
+}
+
+/// What `--target cpu|gpu` wrote and what it rewrote to get there, for the report.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct NativeSummary {
+    pub target: &'static str,
+    /// The compiled files and their sizes in bytes.
+    pub files: std::collections::BTreeMap<String, u64>,
+    pub rewrites: crate::native::Lowered,
+}
+
+impl NativeSummary {
+    fn of(target: &'static str, rewrites: crate::native::Lowered, dir: &Path) -> NativeSummary {
+        let files = ["model.so", "kernels.ptx", "weights.bin", "manifest.json"]
+            .iter()
+            .filter_map(|f| {
+                let len = std::fs::metadata(dir.join(f)).ok()?.len();
+                Some((f.to_string(), len))
+            })
+            .collect();
+        NativeSummary {
+            target,
+            files,
+            rewrites,
+        }
+    }
+
+    /// The report's section: the files, then what lowering rewrote.
+    pub fn to_markdown(&self) -> String {
+        let mut s = format!("\n## Native code (`--target {}`)\n\n", self.target);
+        for (f, len) in &self.files {
+            s.push_str(&format!("- `{f}`: {len} bytes\n"));
+        }
+        for line in self.rewrites.lines() {
+            s.push_str(&format!("- {line}\n"));
+        }
+        s
+    }
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {

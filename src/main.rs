@@ -225,6 +225,18 @@ fn dispatch(cli: Cli) -> Result<()> {
                 },
                 &registry,
             )?;
+            if let Some(n) = &summary.native {
+                let files: Vec<String> = n
+                    .files
+                    .iter()
+                    .filter(|(f, _)| f.as_str() != "manifest.json")
+                    .map(|(f, len)| format!("{f} {len} bytes"))
+                    .collect();
+                eprintln!("compiled for {}: {}", n.target, files.join(", "));
+                for line in n.rewrites.lines() {
+                    eprintln!("  {line}");
+                }
+            }
             if a.target == compc::driver::Target::Gpu {
                 report_gpu_output(&summary.out);
             }

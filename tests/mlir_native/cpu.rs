@@ -167,6 +167,58 @@ fn qdq_matmul_weights_stay_integer_codes_when_compiled() {
     }
 }
 
+/// The report of a `--target cpu` run has a native-code section: the compiled files with
+/// their sizes, and what lowering rewrote (here the QDQ MatMuls of 8-bit `quant` and
+/// rotate's online Hadamards); report.json carries the same as `native`.
+#[test]
+fn the_report_says_what_native_compilation_wrote_and_rewrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("o");
+    let st = std::process::Command::new(env!("CARGO_BIN_EXE_compc"))
+        .arg(model_path("decoder", "torchscript"))
+        .args([
+            "-p",
+            "rotate,quant{bits=8,method=rtn}",
+            "--target",
+            "cpu",
+            "-o",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&st.stderr);
+    assert!(st.status.success(), "{stderr}");
+    assert!(stderr.contains("compiled for cpu: model.so"), "{stderr}");
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    let weights = std::fs::metadata(out.join("weights.bin")).unwrap().len();
+    for want in [
+        "## Native code (`--target cpu`)".to_string(),
+        format!("- `weights.bin`: {weights} bytes"),
+        "15 QDQ MatMul weight(s) became MatMulNBits".to_string(),
+        "2 online Hadamard(s) became small MatMuls".to_string(),
+    ] {
+        assert!(md.contains(&want), "report.md lacks {want:?}:\n{md}");
+    }
+    assert!(!md.contains("dequantized to f32"), "{md}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(json["native"]["target"], "cpu");
+    assert_eq!(json["native"]["files"]["weights.bin"], weights);
+    assert_eq!(json["native"]["rewrites"]["qdq_matmuls_to_nbits"], 15);
+    assert_eq!(json["native"]["rewrites"]["hadamards_to_matmuls"], 2);
+    // Without --target there is no such section.
+    let plain = dir.path().join("p");
+    let st = std::process::Command::new(env!("CARGO_BIN_EXE_compc"))
+        .arg(model_path("decoder", "torchscript"))
+        .args(["-p", "quant{bits=8,method=rtn}", "-o"])
+        .arg(&plain)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let md = std::fs::read_to_string(plain.join("report.md")).unwrap();
+    assert!(!md.contains("## Native code"), "{md}");
+}
+
 /// 2-bit MatMulNBits (`quant{bits=2}`) compiles: its codes are widened to 4-bit containers
 /// with explicit zero points, which changes no value (the widened graph gives exactly
 /// the reference runtime's outputs), and the native outputs match.

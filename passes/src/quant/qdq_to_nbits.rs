@@ -43,7 +43,15 @@ pub fn qdq_matmuls_to_nbits(g: &mut Graph) -> Result<usize, PassError> {
         }
     }
     for (layer, q) in &plans {
+        let dq = g.node(layer.linear.node).input(1);
         lower_nbits(g, layer, q)?;
+        // The DequantizeLinear fed only the MatMul: nothing reads it now (its constants
+        // are left for `dce`).
+        if let Some(dq) = dq {
+            if !g.is_used(dq) {
+                g.remove_node(dq.node)?;
+            }
+        }
     }
     Ok(plans.len())
 }
