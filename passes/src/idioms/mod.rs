@@ -229,6 +229,18 @@ impl Idioms {
         }
     }
 
+    /// The refusal of a pass that needs transformer blocks and found none: why (the
+    /// pipeline's order, when that is the cause), what was found instead, and where to
+    /// look.
+    pub fn no_block_error(&self, pass: &str) -> String {
+        format!(
+            "{pass}: no transformer block (attention + residual) was recognised{}; found {} \
+             (`compc print MODEL --idioms` lists them)",
+            self.order_hint(pass),
+            self.counts()
+        )
+    }
+
     /// When some attention is not part of a recognised block (another pass rewrote its
     /// block, as mod-routers does), the note that says so: `" (N attention layers were
     /// found, but only M form a transformer block …)"`, or `""` when every one does.

@@ -158,12 +158,7 @@ impl Pass for ModRouters {
         let idioms = Idioms::find(g)?;
         let l = idioms.blocks.len();
         if l == 0 {
-            return Err(PassError::Invalid(format!(
-                "mod-routers: no transformer block (attention + residual) was recognised{}; found \
-                 {} (`compc print MODEL --idioms` lists them)",
-                idioms.order_hint("mod-routers"),
-                idioms.counts()
-            )));
+            return Err(PassError::Invalid(idioms.no_block_error("mod-routers")));
         }
         if let Layers::List(v) = &self.layers {
             if let Some(bad) = v.iter().find(|&&i| i >= l) {

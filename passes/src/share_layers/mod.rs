@@ -170,12 +170,7 @@ impl Pass for ShareLayers {
         let idioms = Idioms::find(g)?;
         let l = idioms.blocks.len();
         if l == 0 {
-            return Err(PassError::Invalid(format!(
-                "share-layers: no transformer block (attention + residual) was recognised{}; found \
-                 {} (`compc print MODEL --idioms` lists them)",
-                idioms.order_hint("share-layers"),
-                idioms.counts()
-            )));
+            return Err(PassError::Invalid(idioms.no_block_error("share-layers")));
         }
         let k = self.every;
         if k == 0 || l % k != 0 {
