@@ -147,7 +147,7 @@ pub fn compile(opts: &CompileOptions, registry: &Registry) -> Result<CompileSumm
             staged.path(),
         )),
     };
-    let mut json: serde_json::Value = serde_json::from_str(&ledger.to_json())?;
+    let mut json = serde_json::to_value(&ledger)?;
     let mut markdown = ledger.to_markdown();
     if let Some(n) = &native {
         json["native"] = serde_json::to_value(n)?;

@@ -97,10 +97,6 @@ fn ratio(before: u64, after: u64) -> String {
 }
 
 impl Ledger {
-    pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
-    }
-
     /// The human report: totals first, then one section per pass.
     pub fn to_markdown(&self) -> String {
         let mut s = String::new();

@@ -91,11 +91,11 @@ fn widen(g: &mut Graph, id: NodeId) -> Result<(), PassError> {
     .map_err(bad)?;
     let bc = ValueRef::new(g.add_const(bw), 0);
     let zc = ValueRef::new(g.add_const(zw), 0);
-    g.set_input(id, 1, Some(bc));
     let mut inputs: Vec<Option<ValueRef>> = g.node(id).inputs().to_vec();
     if inputs.len() < 4 {
         inputs.resize(4, None);
     }
+    inputs[1] = Some(bc);
     inputs[3] = Some(zc);
     g.set_inputs(id, inputs);
     g.node_mut(id).op = Op::MatMulNBits(MatMulNBits { bits: 4, ..q });

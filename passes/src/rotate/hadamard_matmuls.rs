@@ -101,11 +101,7 @@ fn rewrite(
             _ => return Err(err(format!("{desc}: the factor is not a constant [K, K]"))),
         },
     };
-    let s = if size > 0 {
-        size as usize
-    } else {
-        l / k.max(1)
-    };
+    let s = if size > 0 { size as usize } else { l / k };
     if s == 0 || !s.is_power_of_two() || !l.is_multiple_of(k * s) {
         return Err(err(format!(
             "{desc}: size {s} (times the factor's {k}) does not tile the last axis ({l})"
