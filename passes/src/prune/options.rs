@@ -29,10 +29,12 @@ pub const OPTIONS: &[OptionSpec] = &[
     },
     OptionSpec {
         name: "scope",
-        kind: OptionKind::Choice(&["layer", "row", "global"]),
+        kind: OptionKind::Choice(&["layer", "row", "adaptive-row", "global"]),
         default: None,
         help: "where the sparsity target holds for magnitude/wanda: per layer (magnitude's \
-               default), per output row (wanda's default) or over all pruned layers at once",
+               default), per output row (wanda's default), per row with each row pruning the \
+               same fraction of its score mass (adaptive-row, Wanda's variant) or over all \
+               pruned layers at once",
     },
     OptionSpec {
         name: "skip",
@@ -138,6 +140,9 @@ impl Pattern {
 pub enum Scope {
     Layer,
     Row,
+    /// Per-row budgets that prune the same fraction of every row's score mass, the
+    /// fraction chosen so the layer holds the target (Wanda's `--use_variant`).
+    AdaptiveRow,
     Global,
 }
 
@@ -146,7 +151,20 @@ impl Scope {
         match self {
             Scope::Layer => "layer",
             Scope::Row => "row",
+            Scope::AdaptiveRow => "adaptive-row",
             Scope::Global => "global",
+        }
+    }
+
+    /// Where the target holds, for the report.
+    pub fn in_words(self) -> &'static str {
+        match self {
+            Scope::Layer => "per layer",
+            Scope::Row => "per output row",
+            Scope::AdaptiveRow => {
+                "per layer, rows pruning an equal share of their score mass (adaptive-row)"
+            }
+            Scope::Global => "over all pruned layers",
         }
     }
 }
@@ -313,8 +331,13 @@ impl PruneConfig {
             }
             (Some("layer"), _) => Scope::Layer,
             (Some("row"), _) => Scope::Row,
+            (Some("adaptive-row"), _) => Scope::AdaptiveRow,
             (Some("global"), _) => Scope::Global,
-            (Some(s), _) => return Err(format!("unknown scope `{s}` (layer, row, global)")),
+            (Some(s), _) => {
+                return Err(format!(
+                    "unknown scope `{s}` (layer, row, adaptive-row, global)"
+                ))
+            }
             (None, Method::Wanda | Method::SparseGpt) => Scope::Row,
             (None, Method::Magnitude) => Scope::Layer,
         };

@@ -82,7 +82,7 @@ impl Pass for Prune {
                             s.damp, s.block
                         ),
                         (_, super::options::Pattern::Unstructured) =>
-                            format!(", per {}", s.scope.name()),
+                            format!(", {}", s.scope.in_words()),
                         _ => String::new(),
                     }
                 ));

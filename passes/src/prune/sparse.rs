@@ -6,7 +6,9 @@
 
 use super::magnitude;
 use super::options::{Method, Pattern, Scope, SparseConfig};
-use super::pattern::{self, apply, holds_nm, mask_layer, mask_lowest, mask_nm, mask_rows};
+use super::pattern::{
+    self, apply, holds_nm, mask_adaptive_rows, mask_layer, mask_lowest, mask_nm, mask_rows,
+};
 use super::sparsegpt::{sparsegpt, SparseGptConfig};
 use super::wanda;
 use crate::calib::hessian::solve_note;
@@ -40,6 +42,9 @@ pub fn mask_for(cfg: &SparseConfig, scores: &[f32], cols: usize) -> Vec<bool> {
     match (cfg.pattern, cfg.scope) {
         (Pattern::NM { n, m }, _) => mask_nm(scores, cols, n, m),
         (Pattern::Unstructured, Scope::Row) => mask_rows(scores, cols, cfg.sparsity),
+        (Pattern::Unstructured, Scope::AdaptiveRow) => {
+            mask_adaptive_rows(scores, cols, cfg.sparsity)
+        }
         (Pattern::Unstructured, _) => mask_layer(scores, cfg.sparsity),
     }
 }
