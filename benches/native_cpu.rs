@@ -1,6 +1,7 @@
 //! Compiled (MLIR CPU backend) latency against onnxruntime and compc's reference
 //! interpreter, side by side in one run, on the fixture families at batch 1 and 8, plus
-//! a weight-only int4 case (compc's MatMulNBits loop vs onnxruntime's MatMulNBits kernel).
+//! weight-only int4 (compc's MatMulNBits loop vs onnxruntime's MatMulNBits kernel) and
+//! 8-bit QDQ versions of the decoder and of the trained LM (32-token prompts).
 //!
 //!     cargo bench --features mlir --bench native_cpu [-- --reps N --threads T]
 //!
@@ -52,6 +53,27 @@ fn ort_ms(model: &Path, ins: &[(String, Tensor)], reps: usize, threads: usize) -
     )
 }
 
+/// `batch` sequences of [`LM_TOKENS`] bytes from the LM's calibration windows.
+fn lm_inputs(batch: usize) -> Vec<(String, Tensor)> {
+    let p = root().join("tests/fixtures/lm/calib.n128.l128.s0.npz");
+    let (name, ids) = compc::runtime::npz::read_npz(&p)
+        .unwrap()
+        .into_iter()
+        .next()
+        .unwrap();
+    let len = ids.shape()[1];
+    let ids: Vec<i64> = ids
+        .to_i64_vec()
+        .chunks(len)
+        .take(batch)
+        .flat_map(|row| row[..LM_TOKENS].to_vec())
+        .collect();
+    vec![(name, Tensor::from_i64(vec![batch, LM_TOKENS], ids))]
+}
+
+/// Tokens per LM sequence in the bench: a short prompt.
+const LM_TOKENS: usize = 32;
+
 fn export(g: &Graph, dir: &Path) -> PathBuf {
     let p = dir.join("model.onnx");
     compc::onnx::export::export_file(g, &p, &Default::default()).unwrap();
@@ -72,16 +94,39 @@ fn main() {
         .unwrap();
         cases.push((m.to_string(), g, m));
     }
+    // Quantized decoders: int4 weights as MatMulNBits (compc's loop against onnxruntime's
+    // kernel), and 8-bit QDQ weights, which onnxruntime runs as DequantizeLinear + MatMul
+    // and compc's lowering turns into 8-bit MatMulNBits.
     let dec = cases[2].1.clone();
-    let q = {
+    for (name, pipeline) in [
+        (
+            "decoder int4 (MatMulNBits)",
+            "quant{bits=4,method=rtn,group=32}",
+        ),
+        ("decoder int8 (QDQ)", "quant{bits=8,method=rtn,format=qdq}"),
+    ] {
         let passes = compc::passes::Registry::with_builtin_passes()
-            .parse("quant{bits=4,method=rtn,group=32}")
+            .parse(pipeline)
             .unwrap();
-        let mut g = dec;
+        let mut g = dec.clone();
         compc::passes::PassManager::new(passes).run(&mut g).unwrap();
-        g
-    };
-    cases.push(("decoder int4 (MatMulNBits)".into(), q, "decoder"));
+        cases.push((name.into(), g, "decoder"));
+    }
+    // The trained LM (256 wide, MLP 688) at the same two weight formats: layers wide
+    // enough for the weight stream to matter.
+    let lm =
+        compc::driver::load_model(&root().join("tests/fixtures/lm/lm.torchscript.onnx")).unwrap();
+    for (name, pipeline) in [
+        ("lm int4 (MatMulNBits)", "quant{bits=4,method=rtn}"),
+        ("lm int8 (QDQ)", "quant{bits=8,method=rtn,format=qdq}"),
+    ] {
+        let passes = compc::passes::Registry::with_builtin_passes()
+            .parse(pipeline)
+            .unwrap();
+        let mut g = lm.clone();
+        compc::passes::PassManager::new(passes).run(&mut g).unwrap();
+        cases.push((name.into(), g, "lm"));
+    }
     let only = std::env::args()
         .position(|a| a == "--only")
         .and_then(|i| std::env::args().nth(i + 1));
@@ -111,7 +156,11 @@ fn main() {
         let onnx = export(g, &d);
         let interp = compc::runtime::Executor::new(g).unwrap();
         for batch in [1, 8] {
-            let ins = fixture_inputs(inp, batch);
+            let ins = if *inp == "lm" {
+                lm_inputs(batch)
+            } else {
+                fixture_inputs(inp, batch)
+            };
             let c = median_ms(reps, || {
                 native.run(&ins).unwrap();
             });
