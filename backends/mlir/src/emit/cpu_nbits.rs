@@ -94,8 +94,18 @@ pub fn emit(
     kernel_call::call(em, &name, &a2, &[codes, scales, zs, bias], n, out)
 }
 
-/// The helper function: loops over 16-feature column tiles, [`ROWS`]-row tiles, blocks
-/// and byte positions; the result written into `%om`.
+/// Column vectors per register tile: two (32 features) where N allows, one otherwise.
+/// With two, each unpacked code vector feeds twice the FMAs per broadcast activation.
+fn vectors_per_tile(n: u64) -> u64 {
+    if n.is_multiple_of(2 * LANES) {
+        2
+    } else {
+        1
+    }
+}
+
+/// The helper function: loops over column tiles of [`vectors_per_tile`] × 16 features,
+/// [`ROWS`]-row tiles, blocks and byte positions; the result written into `%om`.
 fn helper(name: &str, m_ty: &str, n: u64, k: u64, nb: u64, bits: u64, bs: u64) -> String {
     let per_block = bs * bits / 8;
     let a_t = format!("memref<{m_ty}x{k}xf32>");
@@ -104,30 +114,43 @@ fn helper(name: &str, m_ty: &str, n: u64, k: u64, nb: u64, bits: u64, bs: u64) -
     let o_t = format!("memref<{m_ty}x{n}xf32>");
     let vf = format!("vector<{LANES}xf32>");
     let vi = format!("vector<{LANES}xi8>");
+    let vecs = vectors_per_tile(n);
+    // Independent FMA chains per accumulator: with one vector per tile the codes of k and
+    // k+1 go to two accumulators a row (8 rows × 2 = 16 chains); with two vectors each
+    // vector's accumulator takes both (8 × 2 = 16 chains again, within 32 registers).
+    let chains: u64 = if vecs == 1 { 2 } else { 1 };
     // One step of the byte loop reads two codes per feature: for 4 bits the low and high
     // nibble of one byte (k and k+1), for 8 bits two consecutive bytes.
-    let (step, unpack) = if bits == 4 {
-        (
-            1,
-            format!(
-                r#"          %c = vector.load %cm[%blk, %j, %n0] : {c_t}, {vi}
-          %q0 = arith.andi %c, %mask : {vi}
-          %q1 = arith.shrui %c, %four : {vi}
-          %k0 = arith.addi %kb, %j2 : index
+    let step = if bits == 4 { 1 } else { 2 };
+    let mut unpack = String::new();
+    for v in 0..vecs {
+        unpack += &format!("          %nv{v} = arith.addi %n0, %voff{v} : index\n");
+        if bits == 4 {
+            unpack += &format!(
+                r#"          %c_{v} = vector.load %cm[%blk, %j, %nv{v}] : {c_t}, {vi}
+          %q0_{v} = arith.andi %c_{v}, %mask : {vi}
+          %q1_{v} = arith.shrui %c_{v}, %four : {vi}
 "#
-            ),
-        )
+            );
+        } else {
+            unpack += &format!(
+                r#"          %q0_{v} = vector.load %cm[%blk, %j, %nv{v}] : {c_t}, {vi}
+          %q1_{v} = vector.load %cm[%blk, %j1, %nv{v}] : {c_t}, {vi}
+"#
+            );
+        }
+        unpack += &format!(
+            r#"          %f0_{v} = arith.uitofp %q0_{v} : {vi} to {vf}
+          %f1_{v} = arith.uitofp %q1_{v} : {vi} to {vf}
+          %w0_{v} = vector.fma %f0_{v}, %s_{v}, %zs_{v} : {vf}
+          %w1_{v} = vector.fma %f1_{v}, %s_{v}, %zs_{v} : {vf}
+"#
+        );
+    }
+    let k_index = if bits == 4 {
+        "          %k0 = arith.addi %kb, %j2 : index\n"
     } else {
-        (
-            2,
-            format!(
-                r#"          %q0 = vector.load %cm[%blk, %j, %n0] : {c_t}, {vi}
-          %j1 = arith.addi %j, %one : index
-          %q1 = vector.load %cm[%blk, %j1, %n0] : {c_t}, {vi}
-          %k0 = arith.addi %kb, %j : index
-"#
-            ),
-        )
+        "          %j1 = arith.addi %j, %one : index\n          %k0 = arith.addi %kb, %j : index\n"
     };
     let rows: Vec<u64> = (0..ROWS).collect();
     let mut row_idx = String::new();
@@ -138,6 +161,18 @@ fn helper(name: &str, m_ty: &str, n: u64, k: u64, nb: u64, bits: u64, bs: u64) -
 "#
         );
     }
+    // Accumulator (row r, vector v, chain c), named `%{prefix}{c}_{r}_{v}`.
+    let acc_names = |p: &str| -> Vec<String> {
+        let mut names = Vec::new();
+        for r in &rows {
+            for v in 0..vecs {
+                for c in 0..chains {
+                    names.push(format!("%{p}{c}_{r}_{v}"));
+                }
+            }
+        }
+        names
+    };
     let mut fmas = String::new();
     for r in &rows {
         fmas += &format!(
@@ -145,75 +180,94 @@ fn helper(name: &str, m_ty: &str, n: u64, k: u64, nb: u64, bits: u64, bs: u64) -
           %a1_{r} = memref.load %am[%row{r}, %k1] : {a_t}
           %b0_{r} = vector.broadcast %a0_{r} : f32 to {vf}
           %b1_{r} = vector.broadcast %a1_{r} : f32 to {vf}
-          %y0_{r} = vector.fma %b0_{r}, %w0, %x0_{r} : {vf}
-          %y1_{r} = vector.fma %b1_{r}, %w1, %x1_{r} : {vf}
 "#
         );
+        for v in 0..vecs {
+            fmas += &if chains == 2 {
+                format!(
+                    r#"          %y0_{r}_{v} = vector.fma %b0_{r}, %w0_{v}, %x0_{r}_{v} : {vf}
+          %y1_{r}_{v} = vector.fma %b1_{r}, %w1_{v}, %x1_{r}_{v} : {vf}
+"#
+                )
+            } else {
+                format!(
+                    r#"          %t_{r}_{v} = vector.fma %b0_{r}, %w0_{v}, %x0_{r}_{v} : {vf}
+          %y0_{r}_{v} = vector.fma %b1_{r}, %w1_{v}, %t_{r}_{v} : {vf}
+"#
+                )
+            };
+        }
     }
-    let accs = |p: &str| -> Vec<String> {
-        rows.iter()
-            .flat_map(|r| [format!("%{p}0_{r}"), format!("%{p}1_{r}")])
-            .collect()
-    };
-    let types = vec![vf.as_str(); 2 * ROWS as usize].join(", ");
-    let iter = |inner: &str, outer: &[String]| -> String {
+    let nacc = (ROWS * vecs * chains) as usize;
+    let types = vec![vf.as_str(); nacc].join(", ");
+    let iter = |inner: &[String], outer: &[String]| -> String {
         inner
-            .split(", ")
+            .iter()
             .zip(outer)
             .map(|(i, o)| format!("{i} = {o}"))
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let init: Vec<String> = rows
-        .iter()
-        .flat_map(|_| ["%bias".to_string(), "%zero".to_string()])
-        .collect();
-    let blk_args = accs("u").join(", ");
-    let j_args = accs("x").join(", ");
-    let mut stores = String::new();
-    for r in &rows {
-        stores += &format!(
-            r#"      %sum{r} = arith.addf %acc#{a}, %acc#{b} : {vf}
-      %in{r} = arith.cmpi ult, %m{r}, %m : index
-      scf.if %in{r} {{
-        vector.store %sum{r}, %om[%m{r}, %n0] : {o_t}, {vf}
-      }}
-"#,
-            a = 2 * r,
-            b = 2 * r + 1
-        );
+    let mut init = Vec::new();
+    for _ in &rows {
+        for v in 0..vecs {
+            for c in 0..chains {
+                init.push(if c == 0 {
+                    format!("%bias{v}")
+                } else {
+                    "%zero".to_string()
+                });
+            }
+        }
     }
+    let mut stores = String::new();
+    let mut a = 0;
+    for r in &rows {
+        stores += &format!("      %in{r} = arith.cmpi ult, %m{r}, %m : index\n");
+        for v in 0..vecs {
+            let mut sum = format!("%acc#{a}");
+            for c in 1..chains {
+                stores += &format!(
+                    "      %sum{r}_{v}_{c} = arith.addf {sum}, %acc#{b} : {vf}\n",
+                    b = a + c as usize
+                );
+                sum = format!("%sum{r}_{v}_{c}");
+            }
+            a += chains as usize;
+            stores += &format!(
+                r#"      scf.if %in{r} {{
+        %ns{r}_{v} = arith.addi %n0, %voff{v} : index
+        vector.store {sum}, %om[%m{r}, %ns{r}_{v}] : {o_t}, {vf}
+      }}
+"#
+            );
+        }
+    }
+    let per_vector = |f: &dyn Fn(u64) -> String| (0..vecs).map(f).collect::<String>();
     format!(
         r#"func.func private @{name}(%am: {a_t}, %cm: {c_t}, %sm: {s_t}, %zm: {s_t}, %biasm: memref<{n}xf32>, %om: {o_t}) {{
   %c0 = arith.constant 0 : index
   %one = arith.constant 1 : index
   %rows = arith.constant {ROWS} : index
-  %lanes = arith.constant {LANES} : index
+  %cols = arith.constant {cols} : index
   %cn = arith.constant {n} : index
   %cnb = arith.constant {nb} : index
   %cpb = arith.constant {per_block} : index
   %cbs = arith.constant {bs} : index
   %step = arith.constant {step} : index
-{row_consts}  %mask = arith.constant dense<15> : {vi}
+{row_consts}{vec_consts}  %mask = arith.constant dense<15> : {vi}
   %four = arith.constant dense<4> : {vi}
   %zero = arith.constant dense<0.0> : {vf}
   %m = memref.dim %am, %c0 : {a_t}
   %mlast = arith.subi %m, %one : index
-  scf.for %n0 = %c0 to %cn step %lanes {{
-    %bias = vector.load %biasm[%n0] : memref<{n}xf32>, {vf}
-    scf.for %mt = %c0 to %m step %rows {{
+  scf.for %n0 = %c0 to %cn step %cols {{
+{bias_loads}    scf.for %mt = %c0 to %m step %rows {{
 {row_idx}      %acc:{nacc} = scf.for %blk = %c0 to %cnb step %one iter_args({blk_iter}) -> ({types}) {{
-        %s = vector.load %sm[%blk, %n0] : {s_t}, {vf}
-        %zs = vector.load %zm[%blk, %n0] : {s_t}, {vf}
-        %kb = arith.muli %blk, %cbs : index
+{scale_loads}        %kb = arith.muli %blk, %cbs : index
         %part:{nacc} = scf.for %j = %c0 to %cpb step %step iter_args({j_iter}) -> ({types}) {{
           %j2 = arith.addi %j, %j : index
-{unpack}          %k1 = arith.addi %k0, %one : index
-          %f0 = arith.uitofp %q0 : {vi} to {vf}
-          %f1 = arith.uitofp %q1 : {vi} to {vf}
-          %w0 = vector.fma %f0, %s, %zs : {vf}
-          %w1 = vector.fma %f1, %s, %zs : {vf}
-{fmas}          scf.yield {ys} : {types}
+{k_index}          %k1 = arith.addi %k0, %one : index
+{unpack}{fmas}          scf.yield {ys} : {types}
         }}
         scf.yield {ins} : {types}
       }}
@@ -222,15 +276,27 @@ fn helper(name: &str, m_ty: &str, n: u64, k: u64, nb: u64, bits: u64, bs: u64) -
   return
 }}
 "#,
-        nacc = 2 * ROWS,
+        cols = vecs * LANES,
         row_consts = rows
             .iter()
             .map(|r| format!("  %r{r} = arith.constant {r} : index\n"))
             .collect::<String>(),
-        blk_iter = iter(&blk_args, &init),
-        j_iter = iter(&j_args, &accs("u")),
-        ys = accs("y").join(", "),
-        ins = (0..2 * ROWS)
+        vec_consts =
+            per_vector(&|v| format!("  %voff{v} = arith.constant {} : index\n", v * LANES)),
+        bias_loads = per_vector(&|v| {
+            format!(
+            "    %nb{v} = arith.addi %n0, %voff{v} : index\n    %bias{v} = vector.load %biasm[%nb{v}] : memref<{n}xf32>, {vf}\n"
+        )
+        }),
+        scale_loads = per_vector(&|v| {
+            format!(
+            "        %ns_{v} = arith.addi %n0, %voff{v} : index\n        %s_{v} = vector.load %sm[%blk, %ns_{v}] : {s_t}, {vf}\n        %zs_{v} = vector.load %zm[%blk, %ns_{v}] : {s_t}, {vf}\n"
+        )
+        }),
+        blk_iter = iter(&acc_names("u"), &init),
+        j_iter = iter(&acc_names("x"), &acc_names("u")),
+        ys = acc_names("y").join(", "),
+        ins = (0..nacc)
             .map(|i| format!("%part#{i}"))
             .collect::<Vec<_>>()
             .join(", "),
