@@ -1,7 +1,7 @@
 //! Compiled (MLIR CPU backend) latency against onnxruntime and compc's reference
 //! interpreter, side by side in one run, on the fixture families at batch 1 and 8, plus
 //! weight-only int4 (compc's MatMulNBits loop vs onnxruntime's MatMulNBits kernel) and
-//! 8-bit QDQ versions of the decoder and of the trained LM (32-token prompts).
+//! 8-bit QDQ decoders, and the trained LM in f32, int4 and 8-bit QDQ (32-token prompts).
 //!
 //!     cargo bench --features mlir --bench native_cpu [-- --reps N --threads T]
 //!
@@ -112,10 +112,11 @@ fn main() {
         compc::passes::PassManager::new(passes).run(&mut g).unwrap();
         cases.push((name.into(), g, "decoder"));
     }
-    // The trained LM (256 wide, MLP 688) at the same two weight formats: layers wide
-    // enough for the weight stream to matter.
+    // The trained LM (256 wide, MLP 688) in f32 and in the same two weight formats: layers
+    // wide enough for the weight stream to matter.
     let lm =
         compc::driver::load_model(&root().join("tests/fixtures/lm/lm.torchscript.onnx")).unwrap();
+    cases.push(("lm".into(), lm.clone(), "lm"));
     for (name, pipeline) in [
         ("lm int4 (MatMulNBits)", "quant{bits=4,method=rtn}"),
         ("lm int8 (QDQ)", "quant{bits=8,method=rtn,format=qdq}"),
