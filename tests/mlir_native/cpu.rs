@@ -71,7 +71,9 @@ fn cnn_samples_on_threads_match_one_thread_exactly() {
     check("cnn", "torchscript", &three, &want);
 }
 
-/// Weight-only int4 and int8 (`MatMulNBits`, dequantized in the matmul's inner loop).
+/// Weight-only int4 and int8 (`MatMulNBits`): the b1 case (7 rows of A) unpacks the codes
+/// in the FMA loop, the b3 case (36 rows) dequantizes each column tile once into a scratch
+/// buffer that its row tiles read.
 #[test]
 fn quantized_matmul_nbits_matches_reference_runtime() {
     let g = compc::driver::load_model(&model_path("decoder", "torchscript")).unwrap();
@@ -87,6 +89,10 @@ fn quantized_matmul_nbits_matches_reference_runtime() {
         assert!(
             mlir.contains("arith.shrui") || pipeline.contains("bits=8"),
             "in-loop unpacking"
+        );
+        assert!(
+            mlir.contains("%scr = memref.alloc()"),
+            "dequantized scratch"
         );
         check_cases("decoder", pipeline, &q, &native);
     }

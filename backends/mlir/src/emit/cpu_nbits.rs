@@ -8,12 +8,15 @@
 //!   consecutive output features of one byte position are one 16-byte load; scales `s`
 //!   and `−z·s` are `[nb, N]` f32, so the dequantized weight `(q − z)·s` is one FMA
 //!   `q·s + (−z·s)` after the unpacking (mask / shift, then a conversion to f32);
-//! - a register tile is [`ROWS`] rows of A × 16 output features: each byte of codes is
-//!   unpacked once for the tile and used by [`ROWS`] FMAs per code, the activations are
-//!   broadcast from memory; the low and high codes of a byte (two consecutive k) feed two
-//!   separate accumulators per row, so the FMA chains are independent;
+//! - a register tile is [`ROWS`] rows of A × 16 or 32 output features (two vectors where
+//!   N allows): each byte of codes is unpacked once for the tile and used by [`ROWS`]
+//!   FMAs per code, the activations are broadcast from memory; 16 independent FMA chains
+//!   (two per row for one vector: k and k+1; one per row and vector for two);
 //! - rows past the end of A are clamped to the last row (their results are not stored),
-//!   so any number of rows runs through the one tile shape without masks.
+//!   so any number of rows runs through the one tile shape without masks;
+//! - with more than [`SCRATCH_ROWS`] rows of A (a prompt rather than one decode step),
+//!   each column tile is dequantized once into a scratch buffer and the row tiles read
+//!   that as f32, so the unpacking is not repeated for every 8 rows.
 
 use super::builder::{Emitter, Val};
 use super::kernel_call;
@@ -24,6 +27,12 @@ use compc_ir::TensorType;
 const ROWS: u64 = 8;
 /// Output features per register tile (one AVX-512 vector of f32).
 const LANES: u64 = 16;
+/// Above this many rows of A (prefill rather than decoding), a column tile's weights are
+/// dequantized once into a scratch buffer `[K, columns]` that every row tile then reads
+/// as f32, instead of each row tile unpacking the codes again: with M rows the codes
+/// would be unpacked ⌈M / ROWS⌉ times. At or below it the unpacking stays fused into the
+/// FMA loop, where the weights are read once as codes.
+const SCRATCH_ROWS: u64 = 2 * ROWS;
 
 /// Whether the kernel handles this shape: 4- or 8-bit codes, an even block size and N a
 /// multiple of [`LANES`].
@@ -244,6 +253,8 @@ fn helper(name: &str, m_ty: &str, n: u64, k: u64, nb: u64, bits: u64, bs: u64) -
         }
     }
     let per_vector = |f: &dyn Fn(u64) -> String| (0..vecs).map(f).collect::<String>();
+    // The column tile's weights dequantized once, `[K, columns]`, for A with many rows.
+    let scr_t = format!("memref<{k}x{}xf32>", vecs * LANES);
     format!(
         r#"func.func private @{name}(%am: {a_t}, %cm: {c_t}, %sm: {s_t}, %zm: {s_t}, %biasm: memref<{n}xf32>, %om: {o_t}) {{
   %c0 = arith.constant 0 : index
@@ -260,8 +271,28 @@ fn helper(name: &str, m_ty: &str, n: u64, k: u64, nb: u64, bits: u64, bs: u64) -
   %zero = arith.constant dense<0.0> : {vf}
   %m = memref.dim %am, %c0 : {a_t}
   %mlast = arith.subi %m, %one : index
+  %ck = arith.constant {k} : index
+  %two = arith.constant 2 : index
+  %manyrows = arith.constant {scratch_rows} : index
+  %big = arith.cmpi ugt, %m, %manyrows : index
+  %scr = memref.alloc() : {scr_t}
   scf.for %n0 = %c0 to %cn step %cols {{
-{bias_loads}    scf.for %mt = %c0 to %m step %rows {{
+{bias_loads}    scf.if %big {{
+      scf.for %blk = %c0 to %cnb step %one {{
+{scale_loads}        %kb = arith.muli %blk, %cbs : index
+        scf.for %j = %c0 to %cpb step %step {{
+          %j2 = arith.addi %j, %j : index
+{k_index}          %k1 = arith.addi %k0, %one : index
+{unpack}{scratch_stores}        }}
+      }}
+      scf.for %mt = %c0 to %m step %rows {{
+{row_idx}      %acc:{nacc} = scf.for %k0 = %c0 to %ck step %two iter_args({k_iter}) -> ({types}) {{
+          %k1 = arith.addi %k0, %one : index
+{scratch_loads}{fmas}          scf.yield {ys} : {types}
+      }}
+{stores}      }}
+    }} else {{
+    scf.for %mt = %c0 to %m step %rows {{
 {row_idx}      %acc:{nacc} = scf.for %blk = %c0 to %cnb step %one iter_args({blk_iter}) -> ({types}) {{
 {scale_loads}        %kb = arith.muli %blk, %cbs : index
         %part:{nacc} = scf.for %j = %c0 to %cpb step %step iter_args({j_iter}) -> ({types}) {{
@@ -272,10 +303,24 @@ fn helper(name: &str, m_ty: &str, n: u64, k: u64, nb: u64, bits: u64, bs: u64) -
         scf.yield {ins} : {types}
       }}
 {stores}    }}
+    }}
   }}
   return
 }}
 "#,
+        scr_t = scr_t,
+        scratch_rows = SCRATCH_ROWS,
+        k_iter = iter(&acc_names("x"), &init),
+        scratch_stores = per_vector(&|v| {
+            format!(
+            "          vector.store %w0_{v}, %scr[%k0, %voff{v}] : {scr_t}, {vf}\n          vector.store %w1_{v}, %scr[%k1, %voff{v}] : {scr_t}, {vf}\n"
+        )
+        }),
+        scratch_loads = per_vector(&|v| {
+            format!(
+            "          %w0_{v} = vector.load %scr[%k0, %voff{v}] : {scr_t}, {vf}\n          %w1_{v} = vector.load %scr[%k1, %voff{v}] : {scr_t}, {vf}\n"
+        )
+        }),
         cols = vecs * LANES,
         row_consts = rows
             .iter()
