@@ -363,3 +363,55 @@ fn target_cpu_writes_a_library_that_compc_run_executes() {
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(e.contains("input_ids") || e.contains("input"), "{e}");
 }
+
+/// MatMuls by constant f32 weights go through the panel kernel (`cpu_matmul`): one- and
+/// two-vector panels (N = 48, 64), an odd K, and row counts that leave a partial 8-row
+/// tile (1, 11 and 22 rows of A), against the reference runtime.
+#[test]
+fn matmul_by_a_constant_weight_reads_panels_and_matches_reference_runtime() {
+    use compc::ir::{DType, Dim, Graph, GraphOutput, Op, Shape, TensorType, ValueRef, Weight};
+    for (k, n) in [(5u64, 48u64), (7, 64)] {
+        let mut g = Graph::new("panels");
+        g.opsets.insert(String::new(), 17);
+        let dims = |last: u64| {
+            Shape::Ranked(vec![
+                Dim::Sym("batch".into()),
+                Dim::Sym("seq".into()),
+                Dim::Known(last),
+            ])
+        };
+        let x = g.add_input("x", TensorType::new(DType::F32, dims(k)));
+        let vals: Vec<f32> = (0..k * n)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
+            .collect();
+        let w = g.add_const(Weight::from_f32("w", vec![k, n], &vals).unwrap());
+        let mm = g.add_node(
+            Op::MatMul,
+            vec![Some(ValueRef::new(x, 0)), Some(ValueRef::new(w, 0))],
+            vec![TensorType::new(DType::F32, dims(n))],
+            "mm",
+        );
+        g.outputs.push(GraphOutput {
+            name: "y".into(),
+            value: ValueRef::new(mm, 0),
+        });
+        let mlir = compc::native::emit_mlir(&g).unwrap().text;
+        assert!(
+            mlir.contains("@compc_cpu_matmul_n"),
+            "k {k} n {n}: no panel kernel"
+        );
+        let native = compc::native::jit(&g).unwrap();
+        for (b, s) in [(1usize, 1usize), (1, 11), (2, 11)] {
+            let xs: Vec<f32> = (0..b * s * k as usize)
+                .map(|i| ((i * 13 % 29) as f32 - 14.0) / 7.0)
+                .collect();
+            let inputs = vec![(
+                "x".to_string(),
+                Tensor::from_f32(vec![b, s, k as usize], xs),
+            )];
+            let want = compc::runtime::run(&g, &inputs).unwrap();
+            let got = native.run(&inputs).unwrap();
+            check_scaled(&format!("k {k} n {n} rows {}", b * s), &got, &want, 1e-5);
+        }
+    }
+}

@@ -1,14 +1,17 @@
-//! Matrix products. Plain matmuls become the named `linalg.matmul` / `linalg.batch_matmul`
-//! (leading dims collapsed, which is free), so the tiling and vectorization recipes apply
-//! to them; what does not fit a named op is a `linalg.generic` contraction.
+//! Matrix products. On the CPU a MatMul by a constant f32 weight goes to the panel kernel
+//! (`cpu_matmul`, weights re-laid out at compile time); other plain matmuls become the
+//! named `linalg.matmul` / `linalg.batch_matmul` (leading dims collapsed, which is free),
+//! so the tiling and vectorization recipes apply to them; what does not fit a named op is
+//! a `linalg.generic` contraction.
 //! `MatMulNBits` is a contraction whose body unpacks and dequantizes the packed weight in
 //! registers: the int4/int8 weight is never expanded to f32 in memory.
 
 use super::builder::{affine_map, broadcast_map, elt, tensor_type, Emitter, Init, Val};
 use super::layout::{collapse_leading, expand_to};
 use super::EmitError;
+use super::EmitOptions;
 use compc_ir::op::{Gemm, MatMulNBits};
-use compc_ir::{DType, Dim, NodeId, Shape, TensorType};
+use compc_ir::{DType, Dim, Graph, NodeId, Op, Shape, TensorType};
 
 /// `linalg.matmul` of 2-D operands into a zero-filled (or given) accumulator.
 fn named_matmul(
@@ -56,7 +59,29 @@ fn ty(dtype: DType, dims: Vec<Dim>) -> TensorType {
     TensorType::new(dtype, Shape::Ranked(dims))
 }
 
+/// `[K, N]` of a MatMul's B when the CPU lowering reads it as panels
+/// ([`super::cpu_matmul`]): a constant 2-D f32 weight with N a whole number of vectors,
+/// multiplied by f32 activations of rank 2 or more.
+pub(super) fn panelled_weight(g: &Graph, id: NodeId, options: &EmitOptions) -> Option<(u64, u64)> {
+    let node = g.node(id);
+    if options.gpu_kernels || !matches!(node.op, Op::MatMul) {
+        return None;
+    }
+    let w = g.const_weight(node.input(1)?)?;
+    let a = g.value_type(node.input(0)?)?;
+    let ranked_a = a.shape.dims().is_some_and(|d| d.len() >= 2);
+    match w.dims[..] {
+        [k, n] if w.dtype == DType::F32 && a.dtype == DType::F32 && ranked_a => {
+            super::cpu_matmul::supported(k, n).then_some((k, n))
+        }
+        _ => None,
+    }
+}
+
 pub fn matmul(em: &mut Emitter, id: NodeId) -> Result<Val, EmitError> {
+    if let Some((k, n)) = panelled_weight(em.g, id, &em.options()) {
+        return matmul_panelled(em, id, k, n);
+    }
     let a = em.input(id, 0)?;
     let b = em.input(id, 1)?;
     let out = em.out_type(id)?;
@@ -171,6 +196,27 @@ pub fn matmul(em: &mut Emitter, id: NodeId) -> Result<Val, EmitError> {
             Ok(bd.op(format!("arith.addf {}, {p} : {t}", x[2])))
         },
     )
+}
+
+/// A MatMul by a constant `[K, N]` weight through the CPU panel kernel.
+fn matmul_panelled(em: &mut Emitter, id: NodeId, k: u64, n: u64) -> Result<Val, EmitError> {
+    let a = em.input(id, 0)?;
+    let out = em.out_type(id)?;
+    let w = em.g.node(id).input(1).and_then(|v| em.g.const_weight(v));
+    let w = w.ok_or_else(|| em.err("B is not a constant"))?;
+    let values = w
+        .to_f32_vec()
+        .map_err(|e| em.err(format!("weight {}: {e}", w.name)))?;
+    let name = format!("{}.panels", w.name);
+    let c = super::cpu_matmul::panel_width(n);
+    let panels = super::cpu_matmul::panels(&values, k as usize, n as usize);
+    let wp = em.prepared(
+        &name,
+        DType::F32,
+        &[n / c, k, c],
+        bytemuck::cast_slice(&panels).to_vec(),
+    );
+    super::cpu_matmul::emit(em, &a, &wp, k, n, &out)
 }
 
 /// A constant 2-D weight transposed at compile time (Gemm's `transB`).

@@ -15,6 +15,7 @@
 
 mod builder;
 mod conv;
+mod cpu_matmul;
 mod cpu_nbits;
 mod elementwise;
 mod gpu_matmul;
@@ -142,7 +143,7 @@ pub fn emit_module_with(g: &Graph, options: EmitOptions) -> Result<MlirModule, E
     let order = g
         .topo_order()
         .map_err(|e| EmitError::Graph(e.to_string()))?;
-    let needed = needed_nodes(g, &order);
+    let needed = needed_nodes(g, &order, &options);
     let mut em = Emitter::new(g, options);
 
     for (i, &id) in g.inputs().iter().enumerate() {
@@ -211,7 +212,7 @@ fn tensor_inputs(op: &Op, n_inputs: usize) -> Vec<usize> {
 }
 
 /// The nodes whose values the outputs need as tensors (shape-only subgraphs drop out).
-fn needed_nodes(g: &Graph, order: &[NodeId]) -> HashSet<NodeId> {
+fn needed_nodes(g: &Graph, order: &[NodeId], options: &EmitOptions) -> HashSet<NodeId> {
     let mut needed: HashSet<NodeId> = g.outputs.iter().map(|o| o.value.node).collect();
     for &id in order.iter().rev() {
         if !needed.contains(&id) {
@@ -222,7 +223,13 @@ fn needed_nodes(g: &Graph, order: &[NodeId]) -> HashSet<NodeId> {
             // `shape` reads only its input's dims, which the emitter knows without it.
             continue;
         }
+        // A weight the CPU matmul kernel reads in panels is prepared at compile time; the
+        // original is lowered only if something else reads it.
+        let panelled = linear::panelled_weight(g, id, options).is_some();
         for i in tensor_inputs(&node.op, node.inputs().len()) {
+            if panelled && i == 1 {
+                continue;
+            }
             if let Some(v) = node.input(i) {
                 needed.insert(v.node);
             }
