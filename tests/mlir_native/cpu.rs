@@ -415,3 +415,27 @@ fn matmul_by_a_constant_weight_reads_panels_and_matches_reference_runtime() {
         }
     }
 }
+
+/// Layers shared by `share-layers` read one weight from several MatMuls: the panels the
+/// CPU kernel reads are prepared once per weight, not once per reader, so the compiled
+/// weights are no bigger than the shared model's.
+#[test]
+fn shared_layers_compile_with_each_weight_stored_once() {
+    let g = compc::driver::load_model(&model_path("decoder", "torchscript")).unwrap();
+    let calib = compc::passes::CalibData {
+        tensors: read_npz(&inputs_path("decoder", "b3")),
+    };
+    let q = run_pipeline(&g, "share-layers", Some(&calib));
+    let m = compc::native::emit_mlir(&q).unwrap();
+    let mut names: Vec<&str> = m.params.iter().map(|p| p.name.as_str()).collect();
+    let all = names.len();
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(names.len(), all, "a parameter is stored twice");
+    assert!(
+        m.params.iter().any(|p| p.name.ends_with(".panels")),
+        "no panelled weight"
+    );
+    let native = compc::native::jit(&q).unwrap();
+    check_cases("decoder", "share-layers", &q, &native);
+}

@@ -151,6 +151,9 @@ pub struct Emitter<'g> {
     index_consts: HashMap<i64, String>,
     params: Vec<Param>,
     weight_params: HashMap<WeightId, String>,
+    /// Prepared parameters by name, so that a weight several nodes read (layers shared
+    /// by `share-layers`, a tied embedding) is prepared and stored once.
+    prepared_params: HashMap<String, Vec<usize>>,
     options: EmitOptions,
     /// Private functions the module needs besides `@main` (hand-written GPU kernels),
     /// by name.
@@ -171,6 +174,7 @@ impl<'g> Emitter<'g> {
             index_consts: HashMap::new(),
             params: Vec::new(),
             weight_params: HashMap::new(),
+            prepared_params: HashMap::new(),
         }
     }
 
@@ -257,16 +261,35 @@ impl<'g> Emitter<'g> {
     /// A parameter holding derived bytes.
     pub fn prepared(&mut self, name: &str, dtype: DType, dims: &[u64], bytes: Vec<u8>) -> Val {
         let dims: Vec<Dim> = dims.iter().map(|&d| Dim::Known(d)).collect();
+        let ty = TensorType::new(dtype, compc_ir::Shape::Ranked(dims.clone()));
+        // The same name with the same type and bytes is the same parameter (names alone
+        // need not be unique: a weight without a name gives an empty prefix).
+        let same = |p: &Param| {
+            p.dtype == dtype
+                && p.dims == dims
+                && matches!(&p.source, ParamSource::Prepared(b) if **b == bytes[..])
+        };
+        if let Some(&i) = self
+            .prepared_params
+            .get(name)
+            .and_then(|ids| ids.iter().find(|&&i| same(&self.params[i])))
+        {
+            return Val {
+                ssa: format!("%arg{i}"),
+                ty,
+            };
+        }
+        self.prepared_params
+            .entry(name.to_string())
+            .or_default()
+            .push(self.params.len());
         let ssa = self.add_param(Param {
             name: name.to_string(),
             dtype,
-            dims: dims.clone(),
+            dims,
             source: ParamSource::Prepared(bytes.into()),
         });
-        Val {
-            ssa,
-            ty: TensorType::new(dtype, compc_ir::Shape::Ranked(dims)),
-        }
+        Val { ssa, ty }
     }
 
     /// A weight as a value: inline when small, else a function argument (one per weight,
