@@ -1,7 +1,8 @@
 //! `share-layers` on the LM fixture: every=1 leaves the graph as it was, full-rank LoRA
 //! reproduces the original, every=2 halves the unique block weights (one initializer
 //! read by two MatMuls, in compc and in the exported model), and the exported model runs
-//! in onnxruntime with compc's outputs.
+//! in onnxruntime with compc's outputs; `quant` after it keeps one copy of each shared
+//! weight's codes.
 
 mod common;
 
@@ -127,4 +128,76 @@ fn bad_every_is_an_error() {
             && e.contains("2 attention layers were found, but only 1"),
         "{e}"
     );
+}
+
+/// The `op` nodes holding quantized weights (MatMulNBits, DequantizeLinear), and how many
+/// distinct sets of constants they read (MatMulNBits: every operand but A).
+fn quantized_constants(g: &Graph, op: &str) -> (usize, usize) {
+    let text = compc::ir::text::print(g);
+    // The operands after the op name: `%out = "op"(%a, %b, …) {…} : (…) -> …`.
+    let mut sets: Vec<String> = text
+        .lines()
+        .filter(|l| l.contains(&format!("\"{op}\"(")))
+        .map(|l| {
+            let args = l.split('(').nth(1).unwrap_or("");
+            let args = args.split(')').next().unwrap_or("");
+            let skip = usize::from(op == "matmul_nbits");
+            args.split(", ").skip(skip).collect::<Vec<_>>().join(", ")
+        })
+        .collect();
+    let n = sets.len();
+    sets.sort();
+    sets.dedup();
+    (n, sets.len())
+}
+
+/// `share-layers` then `quant`: a weight two blocks read is quantized once, and both
+/// readers read the same codes (one MatMulNBits constant, or one DequantizeLinear), so
+/// the quantized model keeps the sharing: smaller than `quant` alone, by about the shared
+/// half of the block weights, and onnxruntime agrees with compc.
+#[test]
+fn quantizing_shared_layers_keeps_one_copy_of_each_weight() {
+    let dec = compc::driver::load_model(&common::model_path("decoder", "torchscript")).unwrap();
+    let inputs = read_npz(&common::inputs_path("decoder", "b3"));
+    let calib = compc::passes::CalibData {
+        tensors: inputs.clone(),
+    };
+    for (quant, op) in [
+        ("quant{bits=4,method=rtn,group=32}", "matmul_nbits"),
+        ("quant{bits=8}", "dequantize_linear"),
+        ("quant{bits=4,group=32}", "matmul_nbits"),
+    ] {
+        let alone = try_pipeline(&dec, quant, Some(&calib)).unwrap();
+        let shared = try_pipeline(&dec, &format!("share-layers,{quant}"), Some(&calib)).unwrap();
+        let (a, s) = (
+            GraphStats::of(&alone).weight_bytes,
+            GraphStats::of(&shared).weight_bytes,
+        );
+        // The decoder's two blocks share every linear: the second block's codes go.
+        assert!(
+            s * 10 < a * 8,
+            "{quant}: {a} bytes alone, {s} after share-layers"
+        );
+        // The second block's 7 linears read the first block's codes, scales and zero
+        // points: 7 fewer distinct sets of quantized constants than `quant` alone makes.
+        let (n_alone, d_alone) = quantized_constants(&alone, op);
+        let (n_shared, d_shared) = quantized_constants(&shared, op);
+        assert_eq!(d_alone, n_alone, "{quant}: quant alone shares nothing");
+        assert_eq!(d_shared, d_alone - 7, "{quant}: {d_shared} of {n_shared}");
+        let ours = logits(&shared, &inputs);
+        if oracle_available() {
+            let dir = tempfile::tempdir().unwrap();
+            let model = dir.path().join("m.onnx");
+            compc::onnx::export::export_file(&shared, &model, &Default::default()).unwrap();
+            let inp = dir.path().join("in.npz");
+            compc::runtime::npz::write_npz(&inp, &inputs).unwrap();
+            let o = dir.path().join("out.npz");
+            ort_run(&model, &inp, &o).unwrap_or_else(|e| panic!("onnxruntime: {e}"));
+            let ort = read_npz(&o)[0].1.to_f32_vec();
+            assert!(
+                close(&ort, &ours, 1e-4, 1e-4),
+                "{quant}: onnxruntime disagrees"
+            );
+        }
+    }
 }

@@ -73,6 +73,13 @@ struct Job {
     /// `Graph::float_originals`), in the layer's storage layout.
     twins: Vec<Option<WeightId>>,
     reports: Vec<LayerReport>,
+    /// The constant node each layer's codes were rounded from (before the layer was
+    /// pointed at its dequantized copy): a later layer that still reads that constant
+    /// reads the same weight, and takes the same codes.
+    quantized_from: Vec<Option<NodeId>>,
+    /// The earlier layer whose codes a layer took (layers shared by `share-layers`, a
+    /// weight read by several MatMuls): lowering then points it at the same constants.
+    shares: Vec<Option<usize>>,
 }
 
 impl Pass for Quant {
@@ -128,6 +135,8 @@ impl Pass for Quant {
             q: vec![None; n],
             twins: vec![None; n],
             reports: vec![LayerReport::default(); n],
+            quantized_from: vec![None; n],
+            shares: vec![None; n],
         };
         job.note_config(cx, &sel.skipped, sel.already_quantized);
         let original = cx.calib.map(|_| g.clone());
@@ -242,8 +251,53 @@ impl Job {
         Ok(())
     }
 
-    fn rtn_layer(&mut self, g: &mut Graph, i: usize, method: &str) -> Result<(), PassError> {
+    /// The constant node layer `i` reads its weight from now.
+    fn weight_node(g: &Graph, l: &Layer) -> Option<NodeId> {
+        g.node(l.node()).input(1).map(|v| v.node)
+    }
+
+    /// An earlier layer already quantized from the very constant layer `i` reads, in the
+    /// same layout: `i` is another reader of that weight.
+    fn same_weight_as(&self, g: &Graph, i: usize) -> Option<usize> {
         let l = &self.layers[i];
+        let from = Self::weight_node(g, l)?;
+        (0..self.layers.len()).find(|&j| {
+            let o = &self.layers[j];
+            j != i
+                && self.q[j].is_some()
+                && self.quantized_from[j] == Some(from)
+                && o.layout == l.layout
+                && (o.rows, o.cols, o.dtype) == (l.rows, l.cols, l.dtype)
+        })
+    }
+
+    /// Gives layer `i` the codes of layer `j`, which quantized the same weight: `i` reads
+    /// what `j` reads now (its dequantized copy, if calibration needed one), and lowering
+    /// will make it read `j`'s constants.
+    fn take_codes_of(&mut self, g: &mut Graph, i: usize, j: usize) {
+        let from = g.node(self.layers[j].node()).input(1);
+        g.set_input(self.layers[i].node(), 1, from);
+        self.q[i] = self.q[j].clone();
+        self.twins[i] = self.twins[j];
+        self.quantized_from[i] = self.quantized_from[j];
+        self.shares[i] = Some(j);
+        let mut r = self.reports[j].clone();
+        r.output_rel_err = None;
+        r.extra = format!(
+            "read again by node `{}`: the codes quantized for node `{}`, stored once",
+            g.node(self.layers[i].node()).name,
+            g.node(self.layers[j].node()).name
+        );
+        self.reports[i] = r;
+    }
+
+    fn rtn_layer(&mut self, g: &mut Graph, i: usize, method: &str) -> Result<(), PassError> {
+        if let Some(j) = self.same_weight_as(g, i) {
+            self.take_codes_of(g, i, j);
+            return Ok(());
+        }
+        let l = &self.layers[i];
+        self.quantized_from[i] = Self::weight_node(g, l);
         self.twins[i] = weight_id(g, l);
         let w = read_w_unchecked(g, l)?;
         let (q, weight_mse) = rtn_with_mse(&w, l.rows, l.cols, self.group_for(l), self.grid());
@@ -374,7 +428,14 @@ impl Job {
             return Err(PassError::Invalid("no Hessian was collected".into()));
         };
         for &i in members {
+            // Another reader of a weight GPTQ already quantized (with the Hessian of the
+            // reader it met first): one weight, one set of codes.
+            if let Some(j) = self.same_weight_as(g, i) {
+                self.take_codes_of(g, i, j);
+                continue;
+            }
             let l = &self.layers[i];
+            self.quantized_from[i] = Self::weight_node(g, l);
             let w = read_w(g, l)?;
             let cfg = GptqConfig {
                 grid: self.grid(),
@@ -660,6 +721,9 @@ impl Job {
     }
 
     fn lower(&mut self, g: &mut Graph) -> Result<(), PassError> {
+        // The node each layer became (its MatMulNBits, or itself reading a
+        // DequantizeLinear), and whether it is a MatMulNBits.
+        let mut lowered: Vec<Option<(NodeId, bool)>> = vec![None; self.layers.len()];
         for i in 0..self.layers.len() {
             let Some(q) = self.q[i].take() else { continue };
             let l = self.layers[i].clone();
@@ -671,17 +735,37 @@ impl Job {
                     nbits_ok && self.cfg.bits <= 4 && self.cfg.group > 0 && self.cfg.act_bits == 0
                 }
             };
+            // A reader of a weight lowered before reads the first reader's constants (the
+            // format follows from the codes and the shape, so it is the same).
+            let shared = self.shares[i]
+                .and_then(|j| lowered[j])
+                .filter(|&(_, nbits)| nbits == use_nbits)
+                .map(|(node, _)| node);
             let r = &mut self.reports[i];
             let node = if use_nbits {
                 let (bytes, node) = lower_nbits(g, &l, &q)?;
                 r.bytes_after = bytes;
                 r.format = "MatMulNBits";
+                if let Some(first) = shared {
+                    // The same codes, scales and zero points as the first reader's: read
+                    // those (the copies just made are dead and removed after lowering).
+                    for k in 1..4 {
+                        g.set_input(node, k, g.node(first).input(k));
+                    }
+                    r.bytes_after = 0;
+                }
                 node
+            } else if let Some(first) = shared {
+                g.set_input(l.node(), 1, g.node(first).input(1));
+                r.bytes_after = 0;
+                r.format = "QDQ";
+                l.node()
             } else {
                 r.bytes_after = lower_qdq(g, &l, &q)?;
                 r.format = "QDQ";
                 l.node()
             };
+            lowered[i] = Some((node, use_nbits));
             if let Some(t) = self.twins[i] {
                 g.float_originals.insert(node, t);
             }
