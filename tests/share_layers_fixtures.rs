@@ -201,3 +201,49 @@ fn quantizing_shared_layers_keeps_one_copy_of_each_weight() {
         }
     }
 }
+
+/// `share-layers` then unstructured `prune`: a weight two blocks read is pruned once (by
+/// its first reader's scores) and both read the pruned weight, so the model stays as
+/// small as after `share-layers`, at the requested sparsity.
+#[test]
+fn pruning_shared_layers_keeps_one_copy_of_each_weight() {
+    let dec = compc::driver::load_model(&common::model_path("decoder", "torchscript")).unwrap();
+    let inputs = read_npz(&common::inputs_path("decoder", "b3"));
+    let calib = compc::passes::CalibData {
+        tensors: inputs.clone(),
+    };
+    let shared = try_pipeline(&dec, "share-layers", None).unwrap();
+    let bytes = GraphStats::of(&shared).weight_bytes;
+    for prune in [
+        "prune{method=magnitude}",
+        "prune{method=wanda}",
+        "prune{method=sparsegpt}",
+        "prune{method=wanda,scope=global}",
+        "prune{pattern=2:4}",
+    ] {
+        let out = try_pipeline(&dec, &format!("share-layers,{prune}"), Some(&calib)).unwrap();
+        assert_eq!(GraphStats::of(&out).weight_bytes, bytes, "{prune}");
+        // Every layer at the target (global scope spreads it unevenly over layers).
+        let meta = out
+            .metadata
+            .get("compc.sparsity")
+            .cloned()
+            .unwrap_or_default();
+        let per_layer: Vec<f64> = meta
+            .rsplit("; ")
+            .next()
+            .unwrap_or("")
+            .split(',')
+            .filter_map(|e| e.split('=').nth(1)?.parse().ok())
+            .collect();
+        assert_eq!(per_layer.len(), 14, "{prune}: {meta}");
+        if !prune.contains("global") {
+            assert!(
+                per_layer.iter().all(|s| (s - 0.5).abs() < 0.01),
+                "{prune}: {meta}"
+            );
+        }
+        let ours = logits(&out, &inputs);
+        assert!(ours.iter().all(|x| x.is_finite()), "{prune}");
+    }
+}

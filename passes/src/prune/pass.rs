@@ -98,6 +98,7 @@ impl Pass for Prune {
                     idioms: &idioms,
                     layers,
                     reports: vec![LayerReport::default(); n],
+                    pruned_from: vec![None; n],
                 };
                 job.run(g, cx, runner.as_mut())?;
                 job.report(g, cx);

@@ -19,7 +19,7 @@ use crate::needs_calibration;
 use crate::pass::PassError;
 use crate::quant::layers::{check_all_finite, read_w, write_w, Layer};
 use crate::quant::pass::output_rel_err;
-use compc_ir::Graph;
+use compc_ir::{Graph, NodeId};
 
 #[derive(Clone, Debug, Default)]
 pub struct LayerReport {
@@ -34,6 +34,10 @@ pub struct SparseJob<'a> {
     pub idioms: &'a Idioms,
     pub layers: Vec<Layer>,
     pub reports: Vec<LayerReport>,
+    /// The constant node each pruned layer's weight was read from: a later layer that
+    /// still reads it reads the same weight (layers shared by `share-layers`), and takes
+    /// the same pruned weight instead of a copy of its own.
+    pub pruned_from: Vec<Option<NodeId>>,
 }
 
 /// The mask of one layer's scores under the configured pattern and scope (global scope
@@ -50,6 +54,45 @@ pub fn mask_for(cfg: &SparseConfig, scores: &[f32], cols: usize) -> Vec<bool> {
 }
 
 impl SparseJob<'_> {
+    /// The constant node layer `i` reads its weight from now.
+    fn weight_node(g: &Graph, l: &Layer) -> Option<NodeId> {
+        g.node(l.node()).input(1).map(|v| v.node)
+    }
+
+    /// An earlier-pruned layer whose weight came from the constant layer `i` reads now.
+    fn same_weight_as(&self, g: &Graph, i: usize) -> Option<usize> {
+        let l = &self.layers[i];
+        let from = Self::weight_node(g, l)?;
+        (0..self.layers.len()).find(|&j| {
+            let o = &self.layers[j];
+            j != i
+                && self.pruned_from[j] == Some(from)
+                && o.layout == l.layout
+                && (o.rows, o.cols, o.dtype) == (l.rows, l.cols, l.dtype)
+        })
+    }
+
+    /// Layer `i` reads the weight layer `j` pruned, when both read one constant: the
+    /// mask comes from the reader met first (its activations, for Wanda and SparseGPT).
+    /// Returns whether it did.
+    fn share_pruned(&mut self, g: &mut Graph, i: usize) -> bool {
+        let Some(j) = self.same_weight_as(g, i) else {
+            return false;
+        };
+        let pruned = g.node(self.layers[j].node()).input(1);
+        g.set_input(self.layers[i].node(), 1, pruned);
+        self.pruned_from[i] = self.pruned_from[j];
+        let mut r = self.reports[j].clone();
+        r.output_rel_err = None;
+        r.extra = format!(
+            "read again by node `{}`: the weight pruned for node `{}`, stored once",
+            g.node(self.layers[i].node()).name,
+            g.node(self.layers[j].node()).name
+        );
+        self.reports[i] = r;
+        true
+    }
+
     pub fn run(
         &mut self,
         g: &mut Graph,
@@ -60,6 +103,9 @@ impl SparseJob<'_> {
             (Method::Magnitude, _) if self.cfg.scope == Scope::Global => self.global(g, None),
             (Method::Magnitude, _) => {
                 for i in 0..self.layers.len() {
+                    if self.share_pruned(g, i) {
+                        continue;
+                    }
                     let w = read_w(g, &self.layers[i])?;
                     let s = magnitude::scores(&w);
                     self.finish_layer(g, i, w, &s, None, "magnitude")?;
@@ -88,6 +134,7 @@ impl SparseJob<'_> {
         let l = &self.layers[i];
         let mask = mask.unwrap_or_else(|| mask_for(self.cfg, scores, l.cols));
         apply(&mut w, &mask);
+        self.pruned_from[i] = Self::weight_node(g, l);
         write_w(g, l, &w)?;
         let r = &mut self.reports[i];
         r.method = method.into();
@@ -102,10 +149,20 @@ impl SparseJob<'_> {
             Some(r) => Some(self.input_norms(g, r)?),
             None => None,
         };
+        // A weight several layers read (in one layout) is scored once, by its first
+        // reader; the others take what it pruned.
+        let same = |a: &Layer, b: &Layer| {
+            Self::weight_node(g, a) == Self::weight_node(g, b)
+                && a.layout == b.layout
+                && (a.rows, a.cols, a.dtype) == (b.rows, b.cols, b.dtype)
+        };
+        let firsts: Vec<usize> = (0..self.layers.len())
+            .filter(|&i| !(0..i).any(|j| same(&self.layers[j], &self.layers[i])))
+            .collect();
         let mut ws = Vec::new();
         let mut all = Vec::new();
-        for (i, l) in self.layers.iter().enumerate() {
-            let w = read_w(g, l)?;
+        for &i in &firsts {
+            let w = read_w(g, &self.layers[i])?;
             let s = match &norms {
                 Some(n) => wanda::scores(&w, &n[i]),
                 None => magnitude::scores(&w),
@@ -115,10 +172,18 @@ impl SparseJob<'_> {
         }
         let mut mask = mask_lowest(&all, pattern::count(all.len(), self.cfg.sparsity));
         let method = self.cfg.method.name();
-        for (i, w) in ws.into_iter().enumerate() {
+        for (&i, w) in firsts.iter().zip(ws) {
             let rest = mask.split_off(w.len());
             self.finish_layer(g, i, w, &[], Some(mask), method)?;
             mask = rest;
+        }
+        for i in 0..self.layers.len() {
+            if !firsts.contains(&i) && !self.share_pruned(g, i) {
+                return Err(PassError::Invalid(format!(
+                    "layer `{}` reads a weight pruned for another layer, which was not found",
+                    self.layers[i].name
+                )));
+            }
         }
         Ok(())
     }
@@ -189,6 +254,9 @@ impl SparseJob<'_> {
                 seq.cut_moved(a);
             }
             for &i in &stage.members {
+                if self.share_pruned(g, i) {
+                    continue;
+                }
                 match method {
                     Method::SparseGpt => self.sparsegpt_layer(g, i, &stats)?,
                     _ => {
@@ -215,6 +283,7 @@ impl SparseJob<'_> {
             return Err(PassError::Invalid("no Hessian was collected".into()));
         };
         let l = &self.layers[i];
+        self.pruned_from[i] = Self::weight_node(g, l);
         let w = read_w(g, l)?;
         let cfg = SparseGptConfig {
             sparsity: self.cfg.sparsity,
