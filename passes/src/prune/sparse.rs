@@ -17,7 +17,9 @@ use crate::context::PassContext;
 use crate::idioms::Idioms;
 use crate::needs_calibration;
 use crate::pass::PassError;
-use crate::quant::layers::{check_all_finite, read_w, write_w, Layer};
+use crate::quant::layers::{
+    check_all_finite, read_w, reader_of_same_weight, same_form, weight_node, write_w, Layer,
+};
 use crate::quant::pass::output_rel_err;
 use compc_ir::{Graph, NodeId};
 
@@ -54,22 +56,9 @@ pub fn mask_for(cfg: &SparseConfig, scores: &[f32], cols: usize) -> Vec<bool> {
 }
 
 impl SparseJob<'_> {
-    /// The constant node layer `i` reads its weight from now.
-    fn weight_node(g: &Graph, l: &Layer) -> Option<NodeId> {
-        g.node(l.node()).input(1).map(|v| v.node)
-    }
-
     /// An earlier-pruned layer whose weight came from the constant layer `i` reads now.
     fn same_weight_as(&self, g: &Graph, i: usize) -> Option<usize> {
-        let l = &self.layers[i];
-        let from = Self::weight_node(g, l)?;
-        (0..self.layers.len()).find(|&j| {
-            let o = &self.layers[j];
-            j != i
-                && self.pruned_from[j] == Some(from)
-                && o.layout == l.layout
-                && (o.rows, o.cols, o.dtype) == (l.rows, l.cols, l.dtype)
-        })
+        reader_of_same_weight(g, &self.layers, i, &self.pruned_from)
     }
 
     /// Layer `i` reads the weight layer `j` pruned, when both read one constant: the
@@ -134,7 +123,7 @@ impl SparseJob<'_> {
         let l = &self.layers[i];
         let mask = mask.unwrap_or_else(|| mask_for(self.cfg, scores, l.cols));
         apply(&mut w, &mask);
-        self.pruned_from[i] = Self::weight_node(g, l);
+        self.pruned_from[i] = weight_node(g, l);
         write_w(g, l, &w)?;
         let r = &mut self.reports[i];
         r.method = method.into();
@@ -151,11 +140,7 @@ impl SparseJob<'_> {
         };
         // A weight several layers read (in one layout) is scored once, by its first
         // reader; the others take what it pruned.
-        let same = |a: &Layer, b: &Layer| {
-            Self::weight_node(g, a) == Self::weight_node(g, b)
-                && a.layout == b.layout
-                && (a.rows, a.cols, a.dtype) == (b.rows, b.cols, b.dtype)
-        };
+        let same = |a: &Layer, b: &Layer| weight_node(g, a) == weight_node(g, b) && same_form(a, b);
         let firsts: Vec<usize> = (0..self.layers.len())
             .filter(|&i| !(0..i).any(|j| same(&self.layers[j], &self.layers[i])))
             .collect();
@@ -283,7 +268,7 @@ impl SparseJob<'_> {
             return Err(PassError::Invalid("no Hessian was collected".into()));
         };
         let l = &self.layers[i];
-        self.pruned_from[i] = Self::weight_node(g, l);
+        self.pruned_from[i] = weight_node(g, l);
         let w = read_w(g, l)?;
         let cfg = SparseGptConfig {
             sparsity: self.cfg.sparsity,

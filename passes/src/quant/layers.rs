@@ -68,6 +68,32 @@ impl Layer {
     }
 }
 
+/// The constant node the layer reads its weight from now.
+pub fn weight_node(g: &Graph, l: &Layer) -> Option<NodeId> {
+    g.node(l.node()).input(1).map(|v| v.node)
+}
+
+/// Layer `i` reads the same weight as an earlier-processed layer: the first `j` whose
+/// weight was taken from the constant `i` reads now (`taken_from[j]`), in the same layout
+/// and shape. Passes that rewrite weights (quant, prune) use it to give all readers of a
+/// shared weight (`share-layers`) one result instead of a copy each.
+pub fn reader_of_same_weight(
+    g: &Graph,
+    layers: &[Layer],
+    i: usize,
+    taken_from: &[Option<NodeId>],
+) -> Option<usize> {
+    let l = &layers[i];
+    let from = weight_node(g, l)?;
+    (0..layers.len()).find(|&j| j != i && taken_from[j] == Some(from) && same_form(&layers[j], l))
+}
+
+/// Whether two layers hold their weights in one layout and shape, so one constant can
+/// serve both.
+pub fn same_form(a: &Layer, b: &Layer) -> bool {
+    a.layout == b.layout && (a.rows, a.cols, a.dtype) == (b.rows, b.cols, b.dtype)
+}
+
 /// What [`select`] found.
 pub struct Selection {
     pub layers: Vec<Layer>,

@@ -251,24 +251,11 @@ impl Job {
         Ok(())
     }
 
-    /// The constant node layer `i` reads its weight from now.
-    fn weight_node(g: &Graph, l: &Layer) -> Option<NodeId> {
-        g.node(l.node()).input(1).map(|v| v.node)
-    }
-
-    /// An earlier layer already quantized from the very constant layer `i` reads, in the
-    /// same layout: `i` is another reader of that weight.
+    /// An earlier layer already quantized from the very constant layer `i` reads: `i` is
+    /// another reader of that weight.
     fn same_weight_as(&self, g: &Graph, i: usize) -> Option<usize> {
-        let l = &self.layers[i];
-        let from = Self::weight_node(g, l)?;
-        (0..self.layers.len()).find(|&j| {
-            let o = &self.layers[j];
-            j != i
-                && self.q[j].is_some()
-                && self.quantized_from[j] == Some(from)
-                && o.layout == l.layout
-                && (o.rows, o.cols, o.dtype) == (l.rows, l.cols, l.dtype)
-        })
+        layers::reader_of_same_weight(g, &self.layers, i, &self.quantized_from)
+            .filter(|&j| self.q[j].is_some())
     }
 
     /// Gives layer `i` the codes of layer `j`, which quantized the same weight: `i` reads
@@ -297,7 +284,7 @@ impl Job {
             return Ok(());
         }
         let l = &self.layers[i];
-        self.quantized_from[i] = Self::weight_node(g, l);
+        self.quantized_from[i] = layers::weight_node(g, l);
         self.twins[i] = weight_id(g, l);
         let w = read_w_unchecked(g, l)?;
         let (q, weight_mse) = rtn_with_mse(&w, l.rows, l.cols, self.group_for(l), self.grid());
@@ -435,7 +422,7 @@ impl Job {
                 continue;
             }
             let l = &self.layers[i];
-            self.quantized_from[i] = Self::weight_node(g, l);
+            self.quantized_from[i] = layers::weight_node(g, l);
             let w = read_w(g, l)?;
             let cfg = GptqConfig {
                 grid: self.grid(),
