@@ -94,39 +94,46 @@ fn main() {
         .unwrap();
         cases.push((m.to_string(), g, m));
     }
-    // Quantized decoders: int4 weights as MatMulNBits (compc's loop against onnxruntime's
+    // Quantized models: int4 weights as MatMulNBits (compc's loop against onnxruntime's
     // kernel), and 8-bit QDQ weights, which onnxruntime runs as DequantizeLinear + MatMul
-    // and compc's lowering turns into 8-bit MatMulNBits.
+    // and compc's lowering turns into 8-bit MatMulNBits. The decoder, and the trained LM
+    // (256 wide, MLP 688; also in f32): layers wide enough for the weight stream to matter.
     let dec = cases[2].1.clone();
-    for (name, pipeline) in [
-        (
-            "decoder int4 (MatMulNBits)",
-            "quant{bits=4,method=rtn,group=32}",
-        ),
-        ("decoder int8 (QDQ)", "quant{bits=8,method=rtn,format=qdq}"),
-    ] {
-        let passes = compc::passes::Registry::with_builtin_passes()
-            .parse(pipeline)
-            .unwrap();
-        let mut g = dec.clone();
-        compc::passes::PassManager::new(passes).run(&mut g).unwrap();
-        cases.push((name.into(), g, "decoder"));
-    }
-    // The trained LM (256 wide, MLP 688) in f32 and in the same two weight formats: layers
-    // wide enough for the weight stream to matter.
     let lm =
         compc::driver::load_model(&root().join("tests/fixtures/lm/lm.torchscript.onnx")).unwrap();
     cases.push(("lm".into(), lm.clone(), "lm"));
-    for (name, pipeline) in [
-        ("lm int4 (MatMulNBits)", "quant{bits=4,method=rtn}"),
-        ("lm int8 (QDQ)", "quant{bits=8,method=rtn,format=qdq}"),
+    for (name, base, inp, pipeline) in [
+        (
+            "decoder int4 (MatMulNBits)",
+            &dec,
+            "decoder",
+            "quant{bits=4,method=rtn,group=32}",
+        ),
+        (
+            "decoder int8 (QDQ)",
+            &dec,
+            "decoder",
+            "quant{bits=8,method=rtn,format=qdq}",
+        ),
+        (
+            "lm int4 (MatMulNBits)",
+            &lm,
+            "lm",
+            "quant{bits=4,method=rtn}",
+        ),
+        (
+            "lm int8 (QDQ)",
+            &lm,
+            "lm",
+            "quant{bits=8,method=rtn,format=qdq}",
+        ),
     ] {
         let passes = compc::passes::Registry::with_builtin_passes()
             .parse(pipeline)
             .unwrap();
-        let mut g = lm.clone();
+        let mut g = base.clone();
         compc::passes::PassManager::new(passes).run(&mut g).unwrap();
-        cases.push((name.into(), g, "lm"));
+        cases.push((name.into(), g, inp));
     }
     let only = std::env::args()
         .position(|a| a == "--only")
