@@ -65,6 +65,37 @@ fn large_weights_are_arguments_and_dims_dynamic() {
     assert!(m.text.contains("linalg.batch_matmul"));
 }
 
+/// Every weight parameter of `@main` is read: a weight whose readers all lower a prepared
+/// copy (the CNN's BatchNorm-folded and re-laid-out convolution kernels, transposed Gemm
+/// weights; matmul panels) is not an argument as well, so `weights.bin` does not store it.
+#[test]
+fn every_weight_argument_is_read() {
+    for model in ["cnn", "encoder", "decoder"] {
+        let g = compc::driver::load_model(
+            &Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join(format!("tests/fixtures/models/{model}.dynamo.onnx")),
+        )
+        .unwrap();
+        let m = compc::native::emit_mlir(&g).unwrap();
+        let body = m
+            .text
+            .split_once("attributes {llvm.emit_c_interface}")
+            .unwrap()
+            .1;
+        for (i, p) in m.params.iter().enumerate() {
+            let arg = format!("%arg{i}");
+            let read = body
+                .match_indices(&arg)
+                .any(|(at, _)| !body[at + arg.len()..].starts_with(|c: char| c.is_ascii_digit()));
+            assert!(
+                read || matches!(p.source, compc::mlir::emit::ParamSource::Input(_)),
+                "{model}: parameter {i} `{}` is never read",
+                p.name
+            );
+        }
+    }
+}
+
 #[test]
 fn unsupported_op_names_the_node() {
     let src = r#"graph @g(%x: tensor<4xf32>) -> (y: tensor<4xf32>) {

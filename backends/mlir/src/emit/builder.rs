@@ -536,9 +536,45 @@ impl<'g> Emitter<'g> {
     }
 
     pub fn finish(self, results: &[Val], outputs: Vec<OutputSpec>) -> MlirModule {
+        // A weight whose readers all lowered a prepared copy of it (a convolution's
+        // folded or re-laid-out kernel, a panelled matmul weight) is read by nothing, yet
+        // would be stored in weights.bin: such parameters are dropped and the rest
+        // renumbered. Graph inputs stay, whatever reads them: they are the call's contract.
+        let mut used = vec![false; self.params.len()];
+        for text in self
+            .lines
+            .iter()
+            .map(String::as_str)
+            .chain(results.iter().map(|v| v.ssa.as_str()))
+        {
+            for_each_arg(text, |i| {
+                if let Some(u) = used.get_mut(i) {
+                    *u = true;
+                }
+            });
+        }
+        let mut renumber = vec![None; self.params.len()];
+        let mut params = Vec::new();
+        for (i, p) in self.params.into_iter().enumerate() {
+            if used[i] || matches!(p.source, ParamSource::Input(_)) {
+                renumber[i] = Some(params.len());
+                params.push(p);
+            }
+        }
+        let lines: Vec<String> = self
+            .lines
+            .iter()
+            .map(|l| rename_args(l, &renumber))
+            .collect();
+        let results: Vec<Val> = results
+            .iter()
+            .map(|v| Val {
+                ssa: rename_args(&v.ssa, &renumber),
+                ty: v.ty.clone(),
+            })
+            .collect();
         let mut text = String::from("module {\n");
-        let args: Vec<String> = self
-            .params
+        let args: Vec<String> = params
             .iter()
             .enumerate()
             .map(|(i, p)| format!("%arg{i}: {}", dims_type(&p.dims, p.dtype)))
@@ -551,7 +587,7 @@ impl<'g> Emitter<'g> {
             res_types.join(", ")
         )
         .unwrap();
-        for l in &self.lines {
+        for l in &lines {
             for sub in l.lines() {
                 writeln!(text, "    {sub}").unwrap();
             }
@@ -573,8 +609,48 @@ impl<'g> Emitter<'g> {
         text.push_str("}\n");
         MlirModule {
             text,
-            params: self.params,
+            params,
             outputs,
         }
     }
+}
+
+/// Calls `f` with N for every `%argN` in `text`.
+fn for_each_arg(text: &str, mut f: impl FnMut(usize)) {
+    let mut rest = text;
+    while let Some(at) = rest.find("%arg") {
+        let digits: String = rest[at + 4..]
+            .chars()
+            .take_while(|c| c.is_ascii_digit())
+            .collect();
+        if let Ok(n) = digits.parse() {
+            f(n);
+        }
+        rest = &rest[at + 4 + digits.len()..];
+    }
+}
+
+/// `text` with every `%argN` renamed to `%argM`, M = `renumber[N]` (N not renumbered are
+/// left as they are).
+fn rename_args(text: &str, renumber: &[Option<usize>]) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("%arg") {
+        out.push_str(&rest[..at + 4]);
+        let digits: String = rest[at + 4..]
+            .chars()
+            .take_while(|c| c.is_ascii_digit())
+            .collect();
+        match digits
+            .parse::<usize>()
+            .ok()
+            .and_then(|n| renumber.get(n).copied().flatten())
+        {
+            Some(m) => out.push_str(&m.to_string()),
+            None => out.push_str(&digits),
+        }
+        rest = &rest[at + 4 + digits.len()..];
+    }
+    out.push_str(rest);
+    out
 }
