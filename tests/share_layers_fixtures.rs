@@ -247,3 +247,28 @@ fn pruning_shared_layers_keeps_one_copy_of_each_weight() {
         assert!(ours.iter().all(|x| x.is_finite()), "{prune}");
     }
 }
+
+/// `share-layers` then `rotate`: readers of a shared weight whose rotated copies are
+/// byte-identical read one constant again (the norm scales rotate folds into q/k/v and
+/// gate/up differ per block, so those copies stay apart), and the result still computes
+/// what the rotated model computes.
+#[test]
+fn rotating_shared_layers_stores_identical_copies_once() {
+    let dec = compc::driver::load_model(&common::model_path("decoder", "torchscript")).unwrap();
+    let inputs = read_npz(&common::inputs_path("decoder", "b3"));
+    let alone = try_pipeline(&dec, "rotate", None).unwrap();
+    let shared = try_pipeline(&dec, "share-layers", None).unwrap();
+    let both = try_pipeline(&dec, "share-layers,rotate", None).unwrap();
+    let bytes = |g: &Graph| GraphStats::of(g).weight_bytes;
+    assert!(
+        bytes(&both) < bytes(&alone),
+        "{} after share-layers,rotate against {} after rotate",
+        bytes(&both),
+        bytes(&alone)
+    );
+    let (want, got) = (logits(&shared, &inputs), logits(&both, &inputs));
+    assert!(
+        close(&got, &want, 1e-4, 1e-4),
+        "rotation changed the outputs"
+    );
+}

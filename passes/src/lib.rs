@@ -25,6 +25,7 @@ pub mod prune;
 pub mod quant;
 pub mod registry;
 pub mod rotate;
+pub mod same_constants;
 pub mod share_layers;
 
 pub use context::{needs_calibration, CalibData, PassContext, PassRecord};

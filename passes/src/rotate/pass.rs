@@ -99,6 +99,7 @@ impl Pass for Rotate {
         }
         let idioms = Idioms::find(g)?;
         let stream = find_stream(g, &idioms, StreamUse::ROTATE)?;
+        let constants_before = crate::same_constants::constants(g);
         let q = Rotation::random_hadamard(stream.d, self.seed).ok_or_else(|| {
             PassError::Invalid(format!("rotate: no rotation of hidden size {}", stream.d))
         })?;
@@ -157,6 +158,16 @@ impl Pass for Rotate {
             cx.note(
                 "RSQ: the next quant{method=gptq} weights tokens by attention received (attncon)",
             );
+        }
+        // A weight several layers share is rotated once per reader; where the copies are
+        // identical (no reader-specific norm scale was folded in), and for the repeated
+        // Hadamard factors, one constant serves them all.
+        let merged = crate::same_constants::merge_new(g, &constants_before)?;
+        if merged > 0 {
+            cx.note(format!(
+                "{merged} constants written here were byte-identical to another one (Hadamard \
+                 factors, or a weight several layers share): stored once"
+            ));
         }
         remove_dead_nodes(g)?;
         cx.touch(touched);
