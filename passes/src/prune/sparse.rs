@@ -291,10 +291,14 @@ impl SparseJob<'_> {
     pub fn report(&self, g: &mut Graph, cx: &mut PassContext) {
         let (mut zeros, mut total) = (0f64, 0f64);
         let mut meta = Vec::new();
-        for (l, r) in self.layers.iter().zip(&self.reports) {
+        // A weight several layers read counts once in the totals.
+        let mut counted = std::collections::HashSet::new();
+        for (i, (l, r)) in self.layers.iter().zip(&self.reports).enumerate() {
             let numel = (l.rows * l.cols) as f64;
-            zeros += r.sparsity * numel;
-            total += numel;
+            if self.pruned_from[i].is_none_or(|c| counted.insert(c)) {
+                zeros += r.sparsity * numel;
+                total += numel;
+            }
             let pat_ok = match self.cfg.pattern {
                 Pattern::NM { n, m } => {
                     let ok = read_w(g, l).is_ok_and(|w| holds_nm(&w, l.cols, n, m));
@@ -322,11 +326,19 @@ impl SparseJob<'_> {
             meta.push(format!("{}={:.4}", l.name, r.sparsity));
         }
         let overall = zeros / total.max(1.0);
+        // Layers that read a weight counted already (with an earlier reader).
+        let unpruned = self.pruned_from.iter().filter(|p| p.is_none()).count();
+        let shared = self.layers.len() - unpruned - counted.len();
         cx.note(format!(
-            "pruned {} layers to {:.2}% zeros overall ({} of {} weights); the weights stay \
+            "pruned {} layers{} to {:.2}% zeros overall ({} of {} weights); the weights stay \
              dense tensors with zeros (a sparse kernel or a later compression pass realizes \
              the saving)",
             self.layers.len(),
+            if shared > 0 {
+                format!(" ({shared} of them reading a weight another layer reads)")
+            } else {
+                String::new()
+            },
             100.0 * overall,
             zeros.round() as u64,
             total as u64
