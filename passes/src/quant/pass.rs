@@ -763,8 +763,11 @@ impl Job {
     fn report(&self, cx: &mut PassContext) {
         let (mut before, mut after) = (0u64, 0u64);
         let (mut wsum, mut osum, mut ocount) = (0f64, 0f64, 0usize);
-        for (l, r) in self.layers.iter().zip(&self.reports) {
-            before += l.float_bytes();
+        for (i, (l, r)) in self.layers.iter().zip(&self.reports).enumerate() {
+            // A weight several layers read counts once: with its first reader.
+            if self.shares[i].is_none() {
+                before += l.float_bytes();
+            }
             after += r.bytes_after;
             wsum += r.weight_mse;
             let out = match r.output_rel_err {
@@ -799,9 +802,15 @@ impl Job {
             ));
         }
         let n = self.layers.len().max(1) as f64;
+        let shared = self.shares.iter().filter(|s| s.is_some()).count();
         cx.note(format!(
-            "quantized {} layers: {before} → {after} weight bytes",
-            self.layers.len()
+            "quantized {} layers{}: {before} → {after} weight bytes",
+            self.layers.len(),
+            if shared > 0 {
+                format!(" ({shared} of them reading a weight another layer reads)")
+            } else {
+                String::new()
+            }
         ));
         cx.measured("weight_mse_mean", wsum / n);
         if ocount > 0 {
