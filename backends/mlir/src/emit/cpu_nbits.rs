@@ -275,10 +275,11 @@ fn helper(name: &str, m_ty: &str, n: u64, k: u64, nb: u64, bits: u64, bs: u64) -
   %two = arith.constant 2 : index
   %manyrows = arith.constant {scratch_rows} : index
   %big = arith.cmpi ugt, %m, %manyrows : index
+  scf.if %big {{
+  // Only the prompt path allocates the scratch; decoding never touches it.
   %scr = memref.alloc() : {scr_t}
   scf.for %n0 = %c0 to %cn step %cols {{
-{bias_loads}    scf.if %big {{
-      scf.for %blk = %c0 to %cnb step %one {{
+{bias_loads}      scf.for %blk = %c0 to %cnb step %one {{
 {scale_loads}        %kb = arith.muli %blk, %cbs : index
         scf.for %j = %c0 to %cpb step %step {{
           %j2 = arith.addi %j, %j : index
@@ -291,8 +292,10 @@ fn helper(name: &str, m_ty: &str, n: u64, k: u64, nb: u64, bits: u64, bs: u64) -
 {scratch_loads}{fmas}          scf.yield {ys} : {types}
       }}
 {stores}      }}
-    }} else {{
-    scf.for %mt = %c0 to %m step %rows {{
+  }}
+  }} else {{
+  scf.for %n0 = %c0 to %cn step %cols {{
+{bias_loads}    scf.for %mt = %c0 to %m step %rows {{
 {row_idx}      %acc:{nacc} = scf.for %blk = %c0 to %cnb step %one iter_args({blk_iter}) -> ({types}) {{
 {scale_loads}        %kb = arith.muli %blk, %cbs : index
         %part:{nacc} = scf.for %j = %c0 to %cpb step %step iter_args({j_iter}) -> ({types}) {{
@@ -303,7 +306,7 @@ fn helper(name: &str, m_ty: &str, n: u64, k: u64, nb: u64, bits: u64, bs: u64) -
         scf.yield {ins} : {types}
       }}
 {stores}    }}
-    }}
+  }}
   }}
   return
 }}
