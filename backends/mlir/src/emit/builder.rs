@@ -547,10 +547,11 @@ impl<'g> Emitter<'g> {
             .map(String::as_str)
             .chain(results.iter().map(|v| v.ssa.as_str()))
         {
-            for_each_arg(text, |i| {
+            map_args(text, |i| {
                 if let Some(u) = used.get_mut(i) {
                     *u = true;
                 }
+                None
             });
         }
         let mut renumber = vec![None; self.params.len()];
@@ -564,12 +565,12 @@ impl<'g> Emitter<'g> {
         let lines: Vec<String> = self
             .lines
             .iter()
-            .map(|l| rename_args(l, &renumber))
+            .map(|l| map_args(l, |n| renumber.get(n).copied().flatten()))
             .collect();
         let results: Vec<Val> = results
             .iter()
             .map(|v| Val {
-                ssa: rename_args(&v.ssa, &renumber),
+                ssa: map_args(&v.ssa, |n| renumber.get(n).copied().flatten()),
                 ty: v.ty.clone(),
             })
             .collect();
@@ -615,24 +616,9 @@ impl<'g> Emitter<'g> {
     }
 }
 
-/// Calls `f` with N for every `%argN` in `text`.
-fn for_each_arg(text: &str, mut f: impl FnMut(usize)) {
-    let mut rest = text;
-    while let Some(at) = rest.find("%arg") {
-        let digits: String = rest[at + 4..]
-            .chars()
-            .take_while(|c| c.is_ascii_digit())
-            .collect();
-        if let Ok(n) = digits.parse() {
-            f(n);
-        }
-        rest = &rest[at + 4 + digits.len()..];
-    }
-}
-
-/// `text` with every `%argN` renamed to `%argM`, M = `renumber[N]` (N not renumbered are
-/// left as they are).
-fn rename_args(text: &str, renumber: &[Option<usize>]) -> String {
+/// `text` with every `%argN` replaced by `%argM`, M = `f(N)`, or left as it is where `f`
+/// gives `None` (a scan that only records the N returns `None` throughout).
+fn map_args(text: &str, mut f: impl FnMut(usize) -> Option<usize>) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(at) = rest.find("%arg") {
@@ -641,11 +627,7 @@ fn rename_args(text: &str, renumber: &[Option<usize>]) -> String {
             .chars()
             .take_while(|c| c.is_ascii_digit())
             .collect();
-        match digits
-            .parse::<usize>()
-            .ok()
-            .and_then(|n| renumber.get(n).copied().flatten())
-        {
+        match digits.parse::<usize>().ok().and_then(&mut f) {
             Some(m) => out.push_str(&m.to_string()),
             None => out.push_str(&digits),
         }
