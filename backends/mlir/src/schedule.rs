@@ -253,18 +253,6 @@ const MAIN: &str = r#"
   }
 "#;
 
-/// Element-wise ops of every rank up to this one are vectorized by the schedule.
-/// `@name`: the register-tiling recipe of [`SEQUENCES`] for a matmul with `batch` leading
-/// batch dims (tiled by 1): m × n cut into 8 × 16 tiles, m and n peeled, then each tile's
-/// k loop tiled by 1 and vectorized as a contraction with the accumulator hoisted.
-///
-/// With `fuse`, tiling is `transform.structured.fuse`, which also pulls the producer of
-/// the accumulator (a bias broadcast) into the tile loops; that producer's tile is then
-/// vectorized whole, so its vector write folds into the accumulator's first read (the tile
-/// starts from a broadcast of the bias, in registers). These are the 1×1 convolutions,
-/// whose k (input channels, 16–96 here) is short: their tile is 8 × 32 (16 accumulators,
-/// two vector loads of B per 16 FMAs instead of one per 8), which measured about 8 %
-/// faster on the CNN than 8 × 16; the transformers' matmuls keep 8 × 16.
 /// Whether the host has 32 vector registers of 16 f32 (AVX-512): then a plain matmul's
 /// register tile is 8 rows × 32 columns, two B vectors per k step for eight broadcast
 /// elements of A. With 8 × 16 each k step issues nine loads for eight FMAs and is bound by
@@ -283,6 +271,18 @@ fn wide_register_file() -> bool {
     }
 }
 
+/// `@name`: the register-tiling recipe of [`SEQUENCES`] for a matmul with `batch` leading
+/// batch dims (tiled by 1): m × n cut into 8 × 32 tiles (8 × 16 for a plain matmul on a
+/// host without [`wide_register_file`]), m and n peeled, then each tile's k loop tiled by
+/// 1 and vectorized as a contraction with the accumulator hoisted.
+///
+/// With `fuse`, tiling is `transform.structured.fuse`, which also pulls the producer of
+/// the accumulator (a bias broadcast) into the tile loops; that producer's tile is then
+/// vectorized whole, so its vector write folds into the accumulator's first read (the tile
+/// starts from a broadcast of the bias, in registers). These are the 1×1 convolutions,
+/// whose k (input channels, 16–96 here) is short: their tile is 8 × 32 (16 accumulators,
+/// two vector loads of B per 16 FMAs instead of one per 8), which measured about 8 %
+/// faster on the CNN than 8 × 16.
 fn contraction_sequence(name: &str, batch: usize, fuse: bool) -> String {
     let (tiler, vectorize_fused) = if fuse {
         (
@@ -343,6 +343,7 @@ fn contraction_sequence(name: &str, batch: usize, fuse: bool) -> String {
     )
 }
 
+/// Element-wise ops of every rank up to this one are vectorized by the schedule.
 const MAX_ELEMENTWISE_RANK: usize = 6;
 
 /// The matcher and action for all-parallel `linalg.generic`s of rank `r` (the tile sizes
