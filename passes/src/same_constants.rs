@@ -4,7 +4,7 @@
 //! come out byte-identical, the readers go back to reading one constant.
 
 use crate::pass::PassError;
-use compc_ir::{Graph, NodeId, Op, ValueRef};
+use compc_ir::{DType, Graph, NodeId, Op, ValueRef};
 use std::collections::{HashMap, HashSet};
 
 /// The graph's constant nodes: take it before a pass writes, for [`merge_new`].
@@ -21,13 +21,13 @@ pub fn merge_new(g: &mut Graph, before: &HashSet<NodeId>) -> Result<usize, PassE
     let mut new: Vec<NodeId> = constants(g).difference(before).copied().collect();
     new.sort_by_key(|id| id.index());
     // Candidates first by type, dims and length, then compared byte for byte.
-    let mut groups: HashMap<(String, Vec<u64>, u64), Vec<NodeId>> = HashMap::new();
+    let mut groups: HashMap<(DType, Vec<u64>, u64), Vec<NodeId>> = HashMap::new();
     for id in new {
         let Op::Const(wid) = g.node(id).op else {
             continue;
         };
         let w = g.weights.get(wid);
-        let key = (format!("{:?}", w.dtype), w.dims.clone(), w.byte_len());
+        let key = (w.dtype, w.dims.clone(), w.byte_len());
         groups.entry(key).or_default().push(id);
     }
     let mut merged = 0;
