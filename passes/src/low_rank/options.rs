@@ -43,8 +43,9 @@ pub const OPTIONS: &[OptionSpec] = &[
         name: "damp",
         kind: OptionKind::Float { min: 0.0, max: 1.0 },
         default: Some("0.0001"),
-        help: "SVD-LLM: damping added to the Gram matrix, as a fraction of its mean diagonal \
-               (raised tenfold while the Cholesky factorization fails)",
+        help: "SVD-LLM and pca-out: damping added to the Gram (SVD-LLM) or covariance \
+               (pca-out) matrix of the inputs, as a fraction of its mean diagonal (SVD-LLM \
+               raises it tenfold while the Cholesky factorization fails)",
     },
     OptionSpec {
         name: "skip",

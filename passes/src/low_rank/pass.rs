@@ -76,8 +76,8 @@ impl Pass for LowRank {
             cfg.describe(),
             match cfg.method {
                 Method::Asvd => format!("; α {}", cfg.alpha),
-                Method::SvdLlm => format!("; damping {}", cfg.damp),
-                Method::Svd | Method::PcaOut => String::new(),
+                Method::SvdLlm | Method::PcaOut => format!("; damping {}", cfg.damp),
+                Method::Svd => String::new(),
             }
         ));
         let original = cx.calib.map(|_| g.clone());
@@ -145,9 +145,7 @@ impl Pass for LowRank {
                     if gram.len() != n * n {
                         return Err(fail("no calibration Gram matrix was collected".into()));
                     }
-                    covs[i] = Some(faer::Mat::<f64>::from_fn(n, n, |a, b| {
-                        gram[a * n + b] - mean[a] * mean[b]
-                    }));
+                    covs[i] = Some(damped_covariance(gram, mean, n, cfg.damp));
                 }
                 _ => {}
             }
@@ -546,4 +544,17 @@ fn shift_bias(g: &mut Graph, l: &Layer, shift: &[f64]) -> Result<bool, PassError
             }
         }
     }
+}
+
+/// The centred input covariance `G − x̄x̄ᵀ` plus `damp ×` its mean diagonal on the
+/// diagonal. Without the ridge, a calibration set with fewer distinct tokens than input
+/// features gives a rank-deficient output covariance `W C Wᵀ`, whose eigenvectors past
+/// its rank are arbitrary: they need not span W's range, so even a rank of min(m, n)
+/// would lose part of every output. With it, those directions are ranked by W's own
+/// energy (`λ W Wᵀ`), as a plain SVD would rank them.
+fn damped_covariance(gram: &[f64], mean: &[f64], n: usize, damp: f64) -> faer::Mat<f64> {
+    let cov = |a: usize, b: usize| gram[a * n + b] - mean[a] * mean[b];
+    let mean_diag = (0..n).map(|a| cov(a, a)).sum::<f64>() / n.max(1) as f64;
+    let lambda = damp * mean_diag.max(0.0);
+    faer::Mat::<f64>::from_fn(n, n, |a, b| cov(a, b) + if a == b { lambda } else { 0.0 })
 }
