@@ -15,7 +15,7 @@ use compc::ir::{Graph, NodeId, ValueRef};
 use compc::passes::idioms::Idioms;
 use compc::passes::prune::pattern::holds_nm;
 use compc::passes::quant::layers::{read_w, select_skipping, write_w};
-use compc::passes::{CalibData, GraphStats};
+use compc::passes::{CalibData, GraphStats, PassManager, Registry};
 use compc::runtime::Tensor;
 
 /// The pruned model gives the dense model's first output `before` to 1e-4, in compc's
@@ -62,6 +62,51 @@ fn lm_two_four_holds_on_every_pruned_weight() {
         // q, k, v, o, gate, up, down in each of the 4 blocks; lm_head stays dense.
         assert_eq!(pruned, 28, "{method}");
     }
+}
+
+/// Global scope ranks every layer's Wanda scores against one threshold, and their scales
+/// differ by layer: on the LM, layer 0 ends almost empty. The report names such layers
+/// and points to the per-row and per-layer scopes, which never warn.
+#[test]
+fn global_scope_warns_about_nearly_empty_layers() {
+    let g = lm();
+    let calib = CalibData {
+        tensors: lm_ids(8, 64, 0),
+    };
+    let notes = |pipeline: &str| {
+        let passes = Registry::with_builtin_passes().parse(pipeline).unwrap();
+        let mut out = g.clone();
+        let mut pm = PassManager::new(passes);
+        pm.calib = Some(&calib);
+        let ledger = pm.run(&mut out).unwrap();
+        ledger.passes[0].record.notes.clone()
+    };
+    let global = notes("prune{method=wanda,scope=global}");
+    let warning = global
+        .iter()
+        .find(|n| n.starts_with("warning: scope=global left"))
+        .unwrap_or_else(|| panic!("no warning in {global:?}"));
+    // Every layer it names has a report row at 95% zeros or more.
+    let named: Vec<&str> = warning.split('`').skip(1).step_by(2).collect();
+    assert!(!named.is_empty(), "{warning}");
+    for name in named {
+        let row = global
+            .iter()
+            .find(|n| n.starts_with(&format!("`{name}`")))
+            .unwrap_or_else(|| panic!("no report row for {name}"));
+        let sparsity: f64 = row
+            .split("sparsity ")
+            .nth(1)
+            .unwrap()
+            .split('%')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(sparsity >= 95.0, "{row}");
+    }
+    let row = notes("prune{method=wanda}");
+    assert!(row.iter().all(|n| !n.starts_with("warning:")), "{row:?}");
 }
 
 #[test]

@@ -23,6 +23,9 @@ use crate::quant::layers::{
 use crate::quant::pass::output_rel_err;
 use compc_ir::{Graph, NodeId};
 
+/// Sparsity from which global scope's report warns that a layer is almost empty.
+const NEARLY_EMPTY: f64 = 0.95;
+
 #[derive(Clone, Debug, Default)]
 pub struct LayerReport {
     pub method: String,
@@ -287,6 +290,31 @@ impl SparseJob<'_> {
         Ok(())
     }
 
+    /// Under global scope, names the layers left almost empty. One threshold over every
+    /// layer's scores follows their scale, which differs from layer to layer (Wanda's
+    /// activation norms most of all): on the LM fixture at 50%, layer 0's projections end
+    /// at 83–99.8% zeros and perplexity rises 34%, against 3.7% with the per-row default.
+    fn warn_nearly_empty_layers(&self, cx: &mut PassContext) {
+        let names: Vec<String> = self
+            .layers
+            .iter()
+            .zip(&self.reports)
+            .filter(|(_, r)| r.sparsity >= NEARLY_EMPTY)
+            .map(|(l, r)| format!("`{}` {:.1}%", l.name, 100.0 * r.sparsity))
+            .collect();
+        if !names.is_empty() {
+            cx.note(format!(
+                "warning: scope=global left {} of {} layers at {:.0}% zeros or more ({}): one \
+                 threshold over all layers follows the scale of each layer's scores; \
+                 scope=row or scope=layer holds the target in every layer",
+                names.len(),
+                self.layers.len(),
+                100.0 * NEARLY_EMPTY,
+                names.join(", ")
+            ));
+        }
+    }
+
     /// Report rows, the totals, and the sparsity note the exported model carries.
     pub fn report(&self, g: &mut Graph, cx: &mut PassContext) {
         let (mut zeros, mut total) = (0f64, 0f64);
@@ -324,6 +352,9 @@ impl SparseJob<'_> {
                 100.0 * r.sparsity
             ));
             meta.push(format!("{}={:.4}", l.name, r.sparsity));
+        }
+        if self.cfg.scope == Scope::Global {
+            self.warn_nearly_empty_layers(cx);
         }
         let overall = zeros / total.max(1.0);
         // Layers that read a weight counted already (with an earlier reader).
