@@ -127,6 +127,12 @@ fn pruning_nothing_is_an_exact_no_op() {
 /// Zeroes `k` MLP units (up/gate rows and down columns) and `heads` heads (q/k/v rows and
 /// o columns) in every block.
 fn zero_units(g: &mut Graph, k: usize, heads: usize) {
+    zero_units_in(g, k, heads, true)
+}
+
+/// Zeroes `k` MLP units and `heads` heads in every block: different ones per block with
+/// `vary`, else the same ones in every block.
+fn zero_units_in(g: &mut Graph, k: usize, heads: usize, vary: bool) {
     let idioms = Idioms::find(g).unwrap();
     let sel = select_skipping(g, &idioms, &[]);
     let layer = |i: usize| sel.layers.iter().find(|l| l.index == i).unwrap().clone();
@@ -145,6 +151,7 @@ fn zero_units(g: &mut Graph, k: usize, heads: usize) {
     for (bi, m) in idioms.mlps.iter().enumerate() {
         // 7 is prime to the MLP widths, so these are k distinct units.
         let n = idioms.linears[m.up].out_features.unwrap() as usize;
+        let bi = if vary { bi } else { 0 };
         let units: Vec<usize> = (0..k).map(|i| (3 + 7 * i + bi) % n).collect();
         zero(g, m.up, true, &units);
         if let Some(gate) = m.gate {
@@ -154,6 +161,7 @@ fn zero_units(g: &mut Graph, k: usize, heads: usize) {
     }
     for (ai, a) in idioms.attention.iter().enumerate() {
         let d = a.head_dim.unwrap() as usize;
+        let ai = if vary { ai } else { 0 };
         let hs: Vec<usize> = (0..heads)
             .map(|i| (1 + 2 * i + ai) % a.num_heads.unwrap() as usize)
             .collect();
@@ -183,6 +191,74 @@ fn lm_structured_pruning_of_zero_units_keeps_outputs() {
     // 4 blocks × (172·256·3 + 2·32·256·4) removed.
     assert_eq!(pb - pa, 4 * (172 * 256 * 3 + 2 * 32 * 256 * 4));
     assert_outputs_kept(&out, &inputs, &before);
+}
+
+/// The weight constants the model's linears read, counted once each.
+fn distinct_linear_weights(g: &Graph) -> usize {
+    let idioms = Idioms::find(g).unwrap();
+    let sel = select_skipping(g, &idioms, &[]);
+    let weights: std::collections::HashSet<ValueRef> = sel
+        .layers
+        .iter()
+        .filter_map(|l| g.node(l.node()).input(1))
+        .collect();
+    weights.len()
+}
+
+#[test]
+fn structured_pruning_keeps_blocks_tied_by_share_layers_tied() {
+    // The same units and heads zeroed in every block stay zero in share-layers' average
+    // of the blocks, so magnitude pruning of the tied model removes exactly them.
+    let mut g = lm();
+    zero_units_in(&mut g, 172, 2, false);
+    let tied = run_pipeline(&g, "share-layers", None);
+    let inputs = lm_ids(2, 24, 1000);
+    let before = outputs(&tied, &inputs);
+    let out = run_pipeline(
+        &tied,
+        "prune{structured=both,ratio=0.25,heads=2,importance=magnitude}",
+        None,
+    );
+    // Every tie still reads one constant per weight: the 4 blocks' 7 linears each, over
+    // 2 shared blocks, and the output head.
+    assert_eq!(distinct_linear_weights(&g), 4 * 7 + 1);
+    assert_eq!(distinct_linear_weights(&tied), 2 * 7 + 1);
+    assert_eq!(
+        distinct_linear_weights(&out),
+        distinct_linear_weights(&tied)
+    );
+    let f32_params = |g: &Graph| GraphStats::of(g).bytes_by_dtype["f32"] / 4;
+    // 2 shared blocks × (172·256·3 + 2·32·256·4) removed.
+    assert_eq!(
+        f32_params(&tied) - f32_params(&out),
+        2 * (172 * 256 * 3 + 2 * 32 * 256 * 4)
+    );
+    assert_outputs_kept(&out, &inputs, &before);
+    // Wanda's scores differ between the sites of a tie (their inputs differ): the tie
+    // still gets one plan, from the summed scores, so it stays one constant per weight.
+    // (On the trained weights: the zeroed units above would make every compensation 0.)
+    let tied = run_pipeline(&lm(), "share-layers", None);
+    let calib = CalibData {
+        tensors: lm_ids(2, 32, 0),
+    };
+    for opts in ["", ",compensate=true"] {
+        let wanda = run_pipeline(
+            &tied,
+            &format!("prune{{structured=both,ratio=0.25,heads=2{opts}}}"),
+            Some(&calib),
+        );
+        assert_eq!(distinct_linear_weights(&wanda), 2 * 7 + 1, "{opts}");
+        // The compensation biases of a tie's sites are one constant too: the tie's
+        // o_proj and down_proj, two sites each.
+        let biases: Vec<ValueRef> = wanda
+            .node_ids()
+            .filter(|&id| wanda.node(id).name.ends_with("_compensation"))
+            .filter_map(|id| wanda.node(id).input(1))
+            .collect();
+        let distinct: std::collections::HashSet<_> = biases.iter().collect();
+        let expected = if opts.is_empty() { (0, 0) } else { (8, 4) };
+        assert_eq!((biases.len(), distinct.len()), expected, "{opts}");
+    }
 }
 
 #[test]

@@ -1,8 +1,8 @@
 //! `share-layers` on the LM fixture: every=1 leaves the graph as it was, full-rank LoRA
 //! reproduces the original, every=2 halves the unique block weights (one initializer
 //! read by two MatMuls, in compc and in the exported model), and the exported model runs
-//! in onnxruntime with compc's outputs; `quant` after it keeps one copy of each shared
-//! weight's codes.
+//! in onnxruntime with compc's outputs; `quant`, `prune`, `rotate` and `gqa` after it keep
+//! one copy of each shared weight.
 
 mod common;
 
@@ -271,4 +271,47 @@ fn rotating_shared_layers_stores_identical_copies_once() {
         close(&got, &want, 1e-4, 1e-4),
         "rotation changed the outputs"
     );
+}
+
+/// `share-layers` then `gqa`: attentions tied to one set of projections are planned
+/// together (mean pooling agrees per site anyway; `method=align` sums the sites' Gram
+/// matrices), so each tie's pooled k and v projections stay one constant: the tied
+/// model loses exactly half the f32 bytes `gqa` removes from the untied one (two blocks
+/// over one shared block), and the exported model runs in onnxruntime with compc's
+/// outputs.
+#[test]
+fn gqa_on_shared_layers_keeps_one_copy_of_each_projection() {
+    let dec = compc::driver::load_model(&common::model_path("decoder", "torchscript")).unwrap();
+    let inputs = read_npz(&common::inputs_path("decoder", "b3"));
+    let calib = compc::passes::CalibData {
+        tensors: inputs.clone(),
+    };
+    let f32_bytes = |g: &Graph| GraphStats::of(g).bytes_by_dtype["f32"];
+    let shared = try_pipeline(&dec, "share-layers", None).unwrap();
+    for gqa in ["gqa{groups=2,method=mean}", "gqa{groups=2,method=align}"] {
+        let untied = try_pipeline(&dec, gqa, Some(&calib)).unwrap();
+        let tied = try_pipeline(&dec, &format!("share-layers,{gqa}"), Some(&calib)).unwrap();
+        let removed_untied = f32_bytes(&dec) - f32_bytes(&untied);
+        assert!(removed_untied > 0, "{gqa}");
+        assert_eq!(
+            f32_bytes(&shared) - f32_bytes(&tied),
+            removed_untied / 2,
+            "{gqa}"
+        );
+        let ours = logits(&tied, &inputs);
+        if oracle_available() {
+            let dir = tempfile::tempdir().unwrap();
+            let model = dir.path().join("m.onnx");
+            compc::onnx::export::export_file(&tied, &model, &Default::default()).unwrap();
+            let inp = dir.path().join("in.npz");
+            compc::runtime::npz::write_npz(&inp, &inputs).unwrap();
+            let o = dir.path().join("out.npz");
+            ort_run(&model, &inp, &o).unwrap_or_else(|e| panic!("onnxruntime: {e}"));
+            let ort = read_npz(&o)[0].1.to_f32_vec();
+            assert!(
+                close(&ort, &ours, 1e-4, 1e-3),
+                "{gqa}: onnxruntime disagrees"
+            );
+        }
+    }
 }

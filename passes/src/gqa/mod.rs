@@ -110,6 +110,18 @@ impl Gqa {
     }
 }
 
+/// For each attention, the first attention whose q, k, v and o projections read the same
+/// weight values (blocks `share-layers` tied together), or the attention itself.
+fn tie_leaders(idioms: &Idioms) -> Vec<usize> {
+    let key = |a: &crate::idioms::Attention| {
+        [Some(a.q), Some(a.k), Some(a.v), a.o].map(|li| li.map(|li| idioms.linears[li].weight))
+    };
+    let keys: Vec<_> = idioms.attention.iter().map(key).collect();
+    (0..keys.len())
+        .map(|i| (0..i).find(|&j| keys[j] == keys[i]).unwrap_or(i))
+        .collect()
+}
+
 /// KV cache bytes per token: 2 (K and V) × KV heads × head size × element size.
 fn kv_bytes(g: &Graph, idioms: &Idioms) -> u64 {
     idioms
@@ -221,6 +233,31 @@ impl Pass for Gqa {
             }
             runner = Some(r);
         }
+        // Attentions tied by `share-layers` read the same projections: they are planned on
+        // the Grams of all their sites together, so every site rewrites the shared weights
+        // the same way (mean pooling needs no statistics and agrees anyway), and the
+        // identical copies the rewrite writes per site are merged below.
+        let leaders = tie_leaders(&idioms);
+        if aligned {
+            let summed: Vec<(Vec<f64>, Vec<f64>)> = (0..grams.len())
+                .map(|i| {
+                    let mut k = vec![0.0; grams[i].0.len()];
+                    let mut v = vec![0.0; grams[i].1.len()];
+                    for j in (0..grams.len()).filter(|&j| leaders[j] == leaders[i]) {
+                        for (t, x) in k.iter_mut().zip(&grams[j].0) {
+                            *t += x;
+                        }
+                        for (t, x) in v.iter_mut().zip(&grams[j].1) {
+                            *t += x;
+                        }
+                    }
+                    (k, v)
+                })
+                .collect();
+            grams = summed;
+        }
+        let tied = (0..leaders.len()).filter(|&i| leaders[i] != i).count();
+        let constants_before = crate::same_constants::constants(g);
         let original = runner.as_ref().map(|_| g.clone());
         let mut plans = Vec::new();
         for (ai, (a, &(h, d))) in idioms.attention.iter().zip(&dims).enumerate() {
@@ -321,6 +358,15 @@ impl Pass for Gqa {
                 };
                 contrib::emit(g, &mut shared, c, plan.kv.len(), &name)?;
             }
+        }
+        let merged = crate::same_constants::merge_new(g, &constants_before)?;
+        if tied > 0 {
+            cx.note(format!(
+                "{tied} of the {} attention layers read the same projections as an earlier one \
+                 (layers tied by share-layers): planned together, and {merged} rewritten \
+                 constants identical to another were stored once",
+                leaders.len()
+            ));
         }
         reinfer(g)?;
         let removed = crate::dce::remove_dead_nodes(g)?;

@@ -29,7 +29,7 @@ use crate::pass::{Changed, PassError};
 use crate::quant::layers::{read_w, select_skipping, Layer};
 use crate::quant::pass::end_to_end_error;
 use apply::{add_to_bias, apply_group, describe_kind, reinfer, report_parameters};
-use compc_ir::Graph;
+use compc_ir::{Graph, ValueRef};
 use depgraph::{head_group, mlp_group, Axis, Group, GroupKind};
 use importance::{group_scores, lowest, MemberData};
 use layer_stats::LayerStats;
@@ -57,6 +57,31 @@ fn amount(group: &Group, s: &StructuredConfig) -> Result<usize, PassError> {
         )));
     }
     Ok(k)
+}
+
+/// For each group, the first group whose members read exactly the same weight constants
+/// in the same roles (blocks `share-layers` tied together), or the group itself.
+fn tie_leaders(g: &Graph, groups: &[Group], layers: &[Option<Layer>]) -> Vec<usize> {
+    /// An MLP group or not, its units, and each member's weight and axis.
+    type TieKey = (bool, usize, Vec<(ValueRef, Axis)>);
+    let key = |grp: &Group| -> Option<TieKey> {
+        let weights = grp
+            .members
+            .iter()
+            .map(|m| {
+                let l = layers[m.linear].as_ref()?;
+                Some((g.node(l.node()).input(1)?, m.axis))
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some((matches!(grp.kind, GroupKind::Mlp(_)), grp.units, weights))
+    };
+    let keys: Vec<_> = groups.iter().map(key).collect();
+    (0..groups.len())
+        .map(|i| match &keys[i] {
+            Some(k) => (0..i).find(|&j| keys[j].as_ref() == Some(k)).unwrap_or(i),
+            None => i,
+        })
+        .collect()
 }
 
 /// Multiply-accumulates per token of every linear (rows × cols), a FLOP proxy.
@@ -151,8 +176,9 @@ pub fn run(
     let runner = collected.as_ref().map(|c| &c.runner);
     let original = runner.map(|_| g.clone());
     // Decide every group on the unpruned weights, then rewrite.
-    let mut plans: Vec<Vec<usize>> = Vec::new();
-    for (grp, &k) in groups.iter().zip(&amounts) {
+    let leaders = tie_leaders(g, &groups, &layers);
+    let mut scores: Vec<Vec<f64>> = Vec::new();
+    for grp in &groups {
         let ws: Vec<Vec<f32>> = grp
             .members
             .iter()
@@ -182,13 +208,27 @@ pub fn run(
                 }
             })
             .collect();
-        let scores = group_scores(&grp.members, grp.units, &data, s.importance);
-        plans.push(lowest(&scores, k));
+        scores.push(group_scores(&grp.members, grp.units, &data, s.importance));
     }
-    // Compensation deltas, from the unpruned consumer weights.
-    let mut deltas: Vec<(usize, Vec<f32>)> = Vec::new();
+    // Blocks tied by `share-layers` read the same weights: they get one plan, from their
+    // summed scores, so that every site slices the shared weights the same way and the
+    // copies the rewrite writes per site come out identical (merged below).
+    let plans: Vec<Vec<usize>> = (0..groups.len())
+        .map(|i| {
+            let mut summed = vec![0f64; groups[i].units];
+            for j in (0..groups.len()).filter(|&j| leaders[j] == leaders[i]) {
+                for (t, v) in summed.iter_mut().zip(&scores[j]) {
+                    *t += v;
+                }
+            }
+            lowest(&summed, amounts[i])
+        })
+        .collect();
+    let tied = (0..groups.len()).filter(|&i| leaders[i] != i).count();
+    // Compensation deltas, from the unpruned consumer weights: per group, one per consumer.
+    let mut group_deltas: Vec<Vec<(usize, Vec<f32>)>> = vec![Vec::new(); groups.len()];
     if s.compensate {
-        for (grp, removed) in groups.iter().zip(&plans) {
+        for ((grp, removed), out) in groups.iter().zip(&plans).zip(group_deltas.iter_mut()) {
             for m in grp.consumers() {
                 let l = layers[m.linear].as_ref().expect("checked");
                 let Some(st) = stat_of(g, l) else { continue };
@@ -202,10 +242,29 @@ pub fn run(
                         }
                     }
                 }
-                deltas.push((m.linear, d));
+                out.push((m.linear, d));
             }
         }
     }
+    // Tied groups share their consumers' weights and biases: each adds the mean of the
+    // tied sites' deltas, so the biases stay identical too.
+    let mut deltas: Vec<(usize, Vec<f32>)> = Vec::new();
+    for (i, own) in group_deltas.iter().enumerate() {
+        for (pos, (li, d)) in own.iter().enumerate() {
+            let sites: Vec<&Vec<f32>> = (0..groups.len())
+                .filter(|&j| leaders[j] == leaders[i])
+                .filter_map(|j| group_deltas[j].get(pos).map(|(_, d)| d))
+                .collect();
+            let mut mean = vec![0f32; d.len()];
+            for site in &sites {
+                for (m, v) in mean.iter_mut().zip(site.iter()) {
+                    *m += v / sites.len() as f32;
+                }
+            }
+            deltas.push((*li, mean));
+        }
+    }
+    let constants_before = crate::same_constants::constants(g);
     for ((grp, removed), &k) in groups.iter().zip(&plans).zip(&amounts) {
         if k == 0 {
             continue;
@@ -259,6 +318,15 @@ pub fn run(
         cx.note(format!(
             "compensation: the removed channels' mean contribution was added to {} biases",
             deltas.len()
+        ));
+    }
+    let merged = crate::same_constants::merge_new(g, &constants_before)?;
+    if tied > 0 {
+        cx.note(format!(
+            "{tied} of the {} groups read the same weights as an earlier one (layers tied by \
+             share-layers): each tie was pruned with one plan from its summed scores, and \
+             {merged} rewritten constants identical to another were stored once",
+            groups.len()
         ));
     }
     reinfer(g)?;
