@@ -315,3 +315,59 @@ fn gqa_on_shared_layers_keeps_one_copy_of_each_projection() {
         }
     }
 }
+
+/// How many matmuls read a constant weight, and how many distinct constants they read.
+fn matmul_weights(g: &Graph) -> (usize, usize) {
+    let text = compc::ir::text::print(g);
+    // `%63 = "const"() {sha = "…", …}` names the constants by their value id.
+    let consts: std::collections::HashMap<&str, &str> = text
+        .lines()
+        .filter(|l| l.contains("= \"const\"()"))
+        .filter_map(|l| {
+            let id = l.trim().split(' ').next()?;
+            let sha = l.split("sha = \"").nth(1)?.split('"').next()?;
+            Some((id, sha))
+        })
+        .collect();
+    let mut read: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("\"matmul\"("))
+        .filter_map(|l| {
+            let args = l.split("\"matmul\"(").nth(1)?.split(')').next()?;
+            consts.get(args.split(", ").nth(1)?).copied()
+        })
+        .collect();
+    let n = read.len();
+    read.sort();
+    read.dedup();
+    (n, read.len())
+}
+
+/// `share-layers{norms=shared}` ties the norm scales like the linears (one copy per
+/// shared block), so `rotate`, which folds them into q/k/v and gate/up, leaves every tied
+/// linear shared: as many distinct matmul weights after `rotate` as before it (with
+/// per-position norms the folded copies differ and come apart), and the rotated model
+/// computes what the shared one does.
+#[test]
+fn shared_norms_keep_rotated_weights_shared() {
+    let dec = compc::driver::load_model(&common::model_path("decoder", "torchscript")).unwrap();
+    let inputs = read_npz(&common::inputs_path("decoder", "b3"));
+    let position = try_pipeline(&dec, "share-layers", None).unwrap();
+    let shared = try_pipeline(&dec, "share-layers{norms=shared}", None).unwrap();
+    // Two blocks tied into one: block 1's two RMSNorm scales (d = 64) are gone.
+    assert_eq!(
+        GraphStats::of(&position).parameters - GraphStats::of(&shared).parameters,
+        2 * 64
+    );
+    let (readers, distinct) = matmul_weights(&shared);
+    assert!(distinct < readers, "{readers} readers, {distinct} weights");
+    let rotated = try_pipeline(&dec, "share-layers{norms=shared},rotate", None).unwrap();
+    assert_eq!(matmul_weights(&rotated), (readers, distinct));
+    let rotated_position = try_pipeline(&dec, "share-layers,rotate", None).unwrap();
+    assert!(matmul_weights(&rotated_position).1 > distinct);
+    let (want, got) = (logits(&shared, &inputs), logits(&rotated, &inputs));
+    assert!(
+        close(&got, &want, 1e-4, 1e-4),
+        "rotation changed the outputs"
+    );
+}

@@ -3,8 +3,11 @@
 //! position ℓ uses shared block `ℓ mod B`); every linear of a block (q, k, v, o, gate,
 //! up, down) reads one shared constant, initialised by `average`, `stepwise` or `lower`.
 //! With `lora_rank=r`, position ℓ adds `B_ℓ(A_ℓ x)` from the rank-r truncated SVD of
-//! `W_ℓ − W'` (kept unmerged so the sharing survives export). Norm scales stay per
-//! position. The exported graph stores each shared weight once: one initializer read by
+//! `W_ℓ − W'` (kept unmerged so the sharing survives export). Norm scales and biases
+//! stay per position (`norms=position`, our default: cheap, and full-rank LoRA then
+//! reproduces the original), or are tied like the linears (`norms=shared`, the paper's
+//! choice; `rotate` folds them into the linears, so only then do rotated weights stay
+//! shared). The exported graph stores each shared weight once: one initializer read by
 //! K MatMuls.
 
 use crate::calib::linalg::thin_svd;
@@ -39,6 +42,12 @@ pub const OPTIONS: &[OptionSpec] = &[
         default: Some("0"),
         help: "per-position LoRA rank from the truncated SVD of (original − shared); 0 = pure recursion; at least min(m, n) reproduces the original",
     },
+    OptionSpec {
+        name: "norms",
+        kind: OptionKind::Choice(&["position", "shared"]),
+        default: Some("position"),
+        help: "norm scales and biases: kept per position, or tied like the linears (the paper's choice, initialised the same way; rotate then keeps every weight shared)",
+    },
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,6 +61,8 @@ pub struct ShareLayers {
     pub every: usize,
     pub init: Init,
     pub lora_rank: usize,
+    /// Tie the blocks' norm scales and biases too.
+    pub shared_norms: bool,
 }
 
 pub fn descriptor() -> PassDescriptor {
@@ -74,6 +85,7 @@ impl ShareLayers {
                 _ => Init::Average,
             },
             lora_rank: o.int("lora_rank").unwrap_or(0) as usize,
+            shared_norms: o.text("norms") == Some("shared"),
         })
     }
 }
@@ -153,6 +165,106 @@ fn add_lora(
         }
     }
     Ok(())
+}
+
+/// The mean (or copy, per `init`) of the constants `values` read at the tied positions,
+/// stored once, with the first one's name, dims and element type.
+fn shared_const(g: &mut Graph, values: &[ValueRef], name: String) -> Result<ValueRef, PassError> {
+    let mut acc: Vec<f64> = Vec::new();
+    let mut dims = Vec::new();
+    let mut dtype = DType::F32;
+    for &v in values {
+        let (w, t) = const_tensor(g, v)?;
+        if !acc.is_empty() && t.shape() != dims.as_slice() {
+            return Err(PassError::Invalid(format!(
+                "share-layers: norms=shared: `{}` has dims {:?}, the tied norms' {:?}",
+                w.name,
+                t.shape(),
+                dims
+            )));
+        }
+        dims = t.shape().to_vec();
+        dtype = w.dtype;
+        let x = t.f32_cow();
+        if acc.is_empty() {
+            acc = vec![0.0; x.len()];
+        }
+        acc.iter_mut()
+            .zip(x.iter())
+            .for_each(|(a, &v)| *a += v as f64);
+    }
+    let n = values.len().max(1) as f64;
+    f32_const(
+        g,
+        name,
+        dims,
+        acc.iter().map(|a| (a / n) as f32).collect(),
+        dtype,
+    )
+}
+
+/// `norms=shared`: every block's k-th norm reads one scale (and bias) per shared block,
+/// initialised like the linears. Returns how many shared constants it wrote.
+fn tie_norms(g: &mut Graph, idioms: &Idioms, init: Init, b: usize) -> Result<usize, PassError> {
+    let l = idioms.blocks.len();
+    let per_block = idioms.blocks[0].norms.len();
+    let part = |n: usize, bias: bool| {
+        let norm = &idioms.norms[n];
+        if bias {
+            norm.bias
+        } else {
+            norm.scale
+        }
+    };
+    for (bi, blk) in idioms.blocks.iter().enumerate() {
+        let same = blk.norms.len() == per_block
+            && blk
+                .norms
+                .iter()
+                .zip(&idioms.blocks[0].norms)
+                .all(|(&n, &n0)| {
+                    [false, true]
+                        .iter()
+                        .all(|&bias| part(n, bias).is_some() == part(n0, bias).is_some())
+                        && idioms.norms[n].kind == idioms.norms[n0].kind
+                });
+        if !same {
+            return Err(PassError::Invalid(format!(
+                "share-layers: norms=shared: block[{bi}]'s norms do not match block[0]'s (count, kind, scale and bias); use norms=position"
+            )));
+        }
+    }
+    let mut written = 0;
+    for j in 0..b {
+        let src = sources(init, l, b, j);
+        for slot in 0..per_block {
+            for bias in [false, true] {
+                let values: Option<Vec<ValueRef>> = src
+                    .iter()
+                    .map(|&p| part(idioms.blocks[p].norms[slot], bias))
+                    .collect();
+                let Some(values) = values else { continue };
+                let first = values[0];
+                let name = format!(
+                    "{}_shared{j}",
+                    g.const_weight(first).map_or("norm", |w| w.name.as_str())
+                );
+                let shared = shared_const(g, &values, name)?;
+                written += 1;
+                for r in 0..l / b {
+                    let n = idioms.blocks[j + r * b].norms[slot];
+                    let Some(old) = part(n, bias) else { continue };
+                    let nodes = &idioms.norms[n].nodes;
+                    for (u, input) in g.value_users(old) {
+                        if nodes.contains(&u) {
+                            g.set_input(u, input as usize, Some(shared));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(written)
 }
 
 impl Pass for ShareLayers {
@@ -306,8 +418,18 @@ impl Pass for ShareLayers {
                 }
             }
         }
+        let tied_norms = if self.shared_norms {
+            tie_norms(g, &idioms, self.init, b)?
+        } else {
+            0
+        };
         reinfer(g)?;
         let removed = crate::dce::remove_dead_nodes(g)?;
+        if self.shared_norms {
+            cx.note(format!(
+                "norms=shared: {tied_norms} norm constants (scales and biases) tied like the linears"
+            ));
+        }
         cx.note(format!(
             "{l} blocks → {b} shared blocks × {k} ({:?} init); unique block linear bytes {block_bytes} → {unique_bytes} ({:.2}×){}",
             self.init,
