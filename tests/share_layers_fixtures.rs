@@ -371,3 +371,108 @@ fn shared_norms_keep_rotated_weights_shared() {
         "rotation changed the outputs"
     );
 }
+
+/// Deterministic values in (-1, 1) (a 64-bit LCG), for the synthetic graphs below.
+fn lcg_values(seed: u64, n: usize) -> Vec<f32> {
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// `inputs` (name, rows) each read by a matmul with one shared 64×16 weight.
+fn shared_weight_graph(inputs: &[&str]) -> Graph {
+    let w: Vec<String> = lcg_values(11, 64 * 16)
+        .iter()
+        .map(|v| format!("{v:.4}"))
+        .collect();
+    let ty = "tensor<{batch}x64xf32>";
+    let out = "tensor<{batch}x16xf32>";
+    let args: Vec<String> = inputs.iter().map(|n| format!("%{n}: {ty}")).collect();
+    let rets: Vec<String> = inputs.iter().map(|n| format!("y_{n}: {out}")).collect();
+    let mut text = format!(
+        "graph @shared({}) -> ({}) {{\n  %w = \"const\"() {{value = dense<[{}]>}} : () -> tensor<64x16xf32>\n",
+        args.join(", "),
+        rets.join(", "),
+        w.join(", ")
+    );
+    for (i, n) in inputs.iter().enumerate() {
+        text += &format!("  %{i} = \"matmul\"(%{n}, %w) : ({ty}, tensor<64x16xf32>) -> {out}\n");
+    }
+    let ids: Vec<String> = (0..inputs.len()).map(|i| format!("%{i}")).collect();
+    text += &format!("  return {}\n}}\n", ids.join(", "));
+    compc::ir::text::parse(&text).unwrap()
+}
+
+/// GPTQ on a weight several layers read minimises the error at every reader: the codes
+/// it gives the two readers of one weight, calibrated on inputs `X₁` and `X₂`, are the
+/// codes it gives a single reader calibrated on `[X₁; X₂]` (whose Hessian is the mean of
+/// theirs; GPTQ does not depend on the Hessian's scale). `X₂` stresses a few channels
+/// `X₁` does not, so the first reader's Hessian alone gives other codes.
+#[test]
+fn gptq_on_a_shared_weight_sums_its_readers_hessians() {
+    let rows = 256;
+    let x1 = lcg_values(1, rows * 64);
+    let mut x2 = lcg_values(2, rows * 64);
+    for (k, v) in x2.iter_mut().enumerate() {
+        if k % 64 < 4 {
+            *v *= 20.0;
+        }
+    }
+    let t = |x: &[f32], r: usize| Tensor::from_f32(vec![r, 64], x.to_vec());
+    let both: Vec<f32> = x1.iter().chain(&x2).copied().collect();
+    let pipeline = "quant{method=gptq,bits=3,group=32}";
+    let two = try_pipeline(
+        &shared_weight_graph(&["a", "b"]),
+        pipeline,
+        Some(&compc::passes::CalibData {
+            tensors: vec![("a".into(), t(&x1, rows)), ("b".into(), t(&x2, rows))],
+        }),
+    )
+    .unwrap();
+    let one = try_pipeline(
+        &shared_weight_graph(&["c"]),
+        pipeline,
+        Some(&compc::passes::CalibData {
+            tensors: vec![("c".into(), t(&both, 2 * rows))],
+        }),
+    )
+    .unwrap();
+    let first_only = try_pipeline(
+        &shared_weight_graph(&["c"]),
+        pipeline,
+        Some(&compc::passes::CalibData {
+            tensors: vec![("c".into(), t(&x1, rows))],
+        }),
+    )
+    .unwrap();
+    // The quantized weights, read through the identity: row k of the output is W's row k.
+    let eye: Vec<f32> = (0..64 * 64)
+        .map(|i| f32::from(u8::from(i / 64 == i % 64)))
+        .collect();
+    let weights = |g: &Graph, names: &[&str]| -> Vec<Vec<f32>> {
+        let inputs: Vec<(String, Tensor)> =
+            names.iter().map(|n| (n.to_string(), t(&eye, 64))).collect();
+        compc::runtime::run(g, &inputs)
+            .unwrap()
+            .into_iter()
+            .map(|(_, t)| t.to_f32_vec())
+            .collect()
+    };
+    let two_w = weights(&two, &["a", "b"]);
+    let one_w = weights(&one, &["c"]).remove(0);
+    assert_eq!(two_w[0], two_w[1], "the two readers read different weights");
+    assert_eq!(two_w[0], one_w, "not the codes of the summed Hessian");
+    assert_ne!(
+        weights(&first_only, &["c"]).remove(0),
+        one_w,
+        "X₂ should change the codes"
+    );
+}

@@ -335,51 +335,84 @@ impl Job {
             let n = self.layers[members[0]].cols;
             let name = self.layers[members[0]].name.clone();
             let adv = seq.advance_for(stage);
-            let mut stats = InputStats::new(n, true);
             let mut cached: Vec<Tensor> = Vec::new();
             let keep = if method == Method::Awq {
                 awq_batches
             } else {
                 0
             };
-            // RSQ: the attention probabilities of the stage's block weight its tokens.
-            let softmax = match (method, self.cfg.importance) {
-                (Method::Gptq, Some(Importance::AttnCon)) => {
-                    importance::softmax_for(g, &self.idioms, self.layers[members[0]].index)
-                }
-                _ => None,
+            // RSQ: the attention probabilities of a site's block weight its tokens.
+            let rsq = matches!(
+                (method, self.cfg.importance),
+                (Method::Gptq, Some(Importance::AttnCon))
+            );
+            let softmax_of = |i: usize| {
+                rsq.then(|| importance::softmax_for(g, &self.idioms, self.layers[i].index))
+                    .flatten()
             };
-            let mut taps = vec![stage.input];
-            taps.extend(softmax.map(|s| ValueRef::new(s, 0)));
-            let what = format!("input of `{name}`");
-            runner.run(g, &taps, adv, &mut |b, mut outs| {
-                if softmax.is_some() {
-                    let p = outs.pop().ok_or_else(|| PassError::Invalid("no attention".into()))?;
-                    let t = outs.pop().ok_or_else(|| PassError::Invalid("no activation".into()))?;
-                    let (Some(&nb), Some(&nt), 3) = (t.shape().first(), t.shape().get(1), t.rank())
-                    else {
-                        return Err(PassError::Invalid(format!(
-                            "{what}: token importance needs [batch, tokens, features] activations, got {:?}",
-                            t.shape()
-                        )));
-                    };
-                    let w = importance::attncon(&p, nb, nt)
-                        .map_err(|e| PassError::Invalid(format!("{what}: {e}")))?;
-                    let mut x = t.to_f32_vec();
-                    importance::weight_rows(&mut x, n, &w)
-                        .and_then(|_| stats.add_rows(&x))
-                        .map_err(|e| PassError::Invalid(format!("{what}: {e}")))?;
-                    return Ok(());
+            // Site 0 is the stage's input; GPTQ adds the inputs of later readers of the
+            // members' weights (`share-layers`), whose Hessians it sums.
+            let mut sites = vec![Site::new(stage.input, softmax_of(members[0]), n)];
+            let mut site_of: Vec<Vec<usize>> = vec![vec![0]; members.len()];
+            if method == Method::Gptq {
+                for (m, &i) in members.iter().enumerate() {
+                    for k in self.later_readers(g, i) {
+                        let Some(x) = self.layers[k].input(g) else {
+                            continue;
+                        };
+                        let s = match sites.iter().position(|s| s.input == x) {
+                            Some(s) => s,
+                            None => {
+                                sites.push(Site::new(x, softmax_of(k), n));
+                                sites.len() - 1
+                            }
+                        };
+                        if !site_of[m].contains(&s) {
+                            site_of[m].push(s);
+                        }
+                    }
                 }
-                let t = outs
-                    .pop()
-                    .ok_or_else(|| PassError::Invalid("no activation".into()))?;
-                stats.add(&t, &what)?;
-                if b < keep {
-                    cached.push(t);
+            }
+            let mut taps = Vec::new();
+            for s in &sites {
+                taps.push(s.input);
+                taps.extend(s.softmax.map(|p| ValueRef::new(p, 0)));
+            }
+            let what = format!("input of `{name}`");
+            runner.run(g, &taps, adv, &mut |b, outs| {
+                let mut outs = outs.into_iter();
+                for (si, site) in sites.iter_mut().enumerate() {
+                    let t = outs
+                        .next()
+                        .ok_or_else(|| PassError::Invalid("no activation".into()))?;
+                    if site.softmax.is_some() {
+                        let p = outs
+                            .next()
+                            .ok_or_else(|| PassError::Invalid("no attention".into()))?;
+                        let (Some(&nb), Some(&nt), 3) =
+                            (t.shape().first(), t.shape().get(1), t.rank())
+                        else {
+                            return Err(PassError::Invalid(format!(
+                                "{what}: token importance needs [batch, tokens, features] activations, got {:?}",
+                                t.shape()
+                            )));
+                        };
+                        let w = importance::attncon(&p, nb, nt)
+                            .map_err(|e| PassError::Invalid(format!("{what}: {e}")))?;
+                        let mut x = t.to_f32_vec();
+                        importance::weight_rows(&mut x, n, &w)
+                            .and_then(|_| site.stats.add_rows(&x))
+                            .map_err(|e| PassError::Invalid(format!("{what}: {e}")))?;
+                        continue;
+                    }
+                    site.stats.add(&t, &what)?;
+                    if si == 0 && b < keep {
+                        cached.push(t);
+                    }
                 }
                 Ok(())
             })?;
+            let softmax = sites[0].softmax;
             if softmax.is_some() {
                 weighted += 1;
             }
@@ -387,8 +420,10 @@ impl Job {
                 seq.cut_moved(a);
             }
             match method {
-                Method::Awq => self.awq_stage(g, runner, &members, stage.input, &stats, &cached)?,
-                _ => self.gptq_stage(g, &members, &stats)?,
+                Method::Awq => {
+                    self.awq_stage(g, runner, &members, stage.input, &sites[0].stats, &cached)?
+                }
+                _ => self.gptq_stage(g, &members, &sites, &site_of)?,
             }
             seq.finish(stage);
             pb.inc(1);
@@ -405,21 +440,50 @@ impl Job {
         Ok(())
     }
 
+    /// The layers after `i` that read the very weight `i` reads, in the same form, not
+    /// quantized yet (`share-layers` ties them).
+    fn later_readers(&self, g: &Graph, i: usize) -> Vec<usize> {
+        let Some(from) = layers::weight_node(g, &self.layers[i]) else {
+            return vec![];
+        };
+        (0..self.layers.len())
+            .filter(|&k| {
+                k != i
+                    && self.q[k].is_none()
+                    && !self.layers[k].is_conv()
+                    && layers::weight_node(g, &self.layers[k]) == Some(from)
+                    && layers::same_form(&self.layers[k], &self.layers[i])
+            })
+            .collect()
+    }
+
+    /// GPTQ on the stage's members. A member whose weight later layers read too gets the
+    /// sum of its sites' Hessians (`site_of[m]` indexes `sites`): the shared codes
+    /// minimise `Σ_sites ‖(W − Q) X_site‖²`, the error of every reader, not the first's.
     fn gptq_stage(
         &mut self,
         g: &mut Graph,
         members: &[usize],
-        stats: &InputStats,
+        sites: &[Site],
+        site_of: &[Vec<usize>],
     ) -> Result<(), PassError> {
-        let (Some(h), Some(gram)) = (stats.hessian(), stats.gram()) else {
+        let (Some(h0), Some(gram)) = (sites[0].stats.hessian(), sites[0].stats.gram()) else {
             return Err(PassError::Invalid("no Hessian was collected".into()));
         };
-        for &i in members {
-            // Another reader of a weight GPTQ already quantized (with the Hessian of the
-            // reader it met first): one weight, one set of codes.
+        for (m, &i) in members.iter().enumerate() {
+            // Another reader of a weight GPTQ already quantized (with the Hessians of all
+            // its readers): one weight, one set of codes.
             if let Some(j) = self.same_weight_as(g, i) {
                 self.take_codes_of(g, i, j);
                 continue;
+            }
+            let mut h = h0.clone();
+            for &s in &site_of[m][1..] {
+                let hs = sites[s]
+                    .stats
+                    .hessian()
+                    .ok_or_else(|| PassError::Invalid("no Hessian was collected".into()))?;
+                h.iter_mut().zip(&hs).for_each(|(a, b)| *a += b);
             }
             let l = &self.layers[i];
             self.quantized_from[i] = layers::weight_node(g, l);
@@ -441,6 +505,13 @@ impl Job {
             r.weight_mse = mse(&w, &deq);
             r.output_rel_err = Some(output_rel_err(&w, &deq, l.cols, &gram)?);
             r.extra = solve_note(res.loss, res.damp, self.cfg.damp, res.dead);
+            if site_of[m].len() > 1 {
+                r.extra = format!(
+                    "{}; Hessian summed over the {} inputs that read this weight",
+                    r.extra,
+                    site_of[m].len()
+                );
+            }
             self.q[i] = Some(res.q);
         }
         Ok(())
@@ -929,4 +1000,22 @@ fn argmax(v: &[f32]) -> usize {
             |m, (i, &x)| if x > m.1 { (i, x) } else { m },
         )
         .0
+}
+
+/// One input whose statistics a stage collects: the stage's own, or (GPTQ) that of a
+/// later reader of a member's weight, with the attention probabilities RSQ weights it by.
+struct Site {
+    input: ValueRef,
+    softmax: Option<NodeId>,
+    stats: InputStats,
+}
+
+impl Site {
+    fn new(input: ValueRef, softmax: Option<NodeId>, n: usize) -> Site {
+        Site {
+            input,
+            softmax,
+            stats: InputStats::new(n, true),
+        }
+    }
 }
