@@ -411,13 +411,12 @@ fn shared_weight_graph(inputs: &[&str]) -> Graph {
     compc::ir::text::parse(&text).unwrap()
 }
 
-/// GPTQ on a weight several layers read minimises the error at every reader: the codes
-/// it gives the two readers of one weight, calibrated on inputs `X₁` and `X₂`, are the
-/// codes it gives a single reader calibrated on `[X₁; X₂]` (whose Hessian is the mean of
-/// theirs; GPTQ does not depend on the Hessian's scale). `X₂` stresses a few channels
-/// `X₁` does not, so the first reader's Hessian alone gives other codes.
-#[test]
-fn gptq_on_a_shared_weight_sums_its_readers_hessians() {
+/// Calibrated on the inputs of every reader: `pipeline` on the shared-weight graph
+/// with readers `a` (inputs `X₁`) and `b` (`X₂`) gives both readers the weight it gives a
+/// single reader calibrated on `[X₁; X₂]` (whose statistics pool the same tokens; GPTQ
+/// and SparseGPT do not depend on the Hessian's scale). `X₂` stresses a few channels
+/// `X₁` does not, so the first reader's statistics alone give another weight.
+fn assert_calibrated_on_all_readers(pipeline: &str) {
     let rows = 256;
     let x1 = lcg_values(1, rows * 64);
     let mut x2 = lcg_values(2, rows * 64);
@@ -428,7 +427,6 @@ fn gptq_on_a_shared_weight_sums_its_readers_hessians() {
     }
     let t = |x: &[f32], r: usize| Tensor::from_f32(vec![r, 64], x.to_vec());
     let both: Vec<f32> = x1.iter().chain(&x2).copied().collect();
-    let pipeline = "quant{method=gptq,bits=3,group=32}";
     let two = try_pipeline(
         &shared_weight_graph(&["a", "b"]),
         pipeline,
@@ -468,11 +466,44 @@ fn gptq_on_a_shared_weight_sums_its_readers_hessians() {
     };
     let two_w = weights(&two, &["a", "b"]);
     let one_w = weights(&one, &["c"]).remove(0);
-    assert_eq!(two_w[0], two_w[1], "the two readers read different weights");
-    assert_eq!(two_w[0], one_w, "not the codes of the summed Hessian");
-    assert_ne!(
-        weights(&first_only, &["c"]).remove(0),
-        one_w,
-        "X₂ should change the codes"
+    // The same zeros, and values equal up to the order of float sums (SparseGPT's
+    // updates); a different code or mask moves an entry by far more.
+    let same = |a: &[f32], b: &[f32]| {
+        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+        a.iter()
+            .zip(b)
+            .all(|(x, y)| (*x == 0.0) == (*y == 0.0) && (x - y).abs() <= 1e-5 * scale)
+    };
+    assert_eq!(
+        two_w[0], two_w[1],
+        "{pipeline}: the two readers read different weights"
     );
+    assert!(
+        same(&two_w[0], &one_w),
+        "{pipeline}: not the weight of the pooled statistics"
+    );
+    assert!(
+        !same(&weights(&first_only, &["c"]).remove(0), &one_w),
+        "{pipeline}: X₂ should change the weight"
+    );
+}
+
+/// GPTQ on a weight several layers read sums their Hessians: the shared codes minimise
+/// the error at every reader, not the first's.
+#[test]
+fn gptq_on_a_shared_weight_sums_its_readers_hessians() {
+    assert_calibrated_on_all_readers("quant{method=gptq,bits=3,group=32}");
+}
+
+/// Wanda (per row and global) scores a weight several layers read by `‖X_j‖` over all
+/// their tokens, and SparseGPT prunes it on the sum of their Hessians.
+#[test]
+fn pruning_a_shared_weight_uses_all_its_readers_inputs() {
+    for p in [
+        "prune{method=wanda,layers=all}",
+        "prune{method=wanda,layers=all,scope=global}",
+        "prune{method=sparsegpt,layers=all}",
+    ] {
+        assert_calibrated_on_all_readers(p);
+    }
 }

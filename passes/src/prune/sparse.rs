@@ -65,8 +65,8 @@ impl SparseJob<'_> {
     }
 
     /// Layer `i` reads the weight layer `j` pruned, when both read one constant: the
-    /// mask comes from the reader met first (its activations, for Wanda and SparseGPT).
-    /// Returns whether it did.
+    /// mask was made when the first reader was met (for Wanda and SparseGPT, from the
+    /// statistics of every reader's input). Returns whether it did.
     fn share_pruned(&mut self, g: &mut Graph, i: usize) -> bool {
         let Some(j) = self.same_weight_as(g, i) else {
             return false;
@@ -152,7 +152,18 @@ impl SparseJob<'_> {
         for &i in &firsts {
             let w = read_w(g, &self.layers[i])?;
             let s = match &norms {
-                Some(n) => wanda::scores(&w, &n[i]),
+                // Every reader's tokens count: ‖X_j‖ over all of them.
+                Some(n) => {
+                    let readers: Vec<&Vec<f64>> = (0..self.layers.len())
+                        .filter(|&k| same(&self.layers[k], &self.layers[i]))
+                        .map(|k| &n[k])
+                        .collect();
+                    let cols = n[i].len();
+                    let norm: Vec<f64> = (0..cols)
+                        .map(|j| readers.iter().map(|r| r[j] * r[j]).sum::<f64>().sqrt())
+                        .collect();
+                    wanda::scores(&w, &norm)
+                }
                 None => magnitude::scores(&w),
             };
             all.extend_from_slice(&s);
@@ -231,26 +242,48 @@ impl SparseJob<'_> {
             let n = self.layers[stage.members[0]].cols;
             let name = self.layers[stage.members[0]].name.clone();
             let adv = seq.advance_for(stage);
-            let mut stats = InputStats::new(n, hessian);
-            runner.run(g, &[stage.input], adv, &mut |_, mut outs| {
-                let t = outs
-                    .pop()
-                    .ok_or_else(|| PassError::Invalid("no activation".into()))?;
-                stats.add(&t, &format!("input of `{name}`"))
+            // Input 0 is the stage's; then the inputs of later readers of the members'
+            // weights (`share-layers`), whose statistics the members' masks combine.
+            let mut sites = vec![stage.input];
+            let mut site_of: Vec<Vec<usize>> = vec![vec![0]; stage.members.len()];
+            for (m, &i) in stage.members.iter().enumerate() {
+                for k in self.later_readers(g, i) {
+                    let Some(x) = self.layers[k].input(g) else {
+                        continue;
+                    };
+                    let s = sites.iter().position(|&v| v == x).unwrap_or_else(|| {
+                        sites.push(x);
+                        sites.len() - 1
+                    });
+                    if !site_of[m].contains(&s) {
+                        site_of[m].push(s);
+                    }
+                }
+            }
+            let mut stats: Vec<InputStats> =
+                sites.iter().map(|_| InputStats::new(n, hessian)).collect();
+            let what = format!("input of `{name}`");
+            runner.run(g, &sites, adv, &mut |_, outs| {
+                for (s, t) in stats.iter_mut().zip(&outs) {
+                    s.add(t, &what)?;
+                }
+                Ok(())
             })?;
             if let Some(a) = adv {
                 seq.cut_moved(a);
             }
-            for &i in &stage.members {
+            for (m, &i) in stage.members.iter().enumerate() {
                 if self.share_pruned(g, i) {
                     continue;
                 }
+                let mine: Vec<&InputStats> = site_of[m].iter().map(|&s| &stats[s]).collect();
                 match method {
-                    Method::SparseGpt => self.sparsegpt_layer(g, i, &stats)?,
+                    Method::SparseGpt => self.sparsegpt_layer(g, i, &mine)?,
                     _ => {
                         let w = read_w(g, &self.layers[i])?;
-                        let s = wanda::scores(&w, &stats.l2_norm());
+                        let s = wanda::scores(&w, &combined_l2_norm(&mine));
                         self.finish_layer(g, i, w, &s, None, "wanda")?;
+                        self.note_readers(i, mine.len());
                     }
                 }
             }
@@ -261,15 +294,21 @@ impl SparseJob<'_> {
         Ok(())
     }
 
+    /// SparseGPT on the sum of the Hessians of `stats` (the layer's input first, then
+    /// those of later readers of its weight); the report's output error is the first's.
     fn sparsegpt_layer(
         &mut self,
         g: &mut Graph,
         i: usize,
-        stats: &InputStats,
+        stats: &[&InputStats],
     ) -> Result<(), PassError> {
-        let (Some(h), Some(gram)) = (stats.hessian(), stats.gram()) else {
-            return Err(PassError::Invalid("no Hessian was collected".into()));
-        };
+        let missing = || PassError::Invalid("no Hessian was collected".into());
+        let gram = stats[0].gram().ok_or_else(missing)?;
+        let mut h = stats[0].hessian().ok_or_else(missing)?;
+        for st in &stats[1..] {
+            let hs = st.hessian().ok_or_else(missing)?;
+            h.iter_mut().zip(&hs).for_each(|(a, b)| *a += b);
+        }
         let l = &self.layers[i];
         self.pruned_from[i] = weight_node(g, l);
         let w = read_w(g, l)?;
@@ -287,7 +326,36 @@ impl SparseJob<'_> {
         r.sparsity = pattern::sparsity_of(&res.w);
         r.output_rel_err = Some(output_rel_err(&w, &res.w, l.cols, &gram)?);
         r.extra = solve_note(res.loss, res.damp, self.cfg.damp, res.dead);
+        self.note_readers(i, stats.len());
         Ok(())
+    }
+
+    /// The layers after `i` that read the very weight `i` reads, in the same form, not
+    /// pruned yet (`share-layers` ties them).
+    fn later_readers(&self, g: &Graph, i: usize) -> Vec<usize> {
+        let Some(from) = weight_node(g, &self.layers[i]) else {
+            return vec![];
+        };
+        (0..self.layers.len())
+            .filter(|&k| {
+                k != i
+                    && self.pruned_from[k].is_none()
+                    && weight_node(g, &self.layers[k]) == Some(from)
+                    && same_form(&self.layers[k], &self.layers[i])
+            })
+            .collect()
+    }
+
+    /// Says in layer `i`'s report row how many inputs its scores combined.
+    fn note_readers(&mut self, i: usize, inputs: usize) {
+        if inputs > 1 {
+            let r = &mut self.reports[i];
+            let sep = if r.extra.is_empty() { "" } else { "; " };
+            r.extra = format!(
+                "{}{sep}statistics of the {inputs} inputs that read this weight",
+                r.extra
+            );
+        }
     }
 
     /// Under global scope, names the layers left almost empty. One threshold over every
@@ -389,4 +457,15 @@ impl SparseJob<'_> {
             ),
         );
     }
+}
+
+/// `‖X_j‖₂` over the tokens of all the inputs `stats` saw.
+fn combined_l2_norm(stats: &[&InputStats]) -> Vec<f64> {
+    let mut sq: Vec<f64> = stats[0].l2_norm().iter().map(|v| v * v).collect();
+    for st in &stats[1..] {
+        sq.iter_mut()
+            .zip(st.l2_norm())
+            .for_each(|(a, b)| *a += b * b);
+    }
+    sq.into_iter().map(f64::sqrt).collect()
 }
