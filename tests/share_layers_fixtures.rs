@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{close, lm, lm_ids, oracle_available, ort_run, read_npz, try_pipeline};
+use common::{close, lm, lm_ids, oracle_available, ort_outputs, ort_run, read_npz, try_pipeline};
 use compc::ir::Graph;
 use compc::passes::share_layers::{sources, Init};
 use compc::passes::GraphStats;
@@ -130,25 +130,37 @@ fn bad_every_is_an_error() {
     );
 }
 
+/// The operand lists of the `op` nodes in `text` (compc's IR text, where a node reads
+/// `%out = "op"(%a, %b, …) {…} : (…) -> …`).
+fn operand_lists<'t>(text: &'t str, op: &str) -> Vec<Vec<&'t str>> {
+    let head = format!("\"{op}\"(");
+    text.lines()
+        .filter_map(|l| {
+            let args = l.split(head.as_str()).nth(1)?.split(')').next()?;
+            Some(args.split(", ").collect())
+        })
+        .collect()
+}
+
+/// How many items `v` has, and how many distinct ones.
+fn count_distinct<T: Ord>(mut v: Vec<T>) -> (usize, usize) {
+    let n = v.len();
+    v.sort();
+    v.dedup();
+    (n, v.len())
+}
+
 /// The `op` nodes holding quantized weights (MatMulNBits, DequantizeLinear), and how many
 /// distinct sets of constants they read (MatMulNBits: every operand but A).
 fn quantized_constants(g: &Graph, op: &str) -> (usize, usize) {
     let text = compc::ir::text::print(g);
-    // The operands after the op name: `%out = "op"(%a, %b, …) {…} : (…) -> …`.
-    let mut sets: Vec<String> = text
-        .lines()
-        .filter(|l| l.contains(&format!("\"{op}\"(")))
-        .map(|l| {
-            let args = l.split('(').nth(1).unwrap_or("");
-            let args = args.split(')').next().unwrap_or("");
-            let skip = usize::from(op == "matmul_nbits");
-            args.split(", ").skip(skip).collect::<Vec<_>>().join(", ")
-        })
-        .collect();
-    let n = sets.len();
-    sets.sort();
-    sets.dedup();
-    (n, sets.len())
+    let skip = usize::from(op == "matmul_nbits");
+    count_distinct(
+        operand_lists(&text, op)
+            .into_iter()
+            .map(|args| args[skip.min(args.len())..].join(", "))
+            .collect(),
+    )
 }
 
 /// `share-layers` then `quant`: a weight two blocks read is quantized once, and both
@@ -185,17 +197,9 @@ fn quantizing_shared_layers_keeps_one_copy_of_each_weight() {
         assert_eq!(d_alone, n_alone, "{quant}: quant alone shares nothing");
         assert_eq!(d_shared, d_alone - 7, "{quant}: {d_shared} of {n_shared}");
         let ours = logits(&shared, &inputs);
-        if oracle_available() {
-            let dir = tempfile::tempdir().unwrap();
-            let model = dir.path().join("m.onnx");
-            compc::onnx::export::export_file(&shared, &model, &Default::default()).unwrap();
-            let inp = dir.path().join("in.npz");
-            compc::runtime::npz::write_npz(&inp, &inputs).unwrap();
-            let o = dir.path().join("out.npz");
-            ort_run(&model, &inp, &o).unwrap_or_else(|e| panic!("onnxruntime: {e}"));
-            let ort = read_npz(&o)[0].1.to_f32_vec();
+        if let Some(ort) = ort_outputs(&shared, &inputs) {
             assert!(
-                close(&ort, &ours, 1e-4, 1e-4),
+                close(&ort[0], &ours, 1e-4, 1e-4),
                 "{quant}: onnxruntime disagrees"
             );
         }
@@ -299,17 +303,9 @@ fn gqa_on_shared_layers_keeps_one_copy_of_each_projection() {
             "{gqa}"
         );
         let ours = logits(&tied, &inputs);
-        if oracle_available() {
-            let dir = tempfile::tempdir().unwrap();
-            let model = dir.path().join("m.onnx");
-            compc::onnx::export::export_file(&tied, &model, &Default::default()).unwrap();
-            let inp = dir.path().join("in.npz");
-            compc::runtime::npz::write_npz(&inp, &inputs).unwrap();
-            let o = dir.path().join("out.npz");
-            ort_run(&model, &inp, &o).unwrap_or_else(|e| panic!("onnxruntime: {e}"));
-            let ort = read_npz(&o)[0].1.to_f32_vec();
+        if let Some(ort) = ort_outputs(&tied, &inputs) {
             assert!(
-                close(&ort, &ours, 1e-4, 1e-3),
+                close(&ort[0], &ours, 1e-4, 1e-3),
                 "{gqa}: onnxruntime disagrees"
             );
         }
@@ -329,18 +325,12 @@ fn matmul_weights(g: &Graph) -> (usize, usize) {
             Some((id, sha))
         })
         .collect();
-    let mut read: Vec<&str> = text
-        .lines()
-        .filter(|l| l.contains("\"matmul\"("))
-        .filter_map(|l| {
-            let args = l.split("\"matmul\"(").nth(1)?.split(')').next()?;
-            consts.get(args.split(", ").nth(1)?).copied()
-        })
-        .collect();
-    let n = read.len();
-    read.sort();
-    read.dedup();
-    (n, read.len())
+    count_distinct(
+        operand_lists(&text, "matmul")
+            .iter()
+            .filter_map(|args| consts.get(args.get(1)?).copied())
+            .collect(),
+    )
 }
 
 /// `share-layers{norms=shared}` ties the norm scales like the linears (one copy per
@@ -372,19 +362,10 @@ fn shared_norms_keep_rotated_weights_shared() {
     );
 }
 
-/// Deterministic values in (-1, 1) (a 64-bit LCG), for the synthetic graphs below.
+/// Seeded values in (-1, 1), for the synthetic graphs below.
 fn lcg_values(seed: u64, n: usize) -> Vec<f32> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
+    let mut u = common::uniform(seed);
+    (0..n).map(|_| (2.0 * u() - 1.0) as f32).collect()
 }
 
 /// `inputs` (name, rows) each read by a matmul with one shared 64×16 weight.

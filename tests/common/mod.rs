@@ -279,15 +279,21 @@ pub fn integer_constants(g: &Graph) -> BTreeMap<String, Vec<u8>> {
     m
 }
 
-/// `n` standard-normal images `[n, 3, 32, 32]` (the CNN fixture's inputs are noise too).
-pub fn cnn_images(n: usize, seed: u64) -> Vec<(String, Tensor)> {
+/// A seeded generator of uniform values in (0, 1) (a 64-bit LCG: reproducible noise for
+/// tests, not quality).
+pub fn uniform(seed: u64) -> impl FnMut() -> f64 {
     let mut s = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
-    let mut uniform = || {
+    move || {
         s = s
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         ((s >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    };
+    }
+}
+
+/// `n` standard-normal images `[n, 3, 32, 32]` (the CNN fixture's inputs are noise too).
+pub fn cnn_images(n: usize, seed: u64) -> Vec<(String, Tensor)> {
+    let mut uniform = uniform(seed);
     let v: Vec<f32> = (0..n * 3 * 32 * 32)
         .map(|_| {
             let (u1, u2) = (uniform(), uniform());

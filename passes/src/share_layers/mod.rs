@@ -167,24 +167,22 @@ fn add_lora(
     Ok(())
 }
 
-/// The mean (or copy, per `init`) of the constants `values` read at the tied positions,
-/// stored once, with the first one's name, dims and element type.
-fn shared_const(g: &mut Graph, values: &[ValueRef], name: String) -> Result<ValueRef, PassError> {
+/// The element-wise mean of the constants `values` (the tied positions' copies, or one
+/// source for `init=lower`), with their dims; every value must have the same dims.
+fn mean_of_consts(g: &Graph, values: &[ValueRef]) -> Result<(Vec<usize>, Vec<f32>), PassError> {
     let mut acc: Vec<f64> = Vec::new();
     let mut dims = Vec::new();
-    let mut dtype = DType::F32;
     for &v in values {
         let (w, t) = const_tensor(g, v)?;
         if !acc.is_empty() && t.shape() != dims.as_slice() {
             return Err(PassError::Invalid(format!(
-                "share-layers: norms=shared: `{}` has dims {:?}, the tied norms' {:?}",
+                "share-layers: `{}` has dims {:?}, the tied constants' {:?}",
                 w.name,
                 t.shape(),
                 dims
             )));
         }
         dims = t.shape().to_vec();
-        dtype = w.dtype;
         let x = t.f32_cow();
         if acc.is_empty() {
             acc = vec![0.0; x.len()];
@@ -194,13 +192,14 @@ fn shared_const(g: &mut Graph, values: &[ValueRef], name: String) -> Result<Valu
             .for_each(|(a, &v)| *a += v as f64);
     }
     let n = values.len().max(1) as f64;
-    f32_const(
-        g,
-        name,
-        dims,
-        acc.iter().map(|a| (a / n) as f32).collect(),
-        dtype,
-    )
+    Ok((dims, acc.iter().map(|a| (a / n) as f32).collect()))
+}
+
+/// [`mean_of_consts`] stored once, named `name`, in the first value's element type.
+fn shared_const(g: &mut Graph, values: &[ValueRef], name: String) -> Result<ValueRef, PassError> {
+    let (dims, mean) = mean_of_consts(g, values)?;
+    let dtype = const_tensor(g, values[0])?.0.dtype;
+    f32_const(g, name, dims, mean, dtype)
 }
 
 /// `norms=shared`: every block's k-th norm reads one scale (and bias) per shared block,
@@ -352,23 +351,11 @@ impl Pass for ShareLayers {
                 let tied: Vec<usize> = (0..k).map(|r| members[j + r * b][slot]).collect();
                 let first = layers[tied[0]].as_ref().expect("checked").clone();
                 // Average / copy in the stored layout (identical across tied layers).
-                let mut acc: Vec<f64> = Vec::new();
-                let mut dims = Vec::new();
-                for &p in &src {
-                    let li = members[p][slot];
-                    let wv = idioms.linears[li].weight;
-                    let (_, t) = const_tensor(g, wv)?;
-                    dims = t.shape().to_vec();
-                    let x = t.f32_cow();
-                    if acc.is_empty() {
-                        acc = vec![0.0; x.len()];
-                    }
-                    acc.iter_mut()
-                        .zip(x.iter())
-                        .for_each(|(a, &v)| *a += v as f64);
-                }
-                let n = src.len() as f64;
-                let shared: Vec<f32> = acc.iter().map(|a| (a / n) as f32).collect();
+                let weights: Vec<ValueRef> = src
+                    .iter()
+                    .map(|&p| idioms.linears[members[p][slot]].weight)
+                    .collect();
+                let (dims, shared) = mean_of_consts(g, &weights)?;
                 let name = format!("{}_shared{j}", first.name);
                 let sc = f32_const(g, name, dims, shared.clone(), first.dtype)?;
                 unique_bytes += first.float_bytes();
