@@ -488,3 +488,49 @@ fn pruning_a_shared_weight_uses_all_its_readers_inputs() {
         assert_calibrated_on_all_readers(p);
     }
 }
+
+/// `share-layers` then `low-rank`: the readers of a shared weight get one factorisation
+/// (stored once), so the tied model loses exactly half the parameters `low-rank` removes
+/// from the untied one (two blocks over one shared block; output PCA's new biases are
+/// merged the same way), and it still runs in onnxruntime with compc's outputs.
+#[test]
+fn low_rank_on_shared_layers_keeps_one_copy_of_each_factor() {
+    let dec = compc::driver::load_model(&common::model_path("decoder", "torchscript")).unwrap();
+    let inputs = read_npz(&common::inputs_path("decoder", "b3"));
+    let calib = compc::passes::CalibData {
+        tensors: inputs.clone(),
+    };
+    let params = |g: &Graph| GraphStats::of(g).parameters;
+    let shared = try_pipeline(&dec, "share-layers", None).unwrap();
+    for lr in [
+        "low-rank{ratio=0.5}",
+        "low-rank{ratio=0.5,method=svdllm}",
+        "low-rank{ratio=0.5,method=pca-out}",
+    ] {
+        let untied = try_pipeline(&dec, lr, Some(&calib)).unwrap();
+        let tied = try_pipeline(&dec, &format!("share-layers,{lr}"), Some(&calib)).unwrap();
+        let removed_untied = params(&dec) - params(&untied);
+        assert!(removed_untied > 0, "{lr}");
+        assert_eq!(params(&shared) - params(&tied), removed_untied / 2, "{lr}");
+        let ours = logits(&tied, &inputs);
+        if let Some(ort) = ort_outputs(&tied, &inputs) {
+            assert!(
+                close(&ort[0], &ours, 1e-4, 1e-3),
+                "{lr}: onnxruntime disagrees"
+            );
+        }
+    }
+}
+
+/// Data-aware low-rank methods factor a weight several layers read on the statistics
+/// of all their inputs.
+#[test]
+fn low_rank_of_a_shared_weight_uses_all_its_readers_inputs() {
+    for p in [
+        "low-rank{rank=8,layers=all,method=asvd}",
+        "low-rank{rank=8,layers=all,method=svdllm}",
+        "low-rank{rank=8,layers=all,method=pca-out}",
+    ] {
+        assert_calibrated_on_all_readers(p);
+    }
+}

@@ -43,7 +43,8 @@ type LayerInput = (ValueRef, usize);
 struct Planned {
     layer: Layer,
     rank: usize,
-    /// Index into the distinct layer inputs (for the statistics).
+    /// Index into the distinct layer inputs, then (once ties are known) into the pools
+    /// of inputs whose statistics the layer is factored on.
     input: usize,
 }
 
@@ -106,42 +107,51 @@ impl Pass for LowRank {
             }
             None => None,
         };
-        let grams: Option<Vec<Vec<f64>>> = stats
-            .as_ref()
-            .map(|st| st.iter().map(|s| s.gram().unwrap_or_default()).collect());
-        let means: Option<Vec<Vec<f64>>> = stats
-            .as_ref()
-            .map(|st| st.iter().map(|s| s.mean()).collect());
+        // Readers of one weight (`share-layers`) are factored once, on their inputs'
+        // statistics pooled (every input sees the same tokens, so the pooled moments are
+        // the means of theirs): each plan entry now indexes its pool of inputs.
+        let tie = ties(g, &plan);
+        let pools = pool_inputs(&mut plan, &tie);
+        let widths: Vec<usize> = pools.iter().map(|p| inputs[p[0]].1).collect();
+        let pooled = |f: &dyn Fn(&InputStats) -> Vec<f64>| -> Option<Vec<Vec<f64>>> {
+            stats.as_ref().map(|st| {
+                pools
+                    .iter()
+                    .map(|pool| mean_of(pool.iter().map(|&i| f(&st[i]))))
+                    .collect()
+            })
+        };
+        let grams = pooled(&|s| s.gram().unwrap_or_default());
+        let means = pooled(&|s| s.mean());
+        let mean_abs = pooled(&|s| s.mean_abs().iter().map(|&a| a as f64).collect());
         // The input transform of each distinct input (ASVD's scales, SVD-LLM's whitening
         // factor), computed once for the layers that share it.
-        let mut scales: Vec<Vec<f64>> = vec![vec![]; inputs.len()];
-        let mut lowers: Vec<Option<(faer::Mat<f64>, f64)>> = vec![None; inputs.len()];
+        let mut scales: Vec<Vec<f64>> = vec![vec![]; pools.len()];
+        let mut lowers: Vec<Option<(faer::Mat<f64>, f64)>> = vec![None; pools.len()];
         // Output PCA: the input covariance. The output covariance W·cov·Wᵀ comes from the
         // input statistics already streamed for the other methods (Gram matrix XᵀX/N and
         // mean x̄, cov = XᵀX/N − x̄x̄ᵀ in f64) rather than from streaming every layer's
         // output, which would mean a second calibration run over the wider activations.
-        let mut covs: Vec<Option<faer::Mat<f64>>> = vec![None; inputs.len()];
+        let mut covs: Vec<Option<faer::Mat<f64>>> = vec![None; pools.len()];
         for p in &plan {
             let i = p.input;
             let fail = |e: String| PassError::Invalid(format!("layer `{}`: {e}", p.layer.name));
             match cfg.method {
                 Method::Svd => {}
                 Method::Asvd if scales[i].is_empty() => {
-                    let st = &stats.as_ref().expect("checked above")[i];
-                    scales[i] = st
-                        .mean_abs()
+                    scales[i] = mean_abs.as_ref().expect("checked above")[i]
                         .iter()
-                        .map(|&a| (a as f64).powf(cfg.alpha) + 1e-6)
+                        .map(|&a| a.powf(cfg.alpha) + 1e-6)
                         .collect();
                 }
                 Method::SvdLlm if lowers[i].is_none() => {
                     let gram = &grams.as_ref().expect("checked above")[i];
-                    lowers[i] = Some(factor::whitening(gram, inputs[i].1, cfg.damp).map_err(fail)?);
+                    lowers[i] = Some(factor::whitening(gram, widths[i], cfg.damp).map_err(fail)?);
                 }
                 Method::PcaOut if covs[i].is_none() => {
                     let gram = &grams.as_ref().expect("checked above")[i];
                     let mean = &means.as_ref().expect("checked above")[i];
-                    let n = inputs[i].1;
+                    let n = widths[i];
                     if gram.len() != n * n {
                         return Err(fail("no calibration Gram matrix was collected".into()));
                     }
@@ -164,20 +174,45 @@ impl Pass for LowRank {
             for (p, r) in plan.iter_mut().zip(ranks) {
                 p.rank = r;
             }
+            // Tied readers take their first reader's rank (and factors, below).
+            for k in 0..plan.len() {
+                plan[k].rank = plan[tie[k]].rank;
+            }
         }
+        let constants_before = crate::same_constants::constants(g);
+        let mut factored: Vec<Option<Factors>> = vec![None; plan.len()];
         let pb = cx.progress_bar(plan.len() as u64, "low-rank");
         let (mut before, mut after) = (0u64, 0u64);
         let (mut wsum, mut osum, mut ocount) = (0f64, 0f64, 0usize);
-        for p in &plan {
+        for (k, p) in plan.iter().enumerate() {
             let l = &p.layer;
             let (m, n, r) = (l.rows, l.cols, p.rank);
             let w = read_w(g, l)?;
             let fail = |e: String| PassError::Invalid(format!("layer `{}`: {e}", l.name));
-            let extra = match &lowers[p.input] {
+            let mut extra = match &lowers[p.input] {
                 Some((_, frac)) if *frac != cfg.damp => format!(", damping raised to {frac}"),
                 _ => String::new(),
             };
-            let f = factor::factor(&w, m, n, r, &transform(p)).map_err(fail)?;
+            let first = tie[k];
+            let f = match factored[first].clone() {
+                // Another reader of a weight factored already: the same factors (their
+                // constants are merged below), counted once.
+                Some(f) if first != k => {
+                    extra = format!(
+                        "{extra}; reads the weight of `{}`: its factors, stored once",
+                        plan[first].layer.name
+                    );
+                    f
+                }
+                _ => factor::factor(&w, m, n, r, &transform(p)).map_err(fail)?,
+            };
+            if pools[p.input].len() > 1 && first == k {
+                extra = format!(
+                    "{extra}; statistics of the {} inputs that read this weight",
+                    pools[p.input].len()
+                );
+            }
+            factored[k] = Some(f.clone());
             let werr = factor::weight_rel_err(&w, &f, m, n);
             let oerr = match (&grams, &means) {
                 (Some(gr), Some(mu)) => Some(factor::output_rel_err_with_bias(
@@ -206,8 +241,10 @@ impl Pass for LowRank {
             } else {
                 extra
             };
-            before += pb_;
-            after += pa;
+            if first == k {
+                before += pb_;
+                after += pa;
+            }
             wsum += werr;
             let out = match oerr {
                 Some(e) => {
@@ -226,6 +263,12 @@ impl Pass for LowRank {
             pb.inc(1);
         }
         pb.finish_and_clear();
+        let merged = crate::same_constants::merge_new(g, &constants_before)?;
+        if merged > 0 {
+            cx.note(format!(
+                "{merged} factor and bias constants of readers of shared weights stored once"
+            ));
+        }
         let removed = remove_dead_nodes(g)?;
         cx.touch(2 * plan.len() + removed);
         cx.note(format!(
@@ -557,4 +600,64 @@ fn damped_covariance(gram: &[f64], mean: &[f64], n: usize, damp: f64) -> faer::M
     let mean_diag = (0..n).map(|a| cov(a, a)).sum::<f64>() / n.max(1) as f64;
     let lambda = damp * mean_diag.max(0.0);
     faer::Mat::<f64>::from_fn(n, n, |a, b| cov(a, b) + if a == b { lambda } else { 0.0 })
+}
+
+/// For each plan entry, the first entry reading the same weight in the same form (itself
+/// when none does): `share-layers` ties layers to one constant.
+fn ties(g: &Graph, plan: &[Planned]) -> Vec<usize> {
+    (0..plan.len())
+        .map(|k| {
+            let (lk, wk) = (&plan[k].layer, layers::weight_node(g, &plan[k].layer));
+            (0..k)
+                .find(|&j| {
+                    layers::weight_node(g, &plan[j].layer) == wk
+                        && layers::same_form(&plan[j].layer, lk)
+                })
+                .unwrap_or(k)
+        })
+        .collect()
+}
+
+/// Groups each tie's distinct inputs into one pool and points every plan entry at its
+/// pool (an untied layer's pool is its own input). Returns the pools.
+fn pool_inputs(plan: &mut [Planned], tie: &[usize]) -> Vec<Vec<usize>> {
+    let mut pools: Vec<Vec<usize>> = Vec::new();
+    let mut of = Vec::with_capacity(plan.len());
+    for k in 0..plan.len() {
+        let mut pool: Vec<usize> = (0..plan.len())
+            .filter(|&j| tie[j] == tie[k])
+            .map(|j| plan[j].input)
+            .collect();
+        pool.sort_unstable();
+        pool.dedup();
+        of.push(match pools.iter().position(|p| *p == pool) {
+            Some(i) => i,
+            None => {
+                pools.push(pool);
+                pools.len() - 1
+            }
+        });
+    }
+    for (p, i) in plan.iter_mut().zip(of) {
+        p.input = i;
+    }
+    pools
+}
+
+/// The element-wise mean of equally long vectors (one vector: itself, exactly).
+fn mean_of(vs: impl Iterator<Item = Vec<f64>>) -> Vec<f64> {
+    let mut acc: Vec<f64> = Vec::new();
+    let mut count = 0usize;
+    for v in vs {
+        if acc.is_empty() {
+            acc = v;
+        } else {
+            acc.iter_mut().zip(&v).for_each(|(a, b)| *a += b);
+        }
+        count += 1;
+    }
+    if count > 1 {
+        acc.iter_mut().for_each(|a| *a /= count as f64);
+    }
+    acc
 }
