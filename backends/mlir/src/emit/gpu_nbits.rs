@@ -38,6 +38,9 @@
 //! (`gpu_nbits_mma`), reading the same repacked words. Whole batches and the remaining
 //! rows (one per pass) are two kernels, launched only when they have rows, so the
 //! batch-1 kernel keeps its small register footprint.
+//!
+//! 4-bit codes in blocks of 32 whose shape tiles (N a multiple of 16, K of 128) take
+//! `gpu_nbits_tc` instead, on tensor cores at every batch size.
 
 use super::builder::{Emitter, Val};
 use super::gpu_nbits_mma;

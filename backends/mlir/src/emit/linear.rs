@@ -339,6 +339,11 @@ pub fn matmul_nbits(em: &mut Emitter, id: NodeId, q: &MatMulNBits) -> Result<Val
     let scales = em
         .const_f32(id, 2)
         .ok_or_else(|| em.err("scales must be a constant"))?;
+    // Int4 in blocks of 32 on whole 16-row tiles and 128-value steps: the tensor-core
+    // kernels and their own weight layout (the scales are re-laid out, not prepared here).
+    if em.options().gpu_kernels && super::gpu_nbits_tc::applies(n, k, bits, bs) {
+        return matmul_nbits_gpu_tc(em, id, &a, &out, (k, n), &wbytes, &scales);
+    }
     let sc = em.prepared(
         &format!("{wname}.scales"),
         DType::F32,
@@ -520,6 +525,49 @@ fn matmul_nbits_gpu(
         super::gpu_nbits::repack_words(packed, n, k, bits),
     );
     super::gpu_nbits::emit(em, a, &words, &sc, &zpv, &bias, n, k, bits, bs, out)
+}
+
+/// MatMulNBits through the tensor-core GPU kernel (4-bit codes in blocks of 32): codes,
+/// scales and zero points re-laid out in 16-row tiles for it at compile time, the bias as
+/// a vector (zeros when absent).
+fn matmul_nbits_gpu_tc(
+    em: &mut Emitter,
+    id: NodeId,
+    a: &Val,
+    out: &TensorType,
+    (k, n): (u64, u64),
+    packed: &[u8],
+    scales: &[f32],
+) -> Result<Val, EmitError> {
+    let nb = k / 32;
+    let node = em.g.node(id);
+    let wname =
+        em.g.const_weight(node.input(1).ok_or_else(|| em.err("B is missing"))?)
+            .map(|w| w.name.clone())
+            .unwrap_or_default();
+    let has_zp = node.input(3).is_some();
+    let zp = zero_points(em, id, n, nb, 4, has_zp)?;
+    let bias = nbits_bias(em, id, &wname, n)?;
+    let l = super::gpu_nbits_tc::repack(packed, scales, &zp, n, k);
+    let codes = em.prepared(
+        &format!("{wname}.tile_codes"),
+        DType::I32,
+        &[n * k / 8],
+        l.codes,
+    );
+    let sc = em.prepared(
+        &format!("{wname}.tile_scales"),
+        DType::F32,
+        &[n * nb],
+        l.scales,
+    );
+    let zs = em.prepared(
+        &format!("{wname}.tile_zero_points"),
+        DType::I32,
+        &[n * nb / 4],
+        l.zeros,
+    );
+    super::gpu_nbits_tc::emit(em, a, &codes, &sc, &zs, &bias, n, k, out)
 }
 
 /// MatMulNBits' bias as a vector for the fused kernels: input 5, or zeros when absent.

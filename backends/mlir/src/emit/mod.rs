@@ -21,6 +21,7 @@ mod elementwise;
 mod gpu_matmul;
 mod gpu_nbits;
 mod gpu_nbits_mma;
+mod gpu_nbits_tc;
 mod kernel_call;
 mod layout;
 mod linear;
