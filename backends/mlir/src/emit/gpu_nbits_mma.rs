@@ -35,11 +35,11 @@ const TILES: u64 = 2;
 /// Rows of A per pass.
 const PASS_ROWS: u64 = 8;
 /// Codes 0 and 4 of a word, one in each 16-bit half.
-const LOW_CODES: u32 = 0x000F_000F;
+pub(super) const LOW_CODES: u32 = 0x000F_000F;
 /// Codes 1 and 5, four bits higher.
-const HIGH_CODES: u32 = 0x00F0_00F0;
+pub(super) const HIGH_CODES: u32 = 0x00F0_00F0;
 /// Two halves of 1024.0 (`0x6400`): OR-ing a code into one gives the half 1024 + code.
-const HALF_1024_PAIR: u32 = 0x6400_6400;
+pub(super) const HALF_1024_PAIR: u32 = 0x6400_6400;
 /// Static shared memory a kernel may use (bytes).
 const SHARED_LIMIT: u64 = 48 * 1024;
 

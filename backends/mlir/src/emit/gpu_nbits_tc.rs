@@ -46,6 +46,7 @@
 //! (66.4–66.6%); batch 8 takes 0.087 ms (0.111) and 0.220 ms (0.282).
 
 use super::builder::{Emitter, Val};
+use super::gpu_nbits_mma::{HALF_1024_PAIR, HIGH_CODES, LOW_CODES};
 use super::kernel_call;
 use super::EmitError;
 use compc_ir::TensorType;
@@ -68,12 +69,6 @@ const BATCH_WARPS: u64 = 8;
 const TILES: u64 = 2;
 /// Rows of A per pass of the batched kernel.
 const BATCH: u64 = 8;
-/// Codes 0 and 4 of a word, one in each 16-bit half.
-const LOW_CODES: u32 = 0x000F_000F;
-/// Codes 1 and 5, four bits higher.
-const HIGH_CODES: u32 = 0x00F0_00F0;
-/// Two halves of 1024.0: OR-ing a code into one gives the half 1024 + code.
-const HALF_1024_PAIR: u32 = 0x6400_6400;
 /// Two halves of −64.0; OR-ing 16·z into one gives −(64 + z).
 const HALF_MINUS_64_PAIR: u32 = 0xD400_D400;
 

@@ -508,15 +508,8 @@ fn matmul_nbits_gpu(
     sc: Val,
 ) -> Result<Val, EmitError> {
     let nb = k / bs;
-    let node = em.g.node(id);
-    let wname =
-        em.g.const_weight(node.input(1).ok_or_else(|| em.err("B is missing"))?)
-            .map(|w| w.name.clone())
-            .unwrap_or_default();
-    let has_zp = node.input(3).is_some();
-    let zp = zero_points(em, id, n, nb, bits, has_zp)?;
+    let (wname, zp, bias) = nbits_gpu_parts(em, id, n, nb, bits)?;
     let zpv = em.prepared(&format!("{wname}.zero_points"), DType::U8, &[n, nb], zp);
-    let bias = nbits_bias(em, id, &wname, n)?;
     // The codes as little-endian 32-bit words, in the order the kernel's lanes load them.
     let words = em.prepared(
         &format!("{wname}.words"),
@@ -540,14 +533,7 @@ fn matmul_nbits_gpu_tc(
     scales: &[f32],
 ) -> Result<Val, EmitError> {
     let nb = k / 32;
-    let node = em.g.node(id);
-    let wname =
-        em.g.const_weight(node.input(1).ok_or_else(|| em.err("B is missing"))?)
-            .map(|w| w.name.clone())
-            .unwrap_or_default();
-    let has_zp = node.input(3).is_some();
-    let zp = zero_points(em, id, n, nb, 4, has_zp)?;
-    let bias = nbits_bias(em, id, &wname, n)?;
+    let (wname, zp, bias) = nbits_gpu_parts(em, id, n, nb, 4)?;
     let l = super::gpu_nbits_tc::repack(packed, scales, &zp, n, k);
     let codes = em.prepared(
         &format!("{wname}.tile_codes"),
@@ -568,6 +554,26 @@ fn matmul_nbits_gpu_tc(
         l.zeros,
     );
     super::gpu_nbits_tc::emit(em, a, &codes, &sc, &zs, &bias, n, k, out)
+}
+
+/// What both GPU kernels take besides the codes and scales: B's name (the prefix of the
+/// prepared constants), the zero points as one byte per block `[N, nb]`, and the bias.
+fn nbits_gpu_parts(
+    em: &mut Emitter,
+    id: NodeId,
+    n: u64,
+    nb: u64,
+    bits: u64,
+) -> Result<(String, Vec<u8>, Val), EmitError> {
+    let node = em.g.node(id);
+    let wname =
+        em.g.const_weight(node.input(1).ok_or_else(|| em.err("B is missing"))?)
+            .map(|w| w.name.clone())
+            .unwrap_or_default();
+    let has_zp = node.input(3).is_some();
+    let zp = zero_points(em, id, n, nb, bits, has_zp)?;
+    let bias = nbits_bias(em, id, &wname, n)?;
+    Ok((wname, zp, bias))
 }
 
 /// MatMulNBits' bias as a vector for the fused kernels: input 5, or zeros when absent.
