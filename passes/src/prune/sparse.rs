@@ -18,10 +18,11 @@ use crate::idioms::Idioms;
 use crate::needs_calibration;
 use crate::pass::PassError;
 use crate::quant::layers::{
-    check_all_finite, read_w, reader_of_same_weight, same_form, weight_node, write_w, Layer,
+    check_all_finite, later_readers, read_w, reader_of_same_weight, reader_sites, same_form,
+    weight_node, write_w, Layer,
 };
 use crate::quant::pass::output_rel_err;
-use compc_ir::{Graph, NodeId};
+use compc_ir::{Graph, NodeId, ValueRef};
 
 /// Sparsity from which global scope's report warns that a layer is almost empty.
 const NEARLY_EMPTY: f64 = 0.95;
@@ -154,15 +155,10 @@ impl SparseJob<'_> {
             let s = match &norms {
                 // Every reader's tokens count: ‖X_j‖ over all of them.
                 Some(n) => {
-                    let readers: Vec<&Vec<f64>> = (0..self.layers.len())
+                    let readers = (0..self.layers.len())
                         .filter(|&k| same(&self.layers[k], &self.layers[i]))
-                        .map(|k| &n[k])
-                        .collect();
-                    let cols = n[i].len();
-                    let norm: Vec<f64> = (0..cols)
-                        .map(|j| readers.iter().map(|r| r[j] * r[j]).sum::<f64>().sqrt())
-                        .collect();
-                    wanda::scores(&w, &norm)
+                        .map(|k| n[k].as_slice());
+                    wanda::scores(&w, &root_sum_squares(readers))
                 }
                 None => magnitude::scores(&w),
             };
@@ -244,22 +240,11 @@ impl SparseJob<'_> {
             let adv = seq.advance_for(stage);
             // Input 0 is the stage's; then the inputs of later readers of the members'
             // weights (`share-layers`), whose statistics the members' masks combine.
-            let mut sites = vec![stage.input];
-            let mut site_of: Vec<Vec<usize>> = vec![vec![0]; stage.members.len()];
-            for (m, &i) in stage.members.iter().enumerate() {
-                for k in self.later_readers(g, i) {
-                    let Some(x) = self.layers[k].input(g) else {
-                        continue;
-                    };
-                    let s = sites.iter().position(|&v| v == x).unwrap_or_else(|| {
-                        sites.push(x);
-                        sites.len() - 1
-                    });
-                    if !site_of[m].contains(&s) {
-                        site_of[m].push(s);
-                    }
-                }
-            }
+            let (inputs, site_of) =
+                reader_sites(g, &self.layers, stage.input, &stage.members, |i| {
+                    later_readers(g, &self.layers, i, |k| self.pruned_from[k].is_none())
+                });
+            let sites: Vec<ValueRef> = inputs.iter().map(|&(x, _)| x).collect();
             let mut stats: Vec<InputStats> =
                 sites.iter().map(|_| InputStats::new(n, hessian)).collect();
             let what = format!("input of `{name}`");
@@ -328,22 +313,6 @@ impl SparseJob<'_> {
         r.extra = solve_note(res.loss, res.damp, self.cfg.damp, res.dead);
         self.note_readers(i, stats.len());
         Ok(())
-    }
-
-    /// The layers after `i` that read the very weight `i` reads, in the same form, not
-    /// pruned yet (`share-layers` ties them).
-    fn later_readers(&self, g: &Graph, i: usize) -> Vec<usize> {
-        let Some(from) = weight_node(g, &self.layers[i]) else {
-            return vec![];
-        };
-        (0..self.layers.len())
-            .filter(|&k| {
-                k != i
-                    && self.pruned_from[k].is_none()
-                    && weight_node(g, &self.layers[k]) == Some(from)
-                    && same_form(&self.layers[k], &self.layers[i])
-            })
-            .collect()
     }
 
     /// Says in layer `i`'s report row how many inputs its scores combined.
@@ -461,11 +430,20 @@ impl SparseJob<'_> {
 
 /// `‖X_j‖₂` over the tokens of all the inputs `stats` saw.
 fn combined_l2_norm(stats: &[&InputStats]) -> Vec<f64> {
-    let mut sq: Vec<f64> = stats[0].l2_norm().iter().map(|v| v * v).collect();
-    for st in &stats[1..] {
-        sq.iter_mut()
-            .zip(st.l2_norm())
-            .for_each(|(a, b)| *a += b * b);
+    let norms: Vec<Vec<f64>> = stats.iter().map(|s| s.l2_norm()).collect();
+    root_sum_squares(norms.iter().map(|v| v.as_slice()))
+}
+
+/// Per column, `sqrt(Σ v_j²)` over the vectors: the norm over all their tokens from each
+/// input's own column norms.
+fn root_sum_squares<'a>(vs: impl Iterator<Item = &'a [f64]>) -> Vec<f64> {
+    let mut sq: Vec<f64> = Vec::new();
+    for v in vs {
+        if sq.is_empty() {
+            sq = v.iter().map(|x| x * x).collect();
+        } else {
+            sq.iter_mut().zip(v).for_each(|(a, b)| *a += b * b);
+        }
     }
     sq.into_iter().map(f64::sqrt).collect()
 }

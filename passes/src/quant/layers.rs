@@ -88,6 +88,57 @@ pub fn reader_of_same_weight(
     (0..layers.len()).find(|&j| j != i && taken_from[j] == Some(from) && same_form(&layers[j], l))
 }
 
+/// The layers other than `i` that read the very weight `i` reads now, in the same form,
+/// and are not rewritten yet (`pending(k)`): `share-layers` ties them.
+pub fn later_readers(
+    g: &Graph,
+    layers: &[Layer],
+    i: usize,
+    pending: impl Fn(usize) -> bool,
+) -> Vec<usize> {
+    let Some(from) = weight_node(g, &layers[i]) else {
+        return vec![];
+    };
+    (0..layers.len())
+        .filter(|&k| {
+            k != i
+                && pending(k)
+                && weight_node(g, &layers[k]) == Some(from)
+                && same_form(&layers[k], &layers[i])
+        })
+        .collect()
+}
+
+/// The inputs whose statistics a calibrated stage combines: site 0 is the stage's own
+/// input (first read by `members[0]`), then the distinct inputs of the later readers
+/// `later(i)` of each member's weight. Returns each site's input and first reader, and
+/// for each member the sites its weight's readers see.
+pub fn reader_sites(
+    g: &Graph,
+    layers: &[Layer],
+    input: ValueRef,
+    members: &[usize],
+    later: impl Fn(usize) -> Vec<usize>,
+) -> (Vec<(ValueRef, usize)>, Vec<Vec<usize>>) {
+    let mut sites = vec![(input, members[0])];
+    let mut site_of: Vec<Vec<usize>> = vec![vec![0]; members.len()];
+    for (m, &i) in members.iter().enumerate() {
+        for k in later(i) {
+            let Some(x) = layers[k].input(g) else {
+                continue;
+            };
+            let s = sites.iter().position(|&(v, _)| v == x).unwrap_or_else(|| {
+                sites.push((x, k));
+                sites.len() - 1
+            });
+            if !site_of[m].contains(&s) {
+                site_of[m].push(s);
+            }
+        }
+    }
+    (sites, site_of)
+}
+
 /// Whether two layers hold their weights in one layout and shape, so one constant can
 /// serve both.
 pub fn same_form(a: &Layer, b: &Layer) -> bool {

@@ -352,27 +352,22 @@ impl Job {
             };
             // Site 0 is the stage's input; GPTQ adds the inputs of later readers of the
             // members' weights (`share-layers`), whose Hessians it sums.
-            let mut sites = vec![Site::new(stage.input, softmax_of(members[0]), n)];
-            let mut site_of: Vec<Vec<usize>> = vec![vec![0]; members.len()];
-            if method == Method::Gptq {
-                for (m, &i) in members.iter().enumerate() {
-                    for k in self.later_readers(g, i) {
-                        let Some(x) = self.layers[k].input(g) else {
-                            continue;
-                        };
-                        let s = match sites.iter().position(|s| s.input == x) {
-                            Some(s) => s,
-                            None => {
-                                sites.push(Site::new(x, softmax_of(k), n));
-                                sites.len() - 1
-                            }
-                        };
-                        if !site_of[m].contains(&s) {
-                            site_of[m].push(s);
-                        }
-                    }
-                }
-            }
+            let (inputs, site_of) = if method == Method::Gptq {
+                layers::reader_sites(g, &self.layers, stage.input, &members, |i| {
+                    layers::later_readers(g, &self.layers, i, |k| {
+                        self.q[k].is_none() && !self.layers[k].is_conv()
+                    })
+                })
+            } else {
+                (
+                    vec![(stage.input, members[0])],
+                    vec![vec![0]; members.len()],
+                )
+            };
+            let mut sites: Vec<Site> = inputs
+                .iter()
+                .map(|&(x, k)| Site::new(x, softmax_of(k), n))
+                .collect();
             let mut taps = Vec::new();
             for s in &sites {
                 taps.push(s.input);
@@ -438,23 +433,6 @@ impl Job {
             ));
         }
         Ok(())
-    }
-
-    /// The layers after `i` that read the very weight `i` reads, in the same form, not
-    /// quantized yet (`share-layers` ties them).
-    fn later_readers(&self, g: &Graph, i: usize) -> Vec<usize> {
-        let Some(from) = layers::weight_node(g, &self.layers[i]) else {
-            return vec![];
-        };
-        (0..self.layers.len())
-            .filter(|&k| {
-                k != i
-                    && self.q[k].is_none()
-                    && !self.layers[k].is_conv()
-                    && layers::weight_node(g, &self.layers[k]) == Some(from)
-                    && layers::same_form(&self.layers[k], &self.layers[i])
-            })
-            .collect()
     }
 
     /// GPTQ on the stage's members. A member whose weight later layers read too gets the
