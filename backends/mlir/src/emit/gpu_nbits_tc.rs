@@ -40,10 +40,13 @@
 //! `griddepcontrol.wait`; the batched kernel (8 rows of A per pass over the weights) has 8
 //! warps, unpacks each word once and runs one mma per row.
 //!
-//! Measured on an H100 with the bench's 8-layer int4 chains (`benches/native_gpu.rs`), in
-//! the same device calls as the CUDA-core kernels: batch 1 reads the weights at 64.4–64.5%
-//! of copy bandwidth on 4096×4096 (55.0–55.2% before) and 68.4–68.6% on 4096→11008→4096
-//! (66.4–66.6%); batch 8 takes 0.087 ms (0.111) and 0.220 ms (0.282).
+//! At batch 1 each word's unpacking and its mma are one inline PTX block
+//! ([`word_mma_ptx`]), so they stay interleaved.
+//!
+//! Measured on an H100 with the bench's 8-layer int4 chains (`benches/native_gpu.rs`):
+//! batch 1 reads the weights at 67.3–67.5% of copy bandwidth on 4096×4096 (55.0–55.2%
+//! with the CUDA-core kernel) and 71.7–72.0% on 4096→11008→4096 (66.4–66.6%); batch 8
+//! takes 0.087 ms (0.111) and 0.221 ms (0.282).
 
 use super::builder::{Emitter, Val};
 use super::gpu_nbits_mma::{HALF_1024_PAIR, HIGH_CODES, LOW_CODES};
@@ -71,6 +74,38 @@ const TILES: u64 = 2;
 const BATCH: u64 = 8;
 /// Two halves of −64.0; OR-ing 16·z into one gives −(64 + z).
 const HALF_MINUS_64_PAIR: u32 = 0xD400_D400;
+
+/// f16 1/16 (0x2C00) in both halves: the multiplier of the codes that sit 4 bits higher.
+const HALF_SIXTEENTH_PAIR: u32 = 0x2C00_2C00;
+
+/// The PTX of one word of codes to one mma at batch 1: the unpacking of [`compute`]
+/// (mask-and-OR with the half 1024, the zero point subtracted exactly in f16) and the mma,
+/// as one side-effecting `llvm.inline_asm`. Operands: D (0–3), the word (4), the four
+/// zero-point pairs (5–8), B (9, 10), C (11–14).
+///
+/// Why one block: given the unpacking as separate ops, LLVM hoists a whole super-step's
+/// unpacking (both tiles) above its mmas. Kept next to its mma, each word's arithmetic
+/// interleaves with the tensor-core chain: on an H100, the 8-layer 4096×4096 chain went
+/// from 64.0–64.4% to 67.3–67.5% of copy bandwidth and the 4096→11008→4096 chain from
+/// 68.2–68.5% to 71.7–72.0% (ptxas still gives the kernel about 128 registers).
+fn word_mma_ptx() -> String {
+    format!(
+        "{{ .reg .b32 a0, a1, a2, a3, w8, s16; shr.b32 w8, $4, 8; \
+         lop3.b32 a0, $4, {lo:#010X}, {magic:#010X}, 0xEA; \
+         lop3.b32 a1, $4, {hi:#010X}, {magic:#010X}, 0xEA; \
+         lop3.b32 a2, w8, {lo:#010X}, {magic:#010X}, 0xEA; \
+         lop3.b32 a3, w8, {hi:#010X}, {magic:#010X}, 0xEA; \
+         mov.b32 s16, {sixteenth:#010X}; \
+         sub.f16x2 a0, a0, $5; fma.rn.f16x2 a1, a1, s16, $6; \
+         sub.f16x2 a2, a2, $7; fma.rn.f16x2 a3, a3, s16, $8; \
+         mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 \
+         {{$0, $1, $2, $3}}, {{a0, a1, a2, a3}}, {{$9, $10}}, {{$11, $12, $13, $14}}; }}",
+        lo = LOW_CODES,
+        hi = HIGH_CODES,
+        magic = HALF_1024_PAIR,
+        sixteenth = HALF_SIXTEENTH_PAIR,
+    )
+}
 
 /// Whether this kernel takes the shape: 4-bit codes in blocks of 32, whole tiles of N and
 /// whole super-steps of K.
@@ -390,6 +425,7 @@ fn launch(sh: &Dims, s: Schedule, lo: &str, hi: &str, ld: &str, wait: &str) -> S
       %mhi = arith.constant {mhi} : i32
       %magic = arith.constant {magic} : i32
       %mneg = arith.constant {mneg} : i32
+      %i0 = arith.constant 0 : i32
       %i4 = arith.constant 4 : i32
       %i8 = arith.constant 8 : i32
       %i16 = arith.constant 16 : i32
@@ -568,14 +604,23 @@ fn compute(a_t: &str, s: Schedule) -> String {
                 r#"          %xrb{v} = arith.constant {o} : index
           %xr{v} = arith.addi %xread, %xrb{v} : index
           %xi{v} = memref.load %xs[%xr{v}] : memref<{xs_len}xi32, #gpu.address_space<workgroup>>
-          %xiv{v} = vector.broadcast %xi{v} : i32 to vector<1xi32>
-          %xp{v} = vector.bitcast %xiv{v} : vector<1xi32> to vector<2xf16>
-          %bb0_{v} = arith.select %act0, %xp{v}, %zh2 : vector<2xf16>
-          %bb1_{v} = arith.select %act1, %xp{v}, %zh2 : vector<2xf16>
 "#,
                 o = 128 * b + 16 * m,
                 xs_len = s.xs_len()
             );
+            out += &if s.mb == 1 {
+                format!(
+                    "          %bi0_{v} = arith.select %act0, %xi{v}, %i0 : i32\n          %bi1_{v} = arith.select %act1, %xi{v}, %i0 : i32\n"
+                )
+            } else {
+                format!(
+                    r#"          %xiv{v} = vector.broadcast %xi{v} : i32 to vector<1xi32>
+          %xp{v} = vector.bitcast %xiv{v} : vector<1xi32> to vector<2xf16>
+          %bb0_{v} = arith.select %act0, %xp{v}, %zh2 : vector<2xf16>
+          %bb1_{v} = arith.select %act1, %xp{v}, %zh2 : vector<2xf16>
+"#
+                )
+            };
         }
     }
     let ext = |d: &str| -> (String, [String; 4]) {
@@ -612,14 +657,39 @@ fn compute(a_t: &str, s: Schedule) -> String {
                 r#"          %zhi{t}_{j} = arith.shli {src}, %i16 : i32
           %zpr{t}_{j} = arith.ori {src}, %zhi{t}_{j} : i32
           %zbits{t}_{j} = arith.ori %zpr{t}_{j}, {base} : i32
-          %zv{t}_{j} = vector.broadcast %zbits{t}_{j} : i32 to vector<1xi32>
-          %hz{t}_{j} = vector.bitcast %zv{t}_{j} : vector<1xi32> to vector<2xf16>
 "#
             );
+            if s.mb > 1 {
+                out += &format!(
+                    "          %zv{t}_{j} = vector.broadcast %zbits{t}_{j} : i32 to vector<1xi32>\n          %hz{t}_{j} = vector.bitcast %zv{t}_{j} : vector<1xi32> to vector<2xf16>\n"
+                );
+            }
         }
         let mut d: Vec<Vec<[String; 4]>> = vec![Vec::new(); (s.mb * s.chains()) as usize];
         for m in 0..8u64 {
             let tm = format!("{t}_{m}");
+            if s.mb == 1 {
+                out += &format!(
+                    "          %w{tm} = vector.extract %cw{t}_{h}[{j}] : i32 from vector<4xi32>\n",
+                    h = m / 4,
+                    j = m % 4
+                );
+                let chain = (m % s.chains()) as usize;
+                let c = d[chain]
+                    .last()
+                    .cloned()
+                    .unwrap_or_else(|| std::array::from_fn(|_| "%zero".to_string()));
+                let dn = format!("%d{tm}_0");
+                out += &format!(
+                    "          {dn} = llvm.inline_asm has_side_effects \"{ptx}\", \"=f,=f,=f,=f,r,r,r,r,r,r,r,f,f,f,f\" %w{tm}, %zbits{t}_0, %zbits{t}_1, %zbits{t}_2, %zbits{t}_3, %bi0_0_{m}, %bi1_0_{m}, {} : (i32, i32, i32, i32, i32, i32, i32, f32, f32, f32, f32) -> !llvm.struct<(f32, f32, f32, f32)>\n",
+                    c.join(", "),
+                    ptx = word_mma_ptx()
+                );
+                let (txt, v) = ext(&dn);
+                out += &txt;
+                d[chain].push(v);
+                continue;
+            }
             out += &format!(
                 "          %w{tm} = vector.extract %cw{t}_{h}[{j}] : i32 from vector<4xi32>\n          %w8{tm} = arith.shrui %w{tm}, %i8 : i32\n",
                 h = m / 4,
@@ -864,6 +934,19 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_word_to_mma_ptx_uses_the_unpacking_constants() {
+        assert_eq!(half(HALF_SIXTEENTH_PAIR & 0xFFFF), 0.0625);
+        assert_eq!(HALF_SIXTEENTH_PAIR >> 16, HALF_SIXTEENTH_PAIR & 0xFFFF);
+        let ptx = word_mma_ptx();
+        assert!(ptx.contains("lop3.b32 a0, $4, 0x000F000F, 0x64006400, 0xEA;"));
+        assert!(ptx.contains("lop3.b32 a3, w8, 0x00F000F0, 0x64006400, 0xEA;"));
+        assert!(ptx.contains("mov.b32 s16, 0x2C002C00;"));
+        assert!(ptx.contains("{$9, $10}, {$11, $12, $13, $14}; }"));
+        // Operands 0..=14 as the op's constraints list them: four outputs, eleven inputs.
+        assert!(!ptx.contains("$15"));
     }
 
     #[test]
