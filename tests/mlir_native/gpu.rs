@@ -159,13 +159,15 @@ fn gpu_outputs_match_the_reference_runtime() {
     }
 }
 
-/// x `[batch, 512]` → MatMul → … → `[batch, 256]` through widths 1024, 384 and 2048, then
+/// x `[batch, 512]` → MatMul → … → `[batch, 256]` through widths 4352, 384 and 4480, then
 /// int4 RTN in blocks of 32: every layer has whole 16-row tiles and 128-value super-steps,
-/// so MatMulNBits takes the tensor-core kernels (`gpu_nbits_tc`), and K = 384 gives a
-/// block with fewer warps (3) than the batched kernel has outputs per thread.
+/// so MatMulNBits takes the tensor-core kernels (`gpu_nbits_tc`). K = 384 gives a block
+/// with fewer warps (3) than the batched kernel has outputs per thread; K = 4352 and 4480
+/// (34 and 35 super-steps for 16 warps) take the one-row kernel's pipelined loop, where a
+/// warp loads its next super-step (and its activations) before the arithmetic.
 fn int4_tile_chain() -> compc::ir::Graph {
     use compc::ir::{DType, Dim, Graph, GraphOutput, Op, Shape, TensorType, ValueRef, Weight};
-    let dims = [512u64, 1024, 384, 2048, 256];
+    let dims = [512u64, 4352, 384, 4480, 256];
     let ty = |k: u64| {
         TensorType::new(
             DType::F32,

@@ -41,11 +41,12 @@
 //! warps, unpacks each word once and runs one mma per row.
 //!
 //! At batch 1 each word's unpacking and its mma are one inline PTX block
-//! ([`word_mma_ptx`]), so they stay interleaved.
+//! ([`word_mma_ptx`]), so they stay interleaved, and a warp's activations travel with its
+//! chunk of weights ([`Schedule::carries_x`]), so they are not queued behind them.
 //!
 //! Measured on an H100 with the bench's 8-layer int4 chains (`benches/native_gpu.rs`):
-//! batch 1 reads the weights at 67.3–67.5% of copy bandwidth on 4096×4096 (55.0–55.2%
-//! with the CUDA-core kernel) and 71.7–72.0% on 4096→11008→4096 (66.4–66.6%); batch 8
+//! batch 1 reads the weights at 67.8–68.1% of copy bandwidth on 4096×4096 (55.0–55.2%
+//! with the CUDA-core kernel) and 75.5–75.9% on 4096→11008→4096 (66.4–66.6%); batch 8
 //! takes 0.087 ms (0.111) and 0.221 ms (0.282).
 
 use super::builder::{Emitter, Val};
@@ -255,6 +256,17 @@ impl Schedule {
         self.mb == 1 && sh.steps > 2 * self.warps
     }
 
+    /// Whether the warp's activations for a super-step travel with its chunk of weights:
+    /// loaded right after `griddepcontrol.wait` for the first super-step, and for the
+    /// next one just before that step's weights. The activations are the first thing the
+    /// arithmetic needs, and a load issued behind a super-step of weights returns after
+    /// them. Measured at batch 1 on an H100, 8-layer chains: 4096→11008→4096 from
+    /// 71.7–72.0% to 75.5–75.9% of copy bandwidth; 4096×4096 unchanged (67.3–68.0%
+    /// against 67.8–68.1%).
+    fn carries_x(&self) -> bool {
+        self.mb == 1
+    }
+
     /// Partial sums in shared memory: one per warp, block row and row of A.
     fn red_len(&self) -> u64 {
         self.warps * TILE * self.tiles * self.mb
@@ -344,11 +356,18 @@ fn launch(sh: &Dims, s: Schedule, lo: &str, hi: &str, ld: &str, wait: &str) -> S
     let grid = sh.n / TILE / tiles;
     let pipe = s.pipelined(sh);
     let first = loads(sh, s, "f", "%warp");
-    let next = loads(sh, s, "n", "%nss");
+    let (first_x, next) = if s.carries_x() {
+        (
+            x_load(sh, "f", "%warp"),
+            x_load(sh, "n", "%nss") + &loads(sh, s, "n", "%nss"),
+        )
+    } else {
+        (String::new(), loads(sh, s, "n", "%nss"))
+    };
     let acc_names: Vec<String> = acc_ids(s)
         .map(|(t, b, h)| format!("%acc{t}_{b}_{h}"))
         .collect();
-    let chunk_names: Vec<String> = (0..tiles)
+    let mut chunk_names: Vec<String> = (0..tiles)
         .flat_map(|t| {
             [
                 format!("%cw{t}_0"),
@@ -358,9 +377,13 @@ fn launch(sh: &Dims, s: Schedule, lo: &str, hi: &str, ld: &str, wait: &str) -> S
             ]
         })
         .collect();
-    let chunk_types: Vec<&str> = (0..tiles)
+    let mut chunk_types: Vec<&str> = (0..tiles)
         .flat_map(|_| ["vector<4xi32>", "vector<4xi32>", "vector<2xf32>", "i32"])
         .collect();
+    if s.carries_x() {
+        chunk_names.push("%xv".to_string());
+        chunk_types.push("vector<4xf32>");
+    }
     let first_names: Vec<String> = chunk_names
         .iter()
         .map(|c| c.replacen('%', "%f", 1))
@@ -466,7 +489,7 @@ fn launch(sh: &Dims, s: Schedule, lo: &str, hi: &str, ld: &str, wait: &str) -> S
       %xro2 = arith.addi %xro, %par : index
       %xread = arith.addi %xwbase, %xro2 : index
       scf.for %mc = {lo} to {hi} step %cmb {{
-{first}{wait}        %res:{nres} = scf.for %ss = %warp to %cS step %cW iter_args({iter_args}) -> ({all_types}) {{
+{first}{wait}{first_x}        %res:{nres} = scf.for %ss = %warp to %cS step %cW iter_args({iter_args}) -> ({all_types}) {{
 {pre}          %nss = arith.addi %ss, %cW : index
           %more = arith.cmpi ult, %nss, %cS : index
           %nx:{nchunk} = scf.if %more -> ({chunk_types}) {{
@@ -558,13 +581,26 @@ fn loads(sh: &Dims, s: Schedule, p: &str, ss: &str) -> String {
     out
 }
 
+/// The warp's activations of super-step `ss` for the row `%mc` (lane l: values 4l..4l+3),
+/// as `%{p}xv`.
+fn x_load(sh: &Dims, p: &str, ss: &str) -> String {
+    let a_t = &sh.a_t;
+    format!(
+        r#"          %{p}xk = arith.muli {ss}, %k128 : index
+          %{p}xo = arith.addi %{p}xk, %lane4 : index
+          %{p}xv = vector.load %am[%mc, %{p}xo] {{alignment = 16}} : memref<{a_t}>, vector<4xf32>
+"#
+    )
+}
+
 /// One super-step `%ss` of the chunk in `%cw…`, `%sc…`, `%zw…`: B fragments per row of
 /// A, then per tile the zero points as f16 pairs, the words unpacked, the mmas, and the
 /// scales applied (results `%nacc…`).
 fn compute(a_t: &str, s: Schedule) -> String {
-    let mut out = String::from(
-        "          %ssk = arith.muli %ss, %k128 : index\n          %xfill = arith.addi %ssk, %lane4 : index\n",
-    );
+    let mut out = String::new();
+    if !s.carries_x() {
+        out += "          %ssk = arith.muli %ss, %k128 : index\n          %xfill = arith.addi %ssk, %lane4 : index\n";
+    }
     for b in 0..s.mb {
         out += &format!(
             "          %cb{b} = arith.constant {b} : index\n          %arow{b} = arith.addi %mc, %cb{b} : index\n"
@@ -580,11 +616,20 @@ fn compute(a_t: &str, s: Schedule) -> String {
     // fragments it needs.
     out += "          nvvm.bar.warp.sync %fullmask : i32\n";
     for b in 0..s.mb {
+        // The one-row kernel's activations arrive with the chunk (`%xv`, see
+        // [`Schedule::carries_x`]); the batched kernel loads its rows here.
+        let xq = if s.carries_x() {
+            "%xv".to_string()
+        } else {
+            out += &format!(
+                "          %xq{b} = vector.load %am[%arow{b}, %xfill] {{alignment = 16}} : memref<{a_t}>, vector<4xf32>\n"
+            );
+            format!("%xq{b}")
+        };
         out += &format!(
-            r#"          %xq{b} = vector.load %am[%arow{b}, %xfill] {{alignment = 16}} : memref<{a_t}>, vector<4xf32>
-          %xqh{b} = arith.truncf %xq{b} : vector<4xf32> to vector<4xf16>
+            r#"          %xqh{b} = arith.truncf {xq} : vector<4xf32> to vector<4xf16>
           %xqhf{b} = arith.extf %xqh{b} : vector<4xf16> to vector<4xf32>
-          %xqd{b} = arith.subf %xq{b}, %xqhf{b} : vector<4xf32>
+          %xqd{b} = arith.subf {xq}, %xqhf{b} : vector<4xf32>
           %xql{b} = arith.truncf %xqd{b} : vector<4xf32> to vector<4xf16>
           %xqs{b} = vector.shuffle %xqh{b}, %xql{b} [0, 1, 4, 5, 2, 3, 6, 7] : vector<4xf16>, vector<4xf16>
           %xqi{b} = vector.bitcast %xqs{b} : vector<8xf16> to vector<4xi32>
@@ -947,6 +992,31 @@ mod tests {
         assert!(ptx.contains("{$9, $10}, {$11, $12, $13, $14}; }"));
         // Operands 0..=14 as the op's constraints list them: four outputs, eleven inputs.
         assert!(!ptx.contains("$15"));
+    }
+
+    #[test]
+    fn the_one_row_kernel_loads_each_super_steps_activations_before_its_weights() {
+        // K = 4352: 34 super-steps for 16 warps, the pipelined loop.
+        let text = helper("f", "?", 4096, 4352, true);
+        let one_row = &text[text.rfind("gpu.launch").unwrap()..];
+        let wait = one_row.find("nvvm.griddepcontrol wait").unwrap();
+        let first_x = one_row.find("%fxv = vector.load %am").unwrap();
+        let next_x = one_row.find("%nxv = vector.load %am").unwrap();
+        let next_w = one_row.find("%ncw0_0 = vector.load %bm").unwrap();
+        assert!(
+            wait < first_x,
+            "the first activations wait for the layer before"
+        );
+        assert!(one_row.find("%fcw0_0 = vector.load %bm").unwrap() < wait);
+        assert!(
+            next_x < next_w,
+            "the next activations go out before the next weights"
+        );
+        // Only those two loads read A; the batched kernel loads its rows in the step.
+        assert_eq!(one_row.matches("vector.load %am").count(), 2);
+        let batched = &text[..text.rfind("gpu.launch").unwrap()];
+        assert!(batched.contains("%xq0 = vector.load %am"));
+        assert!(!batched.contains("%xv"));
     }
 
     #[test]
