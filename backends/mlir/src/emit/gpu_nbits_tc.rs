@@ -735,10 +735,7 @@ fn compute(a_t: &str, s: Schedule) -> String {
                     j = m % 4
                 );
                 let chain = (m % s.chains()) as usize;
-                let c = d[chain]
-                    .last()
-                    .cloned()
-                    .unwrap_or_else(|| std::array::from_fn(|_| "%zero".to_string()));
+                let c = chain_tail(&d[chain]);
                 let dn = format!("%d{tm}_0");
                 out += &format!(
                     "          {dn} = llvm.inline_asm has_side_effects \"{ptx}\", \"=f,=f,=f,=f,r,r,r,r,r,r,r,f,f,f,f\" %w{tm}, %zbits{t}_0, %zbits{t}_1, %zbits{t}_2, %zbits{t}_3, %bi0_0_{m}, %bi1_0_{m}, {} : (i32, i32, i32, i32, i32, i32, i32, f32, f32, f32, f32) -> !llvm.struct<(f32, f32, f32, f32)>\n",
@@ -779,10 +776,7 @@ fn compute(a_t: &str, s: Schedule) -> String {
                 .join(", ");
             for b in 0..s.mb {
                 let chain = (b * s.chains() + m % s.chains()) as usize;
-                let c = d[chain]
-                    .last()
-                    .cloned()
-                    .unwrap_or_else(|| std::array::from_fn(|_| "%zero".to_string()));
+                let c = chain_tail(&d[chain]);
                 let dn = format!("%d{tm}_{b}");
                 out += &format!(
                     "          {dn} = nvvm.mma.sync A[{a}] B[%bb0_{b}_{m}, %bb1_{b}_{m}] C[{}] {{layoutA = #nvvm.mma_layout<row>, layoutB = #nvvm.mma_layout<col>, shape = #nvvm.shape<m = 16, n = 8, k = 16>}} : (vector<2xf16>, vector<2xf16>, f32) -> !llvm.struct<(f32, f32, f32, f32)>\n",
@@ -820,6 +814,15 @@ fn compute(a_t: &str, s: Schedule) -> String {
         }
     }
     out
+}
+
+/// The accumulator an mma chain has reached (its last mma's four results), or zeros
+/// before its first mma.
+fn chain_tail(chain: &[[String; 4]]) -> [String; 4] {
+    chain
+        .last()
+        .cloned()
+        .unwrap_or_else(|| std::array::from_fn(|_| "%zero".to_string()))
 }
 
 /// Each warp's sums: the four lanes of a row (tig) by `gpu.shuffle xor`, then lane tig = 0
