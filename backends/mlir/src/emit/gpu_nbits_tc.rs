@@ -41,7 +41,8 @@
 //! warps, unpacks each word once and runs one mma per row.
 //!
 //! At batch 1 each word's unpacking and its mma are one inline PTX block
-//! ([`word_mma_ptx`]), so they stay interleaved, and a warp's activations travel with its
+//! ([`word_mma_ptx`]; the batched kernel unpacks each word in one block too,
+//! [`word_unpack_ptx`]), so they stay interleaved, and a warp's activations travel with its
 //! chunk of weights ([`Schedule::carries_x`]), so they are not queued behind them. Every
 //! thread loads the bias of its output row before the arithmetic: loaded after the
 //! reduction, it put a DRAM round trip at the end of every layer.
@@ -49,7 +50,7 @@
 //! Measured on an H100 with the bench's 8-layer int4 chains (`benches/native_gpu.rs`):
 //! batch 1 reads the weights at 70.1–70.3% of copy bandwidth on 4096×4096 (55.0–55.2%
 //! with the CUDA-core kernel) and 77.4–77.7% on 4096→11008→4096 (66.4–66.6%); batch 8
-//! takes 0.086 ms (0.111) and 0.215–0.217 ms (0.282).
+//! takes 0.083 ms (0.111) and 0.207 ms (0.282).
 
 use super::builder::{Emitter, Val};
 use super::gpu_nbits_mma::{HALF_1024_PAIR, HIGH_CODES, LOW_CODES};
@@ -81,10 +82,30 @@ const HALF_MINUS_64_PAIR: u32 = 0xD400_D400;
 /// f16 1/16 (0x2C00) in both halves: the multiplier of the codes that sit 4 bits higher.
 const HALF_SIXTEENTH_PAIR: u32 = 0x2C00_2C00;
 
-/// The PTX of one word of codes to one mma at batch 1: the unpacking of [`compute`]
-/// (mask-and-OR with the half 1024, the zero point subtracted exactly in f16) and the mma,
-/// as one side-effecting `llvm.inline_asm`. Operands: D (0–3), the word (4), the four
-/// zero-point pairs (5–8), B (9, 10), C (11–14).
+/// PTX that unpacks the word of codes `w` into the four f16x2 registers `a` of an A
+/// fragment, the zero points `hz` subtracted exactly in f16 (the arithmetic [`compute`]
+/// describes); it uses the scratch registers `w8` and `s16`, which the caller declares.
+fn unpack_ptx(w: &str, hz: [&str; 4], a: [&str; 4]) -> String {
+    let ([a0, a1, a2, a3], [z0, z1, z2, z3]) = (a, hz);
+    format!(
+        "shr.b32 w8, {w}, 8; \
+         lop3.b32 {a0}, {w}, {lo:#010X}, {magic:#010X}, 0xEA; \
+         lop3.b32 {a1}, {w}, {hi:#010X}, {magic:#010X}, 0xEA; \
+         lop3.b32 {a2}, w8, {lo:#010X}, {magic:#010X}, 0xEA; \
+         lop3.b32 {a3}, w8, {hi:#010X}, {magic:#010X}, 0xEA; \
+         mov.b32 s16, {sixteenth:#010X}; \
+         sub.f16x2 {a0}, {a0}, {z0}; fma.rn.f16x2 {a1}, {a1}, s16, {z1}; \
+         sub.f16x2 {a2}, {a2}, {z2}; fma.rn.f16x2 {a3}, {a3}, s16, {z3}; ",
+        lo = LOW_CODES,
+        hi = HIGH_CODES,
+        magic = HALF_1024_PAIR,
+        sixteenth = HALF_SIXTEENTH_PAIR,
+    )
+}
+
+/// The PTX of one word of codes to one mma at batch 1: [`unpack_ptx`] and the mma, as one
+/// side-effecting `llvm.inline_asm`. Operands: D (0–3), the word (4), the four zero-point
+/// pairs (5–8), B (9, 10), C (11–14).
 ///
 /// Why one block: given the unpacking as separate ops, LLVM hoists a whole super-step's
 /// unpacking (both tiles) above its mmas. Kept next to its mma, each word's arithmetic
@@ -93,20 +114,22 @@ const HALF_SIXTEENTH_PAIR: u32 = 0x2C00_2C00;
 /// 68.2–68.5% to 71.7–72.0% (ptxas still gives the kernel about 128 registers).
 fn word_mma_ptx() -> String {
     format!(
-        "{{ .reg .b32 a0, a1, a2, a3, w8, s16; shr.b32 w8, $4, 8; \
-         lop3.b32 a0, $4, {lo:#010X}, {magic:#010X}, 0xEA; \
-         lop3.b32 a1, $4, {hi:#010X}, {magic:#010X}, 0xEA; \
-         lop3.b32 a2, w8, {lo:#010X}, {magic:#010X}, 0xEA; \
-         lop3.b32 a3, w8, {hi:#010X}, {magic:#010X}, 0xEA; \
-         mov.b32 s16, {sixteenth:#010X}; \
-         sub.f16x2 a0, a0, $5; fma.rn.f16x2 a1, a1, s16, $6; \
-         sub.f16x2 a2, a2, $7; fma.rn.f16x2 a3, a3, s16, $8; \
+        "{{ .reg .b32 a0, a1, a2, a3, w8, s16; {}\
          mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 \
          {{$0, $1, $2, $3}}, {{a0, a1, a2, a3}}, {{$9, $10}}, {{$11, $12, $13, $14}}; }}",
-        lo = LOW_CODES,
-        hi = HIGH_CODES,
-        magic = HALF_1024_PAIR,
-        sixteenth = HALF_SIXTEENTH_PAIR,
+        unpack_ptx("$4", ["$5", "$6", "$7", "$8"], ["a0", "a1", "a2", "a3"])
+    )
+}
+
+/// The PTX of one word of codes to an A fragment, for the batched kernel (which runs one
+/// mma per row of A on it): [`unpack_ptx`] as one side-effecting `llvm.inline_asm`, so the
+/// words are unpacked in order next to their mmas. Operands: the fragment (0–3), the
+/// word (4), the four zero-point pairs (5–8). At batch 8 on an H100: 0.0856 → 0.0833 ms
+/// on the 4096×4096 chain, 0.2164 → 0.2074 ms on 4096→11008→4096.
+fn word_unpack_ptx() -> String {
+    format!(
+        "{{ .reg .b32 w8, s16; {}}}",
+        unpack_ptx("$4", ["$5", "$6", "$7", "$8"], ["$0", "$1", "$2", "$3"])
     )
 }
 
@@ -442,12 +465,9 @@ fn launch(sh: &Dims, s: Schedule, lo: &str, hi: &str, ld: &str, wait: &str) -> S
       %crows = arith.constant {rows_per_block} : index
       %zero = arith.constant 0.0 : f32
       %zh2 = arith.constant dense<0.0> : vector<2xf16>
-      %h16th = arith.constant dense<0.0625> : vector<2xf16>
       %width = arith.constant 32 : i32
       %x1 = arith.constant 1 : i32
       %x2 = arith.constant 2 : i32
-      %mlo = arith.constant {mlo} : i32
-      %mhi = arith.constant {mhi} : i32
       %magic = arith.constant {magic} : i32
       %mneg = arith.constant {mneg} : i32
       %i0 = arith.constant 0 : i32
@@ -542,8 +562,6 @@ fn launch(sh: &Dims, s: Schedule, lo: &str, hi: &str, ld: &str, wait: &str) -> S
         xs_warp = 128 * mb,
         outs = TILE * tiles * mb,
         rows_per_block = TILE * tiles,
-        mlo = LOW_CODES as i32,
-        mhi = HIGH_CODES as i32,
         magic = HALF_1024_PAIR as i32,
         mneg = HALF_MINUS_64_PAIR as i32,
         nres = nacc + nchunk,
@@ -719,11 +737,6 @@ fn compute(a_t: &str, s: Schedule) -> String {
           %zbits{t}_{j} = arith.ori %zpr{t}_{j}, {base} : i32
 "#
             );
-            if s.mb > 1 {
-                out += &format!(
-                    "          %zv{t}_{j} = vector.broadcast %zbits{t}_{j} : i32 to vector<1xi32>\n          %hz{t}_{j} = vector.bitcast %zv{t}_{j} : vector<1xi32> to vector<2xf16>\n"
-                );
-            }
         }
         let mut d: Vec<Vec<[String; 4]>> = vec![Vec::new(); (s.mb * s.chains()) as usize];
         for m in 0..8u64 {
@@ -748,27 +761,18 @@ fn compute(a_t: &str, s: Schedule) -> String {
                 continue;
             }
             out += &format!(
-                "          %w{tm} = vector.extract %cw{t}_{h}[{j}] : i32 from vector<4xi32>\n          %w8{tm} = arith.shrui %w{tm}, %i8 : i32\n",
+                "          %w{tm} = vector.extract %cw{t}_{h}[{j}] : i32 from vector<4xi32>\n          %ua{tm} = llvm.inline_asm has_side_effects \"{ptx}\", \"=r,=r,=r,=r,r,r,r,r,r\" %w{tm}, %zbits{t}_0, %zbits{t}_1, %zbits{t}_2, %zbits{t}_3 : (i32, i32, i32, i32, i32) -> !llvm.struct<(i32, i32, i32, i32)>\n",
                 h = m / 4,
-                j = m % 4
+                j = m % 4,
+                ptx = word_unpack_ptx()
             );
-            for (j, (src, mask)) in [("", "mlo"), ("", "mhi"), ("8", "mlo"), ("8", "mhi")]
-                .iter()
-                .enumerate()
-            {
+            for j in 0..4 {
                 out += &format!(
-                    r#"          %qm{tm}_{j} = arith.andi %w{src}{tm}, %{mask} : i32
-          %qo{tm}_{j} = arith.ori %qm{tm}_{j}, %magic : i32
-          %qv{tm}_{j} = vector.broadcast %qo{tm}_{j} : i32 to vector<1xi32>
-          %qh{tm}_{j} = vector.bitcast %qv{tm}_{j} : vector<1xi32> to vector<2xf16>
+                    r#"          %ue{tm}_{j} = llvm.extractvalue %ua{tm}[{j}] : !llvm.struct<(i32, i32, i32, i32)>
+          %uv{tm}_{j} = vector.broadcast %ue{tm}_{j} : i32 to vector<1xi32>
+          %a{tm}_{j} = vector.bitcast %uv{tm}_{j} : vector<1xi32> to vector<2xf16>
 "#
                 );
-                out += &if j % 2 == 0 {
-                    format!("          %a{tm}_{j} = arith.subf %qh{tm}_{j}, %hz{t}_{j} : vector<2xf16>\n")
-                } else {
-                    // `contract` makes it one f16x2 multiply-add, exact here.
-                    format!("          %qs{tm}_{j} = arith.mulf %qh{tm}_{j}, %h16th fastmath<contract> : vector<2xf16>\n          %a{tm}_{j} = arith.addf %qs{tm}_{j}, %hz{t}_{j} fastmath<contract> : vector<2xf16>\n")
-                };
             }
             let a = (0..4)
                 .map(|j| format!("%a{tm}_{j}"))
@@ -1010,6 +1014,12 @@ mod tests {
         assert!(ptx.contains("{$9, $10}, {$11, $12, $13, $14}; }"));
         // Operands 0..=14 as the op's constraints list them: four outputs, eleven inputs.
         assert!(!ptx.contains("$15"));
+        // The batched kernel's block: the same unpacking into its outputs 0..=3, no mma.
+        let unpack = word_unpack_ptx();
+        assert!(unpack.contains("lop3.b32 $0, $4, 0x000F000F, 0x64006400, 0xEA;"));
+        assert!(unpack.contains("lop3.b32 $3, w8, 0x00F000F0, 0x64006400, 0xEA;"));
+        assert!(unpack.contains("sub.f16x2 $2, $2, $7; fma.rn.f16x2 $3, $3, s16, $8;"));
+        assert!(!unpack.contains("mma") && !unpack.contains("$9"));
     }
 
     #[test]
