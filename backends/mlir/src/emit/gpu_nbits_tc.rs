@@ -275,8 +275,10 @@ impl Schedule {
 
     /// Whether a warp loads its next super-step before the arithmetic of the current one:
     /// measured faster when a warp walks many super-steps (K = 11008: 67.7% against 65.8%
-    /// of copy bandwidth on the 11008 chain) and slower when it walks two (K = 4096:
-    /// 56.1% against 58.2% on 4096×4096).
+    /// of copy bandwidth on the 11008 chain, when first measured). When a warp walks two
+    /// (K = 4096) it was slower at first (56.1% against 58.2% on 4096×4096) and, with
+    /// the activations carried and the bias loaded early, no faster (70.8–71.2% against
+    /// 70.8%), so those warps keep the plain loop.
     fn pipelined(&self, sh: &Dims) -> bool {
         self.mb == 1 && sh.steps > 2 * self.warps
     }
