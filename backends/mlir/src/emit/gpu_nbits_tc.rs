@@ -83,8 +83,8 @@ const HALF_MINUS_64_PAIR: u32 = 0xD400_D400;
 const HALF_SIXTEENTH_PAIR: u32 = 0x2C00_2C00;
 
 /// PTX that unpacks the word of codes `w` into the four f16x2 registers `a` of an A
-/// fragment, the zero points `hz` subtracted exactly in f16 (the arithmetic [`compute`]
-/// describes); it uses the scratch registers `w8` and `s16`, which the caller declares.
+/// fragment, the zero points `hz` subtracted exactly in f16 (the arithmetic the module
+/// documentation describes); it uses the scratch registers `w8` and `s16`, which the caller declares.
 fn unpack_ptx(w: &str, hz: [&str; 4], a: [&str; 4]) -> String {
     let ([a0, a1, a2, a3], [z0, z1, z2, z3]) = (a, hz);
     format!(
@@ -703,6 +703,8 @@ fn compute(a_t: &str, s: Schedule) -> String {
             };
         }
     }
+    // The inline PTX of a word, the same text for every word.
+    let (word_mma, word_unpack) = (word_mma_ptx(), word_unpack_ptx());
     let ext = |d: &str| -> (String, [String; 4]) {
         let mut txt = String::new();
         let mut v: [String; 4] = Default::default();
@@ -743,19 +745,19 @@ fn compute(a_t: &str, s: Schedule) -> String {
         let mut d: Vec<Vec<[String; 4]>> = vec![Vec::new(); (s.mb * s.chains()) as usize];
         for m in 0..8u64 {
             let tm = format!("{t}_{m}");
+            out += &format!(
+                "          %w{tm} = vector.extract %cw{t}_{h}[{j}] : i32 from vector<4xi32>\n",
+                h = m / 4,
+                j = m % 4
+            );
             if s.mb == 1 {
-                out += &format!(
-                    "          %w{tm} = vector.extract %cw{t}_{h}[{j}] : i32 from vector<4xi32>\n",
-                    h = m / 4,
-                    j = m % 4
-                );
                 let chain = (m % s.chains()) as usize;
                 let c = chain_tail(&d[chain]);
                 let dn = format!("%d{tm}_0");
                 out += &format!(
                     "          {dn} = llvm.inline_asm has_side_effects \"{ptx}\", \"=f,=f,=f,=f,r,r,r,r,r,r,r,f,f,f,f\" %w{tm}, %zbits{t}_0, %zbits{t}_1, %zbits{t}_2, %zbits{t}_3, %bi0_0_{m}, %bi1_0_{m}, {} : (i32, i32, i32, i32, i32, i32, i32, f32, f32, f32, f32) -> !llvm.struct<(f32, f32, f32, f32)>\n",
                     c.join(", "),
-                    ptx = word_mma_ptx()
+                    ptx = word_mma
                 );
                 let (txt, v) = ext(&dn);
                 out += &txt;
@@ -763,10 +765,7 @@ fn compute(a_t: &str, s: Schedule) -> String {
                 continue;
             }
             out += &format!(
-                "          %w{tm} = vector.extract %cw{t}_{h}[{j}] : i32 from vector<4xi32>\n          %ua{tm} = llvm.inline_asm has_side_effects \"{ptx}\", \"=r,=r,=r,=r,r,r,r,r,r\" %w{tm}, %zbits{t}_0, %zbits{t}_1, %zbits{t}_2, %zbits{t}_3 : (i32, i32, i32, i32, i32) -> !llvm.struct<(i32, i32, i32, i32)>\n",
-                h = m / 4,
-                j = m % 4,
-                ptx = word_unpack_ptx()
+                "          %ua{tm} = llvm.inline_asm has_side_effects \"{word_unpack}\", \"=r,=r,=r,=r,r,r,r,r,r\" %w{tm}, %zbits{t}_0, %zbits{t}_1, %zbits{t}_2, %zbits{t}_3 : (i32, i32, i32, i32, i32) -> !llvm.struct<(i32, i32, i32, i32)>\n"
             );
             for j in 0..4 {
                 out += &format!(
